@@ -1,0 +1,1192 @@
+//! One connection's state machine, client or server side, with no I/O (PROTOCOL.md §4–§9).
+//!
+//! # Call order
+//!
+//! The caller owns the socket, the clock and the buffers:
+//!
+//! 1. create with [`Connection::connect`] (client) or [`Connection::accept`] (server);
+//! 2. whenever bytes arrive: [`Connection::handle_input`]; when the transport ends:
+//!    [`Connection::handle_disconnect`];
+//! 3. drain [`Connection::poll_event`] (a server answers [`Event::Hello`] with
+//!    [`Connection::accept_new`], [`Connection::accept_resume`] or [`Connection::reject`]);
+//! 4. after input, after application calls (`send`, `recv`, `close`, …) and after timeouts:
+//!    call [`Connection::poll_transmit`] until it appends nothing, and write what it appended;
+//! 5. sleep until [`Connection::poll_timeout`] and then call [`Connection::handle_timeout`];
+//! 6. once [`Connection::is_closed`] and `poll_transmit` appends nothing, close the transport.
+//!    [`Connection::take_session`] hands a surviving session over to the next connection.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::codec::Decoder;
+use super::config::Config;
+use super::frame::{
+    Close, CloseCode, DATA_PREFIX_LEN, Data, Frame, FrameError, GoAway, HEADER_LEN, Hello, Limits,
+    MIN_MAX_FRAME, Reject, RejectCode, ResumeRequest, ResumeToken, Seq, SessionId, Welcome,
+    WelcomeKind, encode_data_header,
+};
+use super::session::{Message, Role, SendError, Session};
+
+/// Something the application should know or decide.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// Server side: a valid HELLO arrived. Answer with [`Connection::accept_new`],
+    /// [`Connection::accept_resume`] or [`Connection::reject`].
+    Hello(HelloRequest),
+    /// The handshake finished; messages flow.
+    Established {
+        /// The session's id.
+        session_id: SessionId,
+        /// Whether an existing session was resumed.
+        resumed: bool,
+    },
+    /// Messages arrived and wait in the inbox (once per input that added some).
+    MessagesAvailable,
+    /// The peer acknowledged every message with a sequence number in `first..end`. Each
+    /// sequence number is reported exactly once over the life of the session.
+    Acknowledged {
+        /// First newly acknowledged sequence number.
+        first: Seq,
+        /// One past the last.
+        end: Seq,
+    },
+    /// A PONG answered our PING.
+    Pong {
+        /// The measured round-trip time.
+        rtt: Duration,
+    },
+    /// This connection is over; the session (if any) survives: take it with
+    /// [`Connection::take_session`] to resume it on a new connection.
+    Disconnected(ConnectionError),
+    /// The session is over. Exactly one of `Disconnected` or `SessionEnded` ends a connection.
+    SessionEnded {
+        /// Why.
+        reason: SessionEnd,
+        /// Every message this side sent and the peer did not acknowledge, in order.
+        unacknowledged: Vec<Message>,
+        /// Messages received but not taken by the application, now dropped (the peer gets
+        /// them back as unacknowledged).
+        discarded: usize,
+    },
+}
+
+/// The parts of a HELLO the server's application decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloRequest {
+    /// The negotiated version.
+    pub version: u16,
+    /// The peer's name, if it gave one.
+    pub name: Option<String>,
+    /// The peer's credentials, if it gave any.
+    pub credentials: Option<Bytes>,
+    /// Present when the client resumes a session.
+    pub resume: Option<ResumeRequest>,
+}
+
+/// Why a connection ended while its session survives. Plain value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The transport closed or failed (reported by the caller).
+    #[error("connection reset")]
+    Reset,
+    /// Nothing arrived within the idle timeout: the peer is dead or the link half-open.
+    #[error("idle timeout: nothing received from the peer")]
+    IdleTimeout,
+    /// The handshake did not finish in time.
+    #[error("handshake timeout")]
+    HandshakeTimeout,
+    /// The peer sent GOAWAY: reconnect (after `retry_after_ms`) and resume.
+    #[error("peer went away ({code:?}): {reason}")]
+    GoAway {
+        /// The peer's code.
+        code: CloseCode,
+        /// Advice on when to reconnect, in milliseconds.
+        retry_after_ms: u32,
+        /// The peer's words.
+        reason: String,
+    },
+    /// This side sent GOAWAY.
+    #[error("went away")]
+    LocalGoAway,
+    /// Another connection resumed the session (server side).
+    #[error("session taken over by a newer connection")]
+    TakenOver,
+    /// The handshake was refused with a reason the client may retry (`ServerFull`,
+    /// `ShuttingDown`), or (server side) this side refused it.
+    #[error("handshake rejected ({code:?}): {reason}")]
+    Rejected {
+        /// The reason code.
+        code: RejectCode,
+        /// When to retry, in milliseconds.
+        retry_after_ms: u32,
+        /// Human-readable detail.
+        reason: String,
+    },
+    /// The peer broke the protocol before any session existed.
+    #[error("protocol violation: {0}")]
+    ProtocolViolation(String),
+}
+
+/// Why a session ended. Plain value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// A CLOSE exchange. When `confirmed`, both sides exchanged final positions, so the
+    /// unacknowledged messages were certainly not delivered.
+    #[error("session closed ({code:?}{}): {reason}", if *.by_peer { " by peer" } else { "" })]
+    Closed {
+        /// The peer sent the first CLOSE.
+        by_peer: bool,
+        /// The code of the first CLOSE.
+        code: CloseCode,
+        /// Its reason.
+        reason: String,
+        /// Both CLOSE frames were seen.
+        confirmed: bool,
+    },
+    /// The server refused to resume or create the session, finally.
+    #[error("session rejected ({code:?}): {reason}")]
+    Rejected {
+        /// The reason code.
+        code: RejectCode,
+        /// Human-readable detail.
+        reason: String,
+    },
+    /// The peer broke the protocol; this side sent CLOSE with `code`.
+    #[error("protocol violation ({code:?}): {detail}")]
+    ProtocolViolation {
+        /// The code sent.
+        code: CloseCode,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Client: HELLO sent, waiting for WELCOME or REJECT.
+    AwaitingWelcome,
+    /// Server: waiting for HELLO.
+    AwaitingHello,
+    /// Server: HELLO received, waiting for the application's decision.
+    AwaitingDecision,
+    /// Messages flow.
+    Established,
+    /// Over; only queued control frames remain to be written.
+    Closed,
+}
+
+/// A message being reassembled from chunks (dies with the connection, §5.3).
+#[derive(Debug)]
+struct Partial {
+    seq: Seq,
+    timestamp_us: u64,
+    buf: BytesMut,
+    /// A chunked message already received earlier: its chunks are dropped.
+    duplicate: bool,
+}
+
+/// One connection, client or server side. See the [module docs](self) for the call order.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    role: Role,
+    state: State,
+    epoch: Instant,
+    decoder: Decoder,
+    session: Option<Session>,
+    hello: Option<Hello>,
+    /// Control frames waiting to be written, in order.
+    control: VecDeque<Frame>,
+    events: VecDeque<Event>,
+    peer: Option<Limits>,
+    version: u16,
+    /// Server: the client has not yet proven it holds the token of our WELCOME. §4.4
+    awaiting_proof: bool,
+    // Send cursor (§5.4).
+    next_to_send: Seq,
+    chunk_offset: usize,
+    in_flight_bytes: u64,
+    // Acknowledgement scheduling (§5.2).
+    last_ack_sent: Seq,
+    last_ack_bytes: u64,
+    ack_due: Option<Instant>,
+    ack_now: bool,
+    partial: Option<Partial>,
+    // Timers (§8).
+    handshake_deadline: Instant,
+    last_recv: Instant,
+    next_ping: Instant,
+    ping_requested: bool,
+    close_deadline: Option<Instant>,
+}
+
+impl Connection {
+    /// Client side: starts the handshake for `session` (new if it has no id yet, resumed
+    /// otherwise). The HELLO is ready in [`Connection::poll_transmit`].
+    ///
+    /// # Errors
+    /// [`ConfigError`](super::ConfigError) if `config` is inconsistent.
+    pub fn connect(
+        config: Config,
+        now: Instant,
+        mut session: Session,
+        credentials: Option<Bytes>,
+    ) -> Result<Self, super::ConfigError> {
+        config.validate()?;
+        session.stats.connections += 1;
+        let hello = Hello {
+            min_version: config.versions.0,
+            max_version: config.versions.1,
+            limits: local_limits(&config),
+            resume: session.id.map(|session_id| ResumeRequest {
+                session_id,
+                token: session.token.clone().unwrap_or(ResumeToken([0; 16])),
+                received: session.received,
+            }),
+            first_seq: if session.id.is_some() {
+                Seq(0)
+            } else {
+                session.next_seq
+            },
+            name: session.name.clone(),
+            credentials,
+        };
+        let mut conn = Connection::new(config, Role::Client, now, State::AwaitingWelcome);
+        conn.control.push_back(Frame::Hello(hello));
+        conn.session = Some(session);
+        Ok(conn)
+    }
+
+    /// Server side: a freshly accepted transport, waiting for HELLO.
+    ///
+    /// # Errors
+    /// [`ConfigError`](super::ConfigError) if `config` is inconsistent.
+    pub fn accept(config: Config, now: Instant) -> Result<Self, super::ConfigError> {
+        config.validate()?;
+        Ok(Connection::new(
+            config,
+            Role::Server,
+            now,
+            State::AwaitingHello,
+        ))
+    }
+
+    fn new(config: Config, role: Role, now: Instant, state: State) -> Self {
+        Connection {
+            decoder: Decoder::new(config.max_frame),
+            handshake_deadline: now + config.handshake_timeout,
+            next_ping: now + config.keepalive_interval,
+            config,
+            role,
+            state,
+            epoch: now,
+            session: None,
+            hello: None,
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            peer: None,
+            version: 0,
+            awaiting_proof: false,
+            next_to_send: Seq(0),
+            chunk_offset: 0,
+            in_flight_bytes: 0,
+            last_ack_sent: Seq(0),
+            last_ack_bytes: 0,
+            ack_due: None,
+            ack_now: false,
+            partial: None,
+            last_recv: now,
+            ping_requested: false,
+            close_deadline: None,
+        }
+    }
+
+    // ---------------------------------------------------------------- application side
+
+    /// The session this connection carries, if any.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Mutable access to the session (its `send`/`recv` work as the methods here do).
+    pub fn session_mut(&mut self) -> Option<&mut Session> {
+        self.session.as_mut()
+    }
+
+    /// Queues a message; see [`Session::send`].
+    ///
+    /// # Errors
+    /// As [`Session::send`]; [`SendError::Closed`] when the connection carries no session.
+    pub fn send(&mut self, body: Bytes, timestamp_us: u64) -> Result<Seq, SendError> {
+        self.session
+            .as_mut()
+            .ok_or(SendError::Closed)?
+            .send(body, timestamp_us)
+    }
+
+    /// Takes the next received message, acknowledging it (the ACK goes out from
+    /// `poll_transmit`, coalesced with others, §5.2).
+    pub fn recv(&mut self) -> Option<Message> {
+        self.session.as_mut()?.recv()
+    }
+
+    /// Sends a PING now (the RTT arrives as [`Event::Pong`]).
+    pub fn ping(&mut self) {
+        self.ping_requested = true;
+    }
+
+    /// Starts a graceful close of the session (§7.2): a CLOSE with our final delivered position
+    /// goes out, nothing more is delivered or sent, and [`Event::SessionEnded`] follows when the
+    /// peer's CLOSE arrives (or after the idle timeout without it).
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        let Some(session) = self.session.as_mut() else {
+            self.end_connection(ConnectionError::LocalGoAway);
+            return;
+        };
+        if session.closing.is_some() {
+            return;
+        }
+        session.closing = Some((code, reason.to_owned()));
+        if self.state == State::Established {
+            self.queue_close(code, reason);
+            self.close_deadline = Some(now + self.config.idle_timeout);
+        }
+    }
+
+    /// Ends this connection but keeps the session resumable (§7.1): a GOAWAY goes out, then
+    /// [`Event::Disconnected`] with [`ConnectionError::LocalGoAway`].
+    pub fn go_away(&mut self, code: CloseCode, retry_after_ms: u32, reason: &str) {
+        if self.state == State::Established {
+            self.control.push_back(Frame::GoAway(GoAway {
+                code,
+                retry_after_ms,
+                reason: reason.to_owned(),
+            }));
+        }
+        self.end_connection(ConnectionError::LocalGoAway);
+    }
+
+    /// Server side: answers [`Event::Hello`] by creating a new session with `id` and the
+    /// resume `token` (both fresh from the OS random source).
+    pub fn accept_new(&mut self, now: Instant, id: SessionId, token: ResumeToken) {
+        let Some(hello) = self.take_hello() else {
+            return;
+        };
+        let mut session = Session::server(
+            &self.config,
+            id,
+            token.clone(),
+            hello.first_seq,
+            hello.name.clone(),
+        );
+        session.stats.connections += 1;
+        self.control.push_back(Frame::Welcome(Welcome {
+            version: self.version,
+            session_id: id,
+            token,
+            limits: local_limits(&self.config),
+            kind: WelcomeKind::New {
+                first_seq: session.next_seq,
+            },
+        }));
+        self.session = Some(session);
+        self.establish(now, &hello.limits, false);
+    }
+
+    /// Server side: answers [`Event::Hello`] by resuming `session`, which the caller found by
+    /// the HELLO's session id (and took from its previous connection with
+    /// [`Connection::take_session`] if that one still looked alive, §4.4 rule B). `fresh` is
+    /// the rotated token.
+    ///
+    /// # Errors
+    /// Gives the session back, untouched, when the token does not match or the client's
+    /// stated position is impossible; a REJECT has then been queued.
+    pub fn accept_resume(
+        &mut self,
+        now: Instant,
+        mut session: Session,
+        fresh: ResumeToken,
+    ) -> Result<(), Box<Session>> {
+        let Some(hello) = self.take_hello() else {
+            return Err(Box::new(session));
+        };
+        let Some(req) = hello.resume.as_ref() else {
+            self.reject(RejectCode::ProtocolError, 0, "not a resume");
+            return Err(Box::new(session));
+        };
+        if session.id != Some(req.session_id) || !session.verify_token(&req.token) {
+            self.reject(RejectCode::UnknownSession, 0, "unknown session");
+            return Err(Box::new(session));
+        }
+        if req.received < session.acked || req.received > session.sent_high {
+            self.reject(RejectCode::ProtocolError, 0, "impossible resume position");
+            return Err(Box::new(session));
+        }
+        session.rotate_token(&req.token, fresh.clone());
+        session.stats.connections += 1;
+        self.control.push_back(Frame::Welcome(Welcome {
+            version: self.version,
+            session_id: req.session_id,
+            token: fresh,
+            limits: local_limits(&self.config),
+            kind: WelcomeKind::Resumed {
+                received: session.received,
+                delivered: session.delivered,
+            },
+        }));
+        let resend_from = req.received;
+        self.session = Some(session);
+        self.establish(now, &hello.limits, true);
+        self.set_send_cursor(resend_from);
+        Ok(())
+    }
+
+    /// Server side: refuses the handshake (§4.5). The connection ends after the REJECT.
+    pub fn reject(&mut self, code: RejectCode, retry_after_ms: u32, reason: &str) {
+        self.control.push_back(Frame::Reject(Reject {
+            code,
+            retry_after_ms,
+            min_version: self.config.versions.0,
+            max_version: self.config.versions.1,
+            reason: reason.to_owned(),
+        }));
+        self.hello = None;
+        self.end_connection(ConnectionError::Rejected {
+            code,
+            retry_after_ms,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Detaches the session to carry it to another connection. A connection that was still
+    /// live ends (a GOAWAY says why, its unprocessed input is discarded) with
+    /// [`ConnectionError::TakenOver`]. `None` if there is no session or it has ended.
+    pub fn take_session(&mut self) -> Option<Session> {
+        if self.state != State::Closed {
+            if self.state == State::Established {
+                self.control.push_back(Frame::GoAway(GoAway {
+                    code: CloseCode::SessionTakenOver,
+                    retry_after_ms: 0,
+                    reason: "session resumed on another connection".into(),
+                }));
+            }
+            self.end_connection(ConnectionError::TakenOver);
+        }
+        self.session.take()
+    }
+
+    // ---------------------------------------------------------------- I/O side
+
+    /// Feeds bytes received from the transport.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        if self.state == State::Closed || data.is_empty() {
+            return;
+        }
+        // Any byte is proof of life (§8).
+        self.last_recv = now;
+        self.decoder.feed(data);
+        let inbox_before = self.session.as_ref().map_or(0, |s| s.stats.received);
+        while self.state != State::Closed {
+            match self.decoder.decode() {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(None) => break,
+                Err(e) => {
+                    let code = match e {
+                        FrameError::TooLarge { .. } => CloseCode::FrameTooLarge,
+                        _ => CloseCode::ProtocolError,
+                    };
+                    self.violation(code, e.to_string());
+                }
+            }
+        }
+        let inbox_after = self.session.as_ref().map_or(0, |s| s.stats.received);
+        if inbox_after > inbox_before && self.session.as_ref().is_some_and(|s| s.inbox_len() > 0) {
+            self.events.push_back(Event::MessagesAvailable);
+        }
+    }
+
+    /// The transport ended (EOF, reset, write error). The session survives.
+    pub fn handle_disconnect(&mut self) {
+        if self.state != State::Closed {
+            self.end_connection(ConnectionError::Reset);
+        }
+        self.control.clear();
+    }
+
+    /// Call when the time from [`Connection::poll_timeout`] has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitingHello | State::AwaitingDecision | State::AwaitingWelcome => {
+                if now >= self.handshake_deadline {
+                    self.hello = None;
+                    self.end_connection(ConnectionError::HandshakeTimeout);
+                }
+            }
+            State::Established => {
+                if now >= self.last_recv + self.config.idle_timeout {
+                    self.end_connection(ConnectionError::IdleTimeout);
+                } else if self.close_deadline.is_some_and(|d| now >= d) {
+                    let (code, reason) = self
+                        .session
+                        .as_ref()
+                        .and_then(|s| s.closing.clone())
+                        .unwrap_or((CloseCode::Normal, String::new()));
+                    self.end_session(SessionEnd::Closed {
+                        by_peer: false,
+                        code,
+                        reason,
+                        confirmed: false,
+                    });
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// The next time [`Connection::handle_timeout`] (or, for pings and delayed ACKs,
+    /// `poll_transmit`) has work; `None` when closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::Established => {
+                let mut t = (self.last_recv + self.config.idle_timeout).min(self.next_ping);
+                if let Some(d) = self.ack_due {
+                    t = t.min(d);
+                }
+                if let Some(d) = self.close_deadline {
+                    t = t.min(d);
+                }
+                Some(t)
+            }
+            _ => Some(self.handshake_deadline),
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Appends frames to send to `buf` (at most about the configured transmit batch) and
+    /// returns how many bytes it appended. Control frames (handshake, ACK, PING, PONG, GOAWAY,
+    /// CLOSE) always go before data, so they are never stuck behind a large message (§5.3).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> usize {
+        let start = buf.len();
+        while let Some(f) = self.control.pop_front() {
+            f.encode(buf);
+        }
+        if self.state != State::Established {
+            return buf.len() - start;
+        }
+        if self.ping_requested || now >= self.next_ping {
+            self.ping_requested = false;
+            self.next_ping = now + self.config.keepalive_interval;
+            Frame::Ping(self.micros_since_epoch(now)).encode(buf);
+        }
+        let Some(session) = self.session.as_ref() else {
+            return buf.len() - start;
+        };
+        let closing = session.closing.is_some();
+        if self.ack_now {
+            self.encode_ack(buf);
+        } else if !closing && session.delivered > self.last_ack_sent {
+            let window = self.config.window;
+            let due = self.ack_due.is_some_and(|d| now >= d)
+                || session.delivered.distance_from(self.last_ack_sent)
+                    >= u64::from(window.messages / 4).max(1)
+                || session.delivered_bytes - self.last_ack_bytes
+                    >= u64::from(window.bytes / 4).max(1)
+                || self.can_send_data();
+            if due {
+                self.encode_ack(buf);
+            } else if self.ack_due.is_none() {
+                self.ack_due = Some(now + self.config.ack_delay);
+            }
+        }
+        if !closing {
+            self.transmit_data(buf, start);
+        }
+        buf.len() - start
+    }
+
+    // ---------------------------------------------------------------- state queries
+
+    /// Whether the handshake finished and the connection is live.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// Whether the connection is over (write out what `poll_transmit` still gives, then close
+    /// the transport).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Which side this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The limits the peer announced, after the handshake.
+    pub fn peer_limits(&self) -> Option<Limits> {
+        self.peer
+    }
+
+    /// The negotiated protocol version, after the handshake.
+    pub fn version(&self) -> Option<u16> {
+        (self.version != 0).then_some(self.version)
+    }
+
+    /// Body bytes of messages sent on this connection and not yet acknowledged.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes
+    }
+
+    /// Bytes received and not yet parsed into frames.
+    pub fn buffered_input(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn take_hello(&mut self) -> Option<Hello> {
+        if self.state != State::AwaitingDecision {
+            return None;
+        }
+        self.hello.take()
+    }
+
+    fn establish(&mut self, now: Instant, peer: &Limits, resumed: bool) {
+        self.state = State::Established;
+        self.peer = Some(*peer);
+        self.last_recv = now;
+        self.next_ping = now + self.config.keepalive_interval;
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.peer_max_message = Some(peer.max_message);
+        // The handshake frame told the peer our delivered position: it counts as an ACK.
+        self.last_ack_sent = session.delivered;
+        self.last_ack_bytes = session.delivered_bytes;
+        self.next_to_send = session.acked;
+        self.chunk_offset = 0;
+        self.in_flight_bytes = 0;
+        if self.role == Role::Server {
+            self.awaiting_proof = true;
+        }
+        let session_id = session.id.unwrap_or(SessionId([0; 16]));
+        if let Some((code, reason)) = session.closing.clone() {
+            // A CLOSE that a cut interrupted is repeated on the new connection (§7.2).
+            self.queue_close(code, &reason);
+            self.close_deadline = Some(now + self.config.idle_timeout);
+        }
+        self.events.push_back(Event::Established {
+            session_id,
+            resumed,
+        });
+    }
+
+    /// Positions the send cursor at `from` (the peer's received position, §4.4) and counts
+    /// what is already in the peer's hands as in flight.
+    fn set_send_cursor(&mut self, from: Seq) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        self.next_to_send = from;
+        self.chunk_offset = 0;
+        let n = from.distance_from(session.acked) as usize;
+        self.in_flight_bytes = session
+            .outbox
+            .iter()
+            .take(n)
+            .map(|m| m.body.len() as u64)
+            .sum();
+    }
+
+    fn queue_close(&mut self, code: CloseCode, reason: &str) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        // After our CLOSE nothing more is delivered: our stated position is final (§7.2).
+        session.discard_inbox();
+        self.control.push_back(Frame::Close(Close {
+            code,
+            delivered: session.delivered,
+            reason: reason.to_owned(),
+        }));
+        self.last_ack_sent = session.delivered;
+    }
+
+    fn encode_ack(&mut self, buf: &mut Vec<u8>) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        Frame::Ack {
+            delivered: session.delivered,
+            window: self.config.window,
+        }
+        .encode(buf);
+        self.last_ack_sent = session.delivered;
+        self.last_ack_bytes = session.delivered_bytes;
+        self.ack_due = None;
+        self.ack_now = false;
+    }
+
+    /// Whether the message at the send cursor may go out now (window permitting, §6).
+    fn can_send_data(&self) -> bool {
+        let (Some(session), Some(peer)) = (self.session.as_ref(), self.peer.as_ref()) else {
+            return false;
+        };
+        let Some(msg) = session.outbox_get(self.next_to_send) else {
+            return false;
+        };
+        if self.chunk_offset > 0 {
+            return true;
+        }
+        let outstanding = self.next_to_send.distance_from(session.acked);
+        outstanding < u64::from(peer.window.messages)
+            && (self.in_flight_bytes == 0
+                || self.in_flight_bytes + msg.body.len() as u64 <= u64::from(peer.window.bytes))
+    }
+
+    fn transmit_data(&mut self, buf: &mut Vec<u8>, start: usize) {
+        let Some(peer) = self.peer else {
+            return;
+        };
+        let chunk_max = (peer.max_frame as usize)
+            .saturating_sub(DATA_PREFIX_LEN)
+            .min(self.config.max_chunk as usize)
+            .max(1);
+        while buf.len() - start < self.config.transmit_batch && self.can_send_data() {
+            let Some(session) = self.session.as_mut() else {
+                return;
+            };
+            let seq = self.next_to_send;
+            let idx = seq.distance_from(session.acked) as usize;
+            let Some(msg) = session.outbox.get(idx) else {
+                return;
+            };
+            let len = msg.body.len();
+            if self.chunk_offset == 0 {
+                self.in_flight_bytes += len as u64;
+                if seq < session.sent_high {
+                    session.stats.retransmitted += 1;
+                } else {
+                    session.stats.sent += 1;
+                    session.sent_high = Seq(seq.0 + 1);
+                }
+            }
+            let end = (self.chunk_offset + chunk_max).min(len);
+            let more = end < len;
+            buf.reserve(HEADER_LEN + DATA_PREFIX_LEN + end - self.chunk_offset);
+            encode_data_header(buf, seq, msg.timestamp_us, more, end - self.chunk_offset);
+            buf.extend_from_slice(&msg.body[self.chunk_offset..end]);
+            if more {
+                self.chunk_offset = end;
+            } else {
+                self.chunk_offset = 0;
+                self.next_to_send = Seq(seq.0 + 1);
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        match self.state {
+            State::AwaitingHello => match frame {
+                Frame::Hello(h) => self.on_hello(h),
+                other => self.violation(
+                    CloseCode::ProtocolError,
+                    format!("expected HELLO, got frame type 0x{:02x}", other.kind()),
+                ),
+            },
+            State::AwaitingWelcome => match frame {
+                Frame::Welcome(w) => self.on_welcome(now, w),
+                Frame::Reject(r) => self.on_reject(r),
+                other => self.violation(
+                    CloseCode::ProtocolError,
+                    format!("expected WELCOME, got frame type 0x{:02x}", other.kind()),
+                ),
+            },
+            State::AwaitingDecision => self.violation(
+                CloseCode::ProtocolError,
+                "frame sent before WELCOME".to_owned(),
+            ),
+            State::Established => {
+                if self.awaiting_proof {
+                    // The client only speaks after our WELCOME: it holds the new token. §4.4
+                    self.awaiting_proof = false;
+                    if let Some(s) = self.session.as_mut() {
+                        s.token_proven();
+                    }
+                }
+                match frame {
+                    Frame::Data(d) => self.on_data(d),
+                    Frame::Ack { delivered, window } => {
+                        if self.on_ack(delivered)
+                            && let Some(peer) = self.peer.as_mut()
+                        {
+                            peer.window = window;
+                        }
+                    }
+                    Frame::Ping(v) => self.control.push_back(Frame::Pong(v)),
+                    Frame::Pong(v) => self.on_pong(now, v),
+                    Frame::GoAway(g) => self.end_connection(ConnectionError::GoAway {
+                        code: g.code,
+                        retry_after_ms: g.retry_after_ms,
+                        reason: g.reason,
+                    }),
+                    Frame::Close(c) => self.on_close(c),
+                    other => self.violation(
+                        CloseCode::ProtocolError,
+                        format!("unexpected frame type 0x{:02x}", other.kind()),
+                    ),
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    fn on_hello(&mut self, h: Hello) {
+        let (lo, hi) = self.config.versions;
+        let common_lo = lo.max(h.min_version);
+        let common_hi = hi.min(h.max_version);
+        if common_lo > common_hi {
+            let reason = format!(
+                "no common protocol version: client speaks {}..={}, server {lo}..={hi}",
+                h.min_version, h.max_version
+            );
+            self.reject(RejectCode::VersionMismatch, 0, &reason);
+            return;
+        }
+        if let Err(why) = check_limits(&h.limits) {
+            self.reject(RejectCode::ProtocolError, 0, why);
+            return;
+        }
+        self.version = common_hi;
+        self.events.push_back(Event::Hello(HelloRequest {
+            version: common_hi,
+            name: h.name.clone(),
+            credentials: h.credentials.clone(),
+            resume: h.resume.clone(),
+        }));
+        self.hello = Some(h);
+        self.state = State::AwaitingDecision;
+    }
+
+    fn on_welcome(&mut self, now: Instant, w: Welcome) {
+        let (lo, hi) = self.config.versions;
+        if w.version < lo || w.version > hi {
+            self.violation(
+                CloseCode::ProtocolError,
+                format!("server chose version {} outside {lo}..={hi}", w.version),
+            );
+            return;
+        }
+        if let Err(why) = check_limits(&w.limits) {
+            self.violation(CloseCode::ProtocolError, why.to_owned());
+            return;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let resend_from = match (session.id, w.kind) {
+            (None, WelcomeKind::New { first_seq }) => {
+                session.id = Some(w.session_id);
+                session.received = first_seq;
+                session.delivered = first_seq;
+                session.acked
+            }
+            (
+                Some(id),
+                WelcomeKind::Resumed {
+                    received,
+                    delivered,
+                },
+            ) if id == w.session_id => {
+                if received > session.sent_high || delivered > received || delivered < session.acked
+                {
+                    self.violation(
+                        CloseCode::ProtocolError,
+                        "impossible resume position in WELCOME".to_owned(),
+                    );
+                    return;
+                }
+                if let Some((first, end)) = session.apply_ack(delivered) {
+                    self.events.push_back(Event::Acknowledged { first, end });
+                }
+                received
+            }
+            _ => {
+                self.violation(
+                    CloseCode::ProtocolError,
+                    "WELCOME does not match the HELLO".to_owned(),
+                );
+                return;
+            }
+        };
+        session.token = Some(w.token);
+        self.version = w.version;
+        let resumed = matches!(w.kind, WelcomeKind::Resumed { .. });
+        self.establish(now, &w.limits, resumed);
+        self.set_send_cursor(resend_from);
+        // Our first frame after WELCOME proves we hold the new token (§4.4): send it at once.
+        self.ack_now = true;
+    }
+
+    fn on_reject(&mut self, r: Reject) {
+        if r.code.is_retryable() {
+            self.end_connection(ConnectionError::Rejected {
+                code: r.code,
+                retry_after_ms: r.retry_after_ms,
+                reason: r.reason,
+            });
+        } else {
+            self.end_session(SessionEnd::Rejected {
+                code: r.code,
+                reason: r.reason,
+            });
+        }
+    }
+
+    fn on_data(&mut self, d: Data) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if session.closing.is_some() {
+            // We sent CLOSE: our delivered position is final, later data is not delivered.
+            return;
+        }
+        let window = self.config.window;
+        let max_message = self.config.max_message as usize;
+        // Continue or start a message.
+        let (seq, timestamp_us, body) = match self.partial.as_mut() {
+            Some(p) => {
+                if p.seq != d.seq {
+                    let detail = format!("chunk of {} inside message {}", d.seq, p.seq);
+                    self.violation(CloseCode::ProtocolError, detail);
+                    return;
+                }
+                if !p.duplicate {
+                    p.buf.extend_from_slice(&d.body);
+                    if p.buf.len() > max_message {
+                        self.violation(
+                            CloseCode::MessageTooLarge,
+                            format!("message exceeds {max_message} bytes"),
+                        );
+                        return;
+                    }
+                    if session.inbox_bytes > 0
+                        && session.inbox_bytes + p.buf.len() as u64 > u64::from(window.bytes)
+                    {
+                        self.violation(CloseCode::FlowControl, "byte window exceeded".into());
+                        return;
+                    }
+                }
+                if d.more {
+                    return;
+                }
+                let Some(p) = self.partial.take() else {
+                    return;
+                };
+                if p.duplicate {
+                    session.stats.duplicates_dropped += 1;
+                    return;
+                }
+                (p.seq, p.timestamp_us, p.buf.freeze())
+            }
+            None => {
+                if d.seq < session.received {
+                    // Duplicate suppression (§5.1): already received, drop it.
+                    if d.more {
+                        self.partial = Some(Partial {
+                            seq: d.seq,
+                            timestamp_us: d.timestamp_us,
+                            buf: BytesMut::new(),
+                            duplicate: true,
+                        });
+                    } else {
+                        session.stats.duplicates_dropped += 1;
+                    }
+                    return;
+                }
+                if d.seq > session.received {
+                    let detail = format!("gap: expected {}, got {}", session.received, d.seq);
+                    self.violation(CloseCode::ProtocolError, detail);
+                    return;
+                }
+                if session.inbox.len() >= window.messages as usize {
+                    self.violation(CloseCode::FlowControl, "message window exceeded".into());
+                    return;
+                }
+                if d.body.len() > max_message {
+                    self.violation(
+                        CloseCode::MessageTooLarge,
+                        format!("message exceeds {max_message} bytes"),
+                    );
+                    return;
+                }
+                if session.inbox_bytes > 0
+                    && session.inbox_bytes + d.body.len() as u64 > u64::from(window.bytes)
+                {
+                    self.violation(CloseCode::FlowControl, "byte window exceeded".into());
+                    return;
+                }
+                if d.more {
+                    // Grows with the bytes that arrive, never from an announced size.
+                    let mut buf = BytesMut::new();
+                    buf.extend_from_slice(&d.body);
+                    self.partial = Some(Partial {
+                        seq: d.seq,
+                        timestamp_us: d.timestamp_us,
+                        buf,
+                        duplicate: false,
+                    });
+                    return;
+                }
+                (d.seq, d.timestamp_us, d.body)
+            }
+        };
+        session.inbox_bytes += body.len() as u64;
+        session.inbox.push_back(Message {
+            seq,
+            timestamp_us,
+            body,
+        });
+        session.received = Seq(seq.0 + 1);
+        session.stats.received += 1;
+    }
+
+    /// Applies an ACK; false (and the connection closed) if it is impossible.
+    fn on_ack(&mut self, delivered: Seq) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        if delivered < session.acked || delivered > self.next_to_send {
+            let detail = format!(
+                "ACK {delivered} outside {}..={}",
+                session.acked, self.next_to_send
+            );
+            self.violation(CloseCode::ProtocolError, detail);
+            return false;
+        }
+        let before = session.outbox_bytes;
+        if let Some((first, end)) = session.apply_ack(delivered) {
+            self.in_flight_bytes = self
+                .in_flight_bytes
+                .saturating_sub(before - session.outbox_bytes);
+            self.events.push_back(Event::Acknowledged { first, end });
+        }
+        true
+    }
+
+    fn on_pong(&mut self, now: Instant, v: u64) {
+        let sent = self.epoch + Duration::from_micros(v);
+        if sent > now {
+            return;
+        }
+        let rtt = now - sent;
+        if let Some(s) = self.session.as_mut() {
+            s.stats.rtt = Some(rtt);
+        }
+        self.events.push_back(Event::Pong { rtt });
+    }
+
+    fn on_close(&mut self, c: Close) {
+        if !self.on_ack(c.delivered) {
+            return;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let (by_peer, code, reason) = match session.closing.clone() {
+            Some((code, reason)) => (false, code, reason),
+            None => {
+                session.closing = Some((c.code, c.reason.clone()));
+                self.queue_close(CloseCode::Normal, "");
+                (true, c.code, c.reason)
+            }
+        };
+        self.end_session(SessionEnd::Closed {
+            by_peer,
+            code,
+            reason,
+            confirmed: true,
+        });
+    }
+
+    /// The peer broke the protocol: say so and end (§9).
+    fn violation(&mut self, code: CloseCode, detail: String) {
+        match self.state {
+            State::AwaitingHello | State::AwaitingDecision => {
+                self.reject(RejectCode::ProtocolError, 0, &detail);
+            }
+            State::AwaitingWelcome => {
+                self.end_session(SessionEnd::ProtocolViolation { code, detail });
+            }
+            State::Established => {
+                self.control.push_back(Frame::Close(Close {
+                    code,
+                    delivered: self.session.as_ref().map_or(Seq(0), |s| s.delivered),
+                    reason: detail.clone(),
+                }));
+                self.end_session(SessionEnd::ProtocolViolation { code, detail });
+            }
+            State::Closed => {}
+        }
+    }
+
+    fn end_connection(&mut self, err: ConnectionError) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.partial = None;
+        self.decoder.reset();
+        self.events.push_back(Event::Disconnected(err));
+    }
+
+    fn end_session(&mut self, reason: SessionEnd) {
+        if self.state == State::Closed && self.session.is_none() {
+            return;
+        }
+        self.state = State::Closed;
+        self.partial = None;
+        self.decoder.reset();
+        let (unacknowledged, discarded) = match self.session.take() {
+            Some(mut s) => (s.take_unacknowledged(), s.discard_inbox()),
+            None => (Vec::new(), 0),
+        };
+        self.events.push_back(Event::SessionEnded {
+            reason,
+            unacknowledged,
+            discarded,
+        });
+    }
+
+    fn micros_since_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+}
+
+fn local_limits(config: &Config) -> Limits {
+    Limits {
+        max_frame: config.max_frame,
+        max_message: config.max_message,
+        window: config.window,
+    }
+}
+
+fn check_limits(l: &Limits) -> Result<(), &'static str> {
+    if l.max_frame < MIN_MAX_FRAME {
+        return Err("announced max_frame below the minimum");
+    }
+    if l.max_message == 0 || l.window.messages == 0 || l.window.bytes == 0 {
+        return Err("announced limits must be non-zero");
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Session state that outlives connections: sequence numbers, the outbox of unacknowledged
+//! messages, the inbox, duplicate suppression and resume tokens (PROTOCOL.md §4.4, §5, §6).
+//!
+//! A [`Session`] is owned by the [`Connection`](super::Connection) that carries it while one
+//! does, and by the application (a server's table of lingering sessions, a client between two
+//! connections) otherwise. Everything that must survive a cut lives here; everything that dies
+//! with a connection (a half-received chunked message, the send cursor) lives in the
+//! connection.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::config::Config;
+use super::frame::{ResumeToken, Seq, SessionId};
+
+/// A message: its sequence number, the sender's timestamp and its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Sequence number in its direction of the session.
+    pub seq: Seq,
+    /// Sender's wall-clock time at `send`, microseconds since the Unix epoch (0: not given).
+    pub timestamp_us: u64,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Which end of the session this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The end that connects and resumes.
+    Client,
+    /// The end that accepts.
+    Server,
+}
+
+/// Why a message could not be queued.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The outbox is at its message or byte bound. Wait for acknowledgements and try again.
+    #[error("outbox full")]
+    Full,
+    /// The message exceeds the maximum message size (ours or the peer's).
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The message's size.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The session is closing or has ended.
+    #[error("session closed")]
+    Closed,
+    /// The sequence space is used up (after 2⁶⁴ messages: never in practice).
+    #[error("sequence numbers exhausted")]
+    SequenceExhausted,
+}
+
+/// Counters of one session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages queued by the application.
+    pub queued: u64,
+    /// Messages transmitted for the first time.
+    pub sent: u64,
+    /// Messages transmitted again on a new connection.
+    pub retransmitted: u64,
+    /// Messages acknowledged by the peer.
+    pub acknowledged: u64,
+    /// Messages received from the peer (each counted once).
+    pub received: u64,
+    /// Messages taken by the application.
+    pub delivered: u64,
+    /// Messages received again and dropped as duplicates.
+    pub duplicates_dropped: u64,
+    /// Connections that carried the session.
+    pub connections: u64,
+    /// Latest measured round-trip time.
+    pub rtt: Option<Duration>,
+}
+
+/// One end of a session.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) role: Role,
+    pub(crate) id: Option<SessionId>,
+    /// Client: the token to present. Server: the token the client is proven to hold. §4.4
+    pub(crate) token: Option<ResumeToken>,
+    /// Server: the token sent in the last WELCOME and not yet proven held by the client.
+    pub(crate) issued: Option<ResumeToken>,
+    pub(crate) name: Option<String>,
+    // Send side.
+    pub(crate) next_seq: Seq,
+    /// Every message below this was delivered by the peer (cumulative ACK).
+    pub(crate) acked: Seq,
+    /// Exclusive upper bound of sequence numbers ever transmitted (at least one chunk).
+    pub(crate) sent_high: Seq,
+    /// Messages from `acked` to `next_seq`, contiguous.
+    pub(crate) outbox: VecDeque<Message>,
+    pub(crate) outbox_bytes: u64,
+    pub(crate) outbox_max_messages: usize,
+    pub(crate) outbox_max_bytes: u64,
+    pub(crate) max_message: u32,
+    /// The peer's maximum message size, once known.
+    pub(crate) peer_max_message: Option<u32>,
+    // Receive side.
+    /// Every peer message below this has been received.
+    pub(crate) received: Seq,
+    /// Every peer message below this has been taken by the application.
+    pub(crate) delivered: Seq,
+    /// Bytes delivered since the session began (for ACK pacing).
+    pub(crate) delivered_bytes: u64,
+    pub(crate) inbox: VecDeque<Message>,
+    pub(crate) inbox_bytes: u64,
+    /// A CLOSE this side sent (code and reason), kept so a resume can repeat it. §7.2
+    pub(crate) closing: Option<(super::frame::CloseCode, String)>,
+    pub(crate) stats: Stats,
+}
+
+impl Session {
+    /// A new client session, not yet known to any server. Messages sent now wait for the first
+    /// connection.
+    pub fn client(config: &Config, name: Option<String>) -> Self {
+        let mut s = Session::blank(Role::Client, config);
+        s.name = name;
+        s
+    }
+
+    /// A new server session created for a HELLO (see
+    /// [`Connection::accept_new`](super::Connection::accept_new)).
+    pub(crate) fn server(
+        config: &Config,
+        id: SessionId,
+        token: ResumeToken,
+        peer_first_seq: Seq,
+        name: Option<String>,
+    ) -> Self {
+        let mut s = Session::blank(Role::Server, config);
+        s.id = Some(id);
+        // A new session's client holds no token yet: the issued one becomes proven on the
+        // client's first frame after WELCOME.
+        s.issued = Some(token);
+        s.name = name;
+        s.received = peer_first_seq;
+        s.delivered = peer_first_seq;
+        s
+    }
+
+    fn blank(role: Role, config: &Config) -> Self {
+        Session {
+            role,
+            id: None,
+            token: None,
+            issued: None,
+            name: None,
+            next_seq: config.initial_seq,
+            acked: config.initial_seq,
+            sent_high: config.initial_seq,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            outbox_max_messages: config.outbox_messages,
+            outbox_max_bytes: config.outbox_bytes,
+            max_message: config.max_message,
+            peer_max_message: None,
+            received: Seq(0),
+            delivered: Seq(0),
+            delivered_bytes: 0,
+            inbox: VecDeque::new(),
+            inbox_bytes: 0,
+            closing: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The session's id, once a server has assigned one.
+    pub fn id(&self) -> Option<SessionId> {
+        self.id
+    }
+
+    /// Client or server end.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer name given in the HELLO.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Queues a message for sending and returns its sequence number.
+    ///
+    /// `timestamp_us` is the sender's wall-clock time (the core never reads a clock).
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the outbox is at its bound (nothing is queued; retry after an
+    /// acknowledgement), [`SendError::TooLarge`], [`SendError::Closed`] once a CLOSE was sent
+    /// or received.
+    pub fn send(&mut self, body: Bytes, timestamp_us: u64) -> Result<Seq, SendError> {
+        if self.closing.is_some() {
+            return Err(SendError::Closed);
+        }
+        let max = self
+            .peer_max_message
+            .map_or(self.max_message, |p| p.min(self.max_message));
+        if body.len() > max as usize {
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
+        }
+        if !self.has_room_for(body.len()) {
+            return Err(SendError::Full);
+        }
+        let seq = self.next_seq;
+        self.next_seq = seq.next().ok_or(SendError::SequenceExhausted)?;
+        self.outbox_bytes += body.len() as u64;
+        self.outbox.push_back(Message {
+            seq,
+            timestamp_us,
+            body,
+        });
+        self.stats.queued += 1;
+        Ok(seq)
+    }
+
+    /// Whether a message of `len` bytes fits in the outbox now.
+    pub fn has_room_for(&self, len: usize) -> bool {
+        self.outbox.len() < self.outbox_max_messages
+            && self.outbox_bytes + len as u64 <= self.outbox_max_bytes
+    }
+
+    /// Takes the next received message, which acknowledges it to the peer (§5.2).
+    pub fn recv(&mut self) -> Option<Message> {
+        let msg = self.inbox.pop_front()?;
+        self.inbox_bytes -= msg.body.len() as u64;
+        self.delivered = Seq(msg.seq.0 + 1);
+        self.delivered_bytes += msg.body.len() as u64;
+        self.stats.delivered += 1;
+        Some(msg)
+    }
+
+    /// Messages received and waiting for the application.
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Body bytes received and waiting for the application.
+    pub fn inbox_bytes(&self) -> u64 {
+        self.inbox_bytes
+    }
+
+    /// Messages queued or in flight and not yet acknowledged.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Body bytes queued or in flight and not yet acknowledged.
+    pub fn outbox_bytes(&self) -> u64 {
+        self.outbox_bytes
+    }
+
+    /// Sequence number the next `send` will get.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+
+    /// Every message this side sent below this position has been acknowledged.
+    pub fn acked(&self) -> Seq {
+        self.acked
+    }
+
+    /// Every peer message below this position has been received.
+    pub fn received(&self) -> Seq {
+        self.received
+    }
+
+    /// Every peer message below this position has been taken by the application.
+    pub fn delivered(&self) -> Seq {
+        self.delivered
+    }
+
+    /// Whether a CLOSE was sent or received: the session is ending.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// Server side: whether `presented` is a token this session accepts for a resume: the one
+    /// the client is proven to hold, or the one issued in the last WELCOME (§4.4 rule A).
+    /// Constant-time in the token bytes.
+    pub fn verify_token(&self, presented: &ResumeToken) -> bool {
+        let a = self.token.as_ref().is_some_and(|t| t.ct_eq(presented));
+        let b = self.issued.as_ref().is_some_and(|t| t.ct_eq(presented));
+        a | b
+    }
+
+    /// Ends the session's life as a sender: hands back every message not acknowledged, in
+    /// order (the peer may or may not have taken them, unless a CLOSE exchange said otherwise).
+    pub fn take_unacknowledged(&mut self) -> Vec<Message> {
+        self.outbox_bytes = 0;
+        self.outbox.drain(..).collect()
+    }
+
+    /// Applies a cumulative acknowledgement. Returns the newly acknowledged range.
+    pub(crate) fn apply_ack(&mut self, delivered: Seq) -> Option<(Seq, Seq)> {
+        if delivered <= self.acked {
+            return None;
+        }
+        let first = self.acked;
+        while let Some(front) = self.outbox.front() {
+            if front.seq >= delivered {
+                break;
+            }
+            self.outbox_bytes -= front.body.len() as u64;
+            self.outbox.pop_front();
+        }
+        self.stats.acknowledged += delivered.distance_from(first);
+        self.acked = delivered;
+        Some((first, delivered))
+    }
+
+    /// Rotates the resume token on an accepted resume (server side, §4.4 rule A). The caller has
+    /// checked `presented` with [`Session::verify_token`].
+    pub(crate) fn rotate_token(&mut self, presented: &ResumeToken, fresh: ResumeToken) {
+        if self.issued.as_ref().is_some_and(|t| t.ct_eq(presented)) {
+            // The client holds the last issued token: it is now the proven one.
+            self.token = self.issued.take();
+        }
+        // Otherwise the client never got the last WELCOME: the issued token is forgotten and
+        // the proven one stays valid until the client proves it holds `fresh`.
+        self.issued = Some(fresh);
+    }
+
+    /// The client proved it holds the issued token (its first frame after WELCOME arrived).
+    pub(crate) fn token_proven(&mut self) {
+        if let Some(t) = self.issued.take() {
+            self.token = Some(t);
+        }
+    }
+
+    /// The message with sequence number `seq` in the outbox.
+    pub(crate) fn outbox_get(&self, seq: Seq) -> Option<&Message> {
+        let idx = seq.0.checked_sub(self.acked.0)?;
+        self.outbox.get(usize::try_from(idx).ok()?)
+    }
+
+    /// Discards messages received but not taken (on CLOSE: they are not delivered, §7.2).
+    pub(crate) fn discard_inbox(&mut self) -> usize {
+        let n = self.inbox.len();
+        self.inbox.clear();
+        self.inbox_bytes = 0;
+        n
+    }
+}
