@@ -248,10 +248,11 @@ impl Connection {
                 token: session.token.clone().unwrap_or(ResumeToken([0; 16])),
                 received: session.received,
             }),
+            // The first message of a new session is the oldest one queued (§4.1).
             first_seq: if session.id.is_some() {
                 Seq(0)
             } else {
-                session.next_seq
+                session.acked
             },
             name: session.name.clone(),
             credentials,
@@ -391,7 +392,7 @@ impl Connection {
             token,
             limits: local_limits(&self.config),
             kind: WelcomeKind::New {
-                first_seq: session.next_seq,
+                first_seq: session.acked,
             },
         }));
         self.session = Some(session);
@@ -528,6 +529,16 @@ impl Connection {
                 }
             }
             State::Established => {
+                // Timers only mark work; `poll_transmit` does it when the transport has room,
+                // so a blocked writer never sees a deadline in the past (§8).
+                if now >= self.next_ping {
+                    self.ping_requested = true;
+                    self.next_ping = now + self.config.keepalive_interval;
+                }
+                if self.ack_due.is_some_and(|d| now >= d) {
+                    self.ack_due = None;
+                    self.ack_now = true;
+                }
                 if now >= self.last_recv + self.config.idle_timeout {
                     self.end_connection(ConnectionError::IdleTimeout);
                 } else if self.close_deadline.is_some_and(|d| now >= d) {
@@ -548,8 +559,9 @@ impl Connection {
         }
     }
 
-    /// The next time [`Connection::handle_timeout`] (or, for pings and delayed ACKs,
-    /// `poll_transmit`) has work; `None` when closed.
+    /// The next time [`Connection::handle_timeout`] has work (idle and handshake deadlines,
+    /// the next PING, a delayed ACK); `None` when closed. After `handle_timeout(now)` it is
+    /// always later than `now`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => None,
@@ -583,7 +595,7 @@ impl Connection {
         if self.state != State::Established {
             return buf.len() - start;
         }
-        if self.ping_requested || now >= self.next_ping {
+        if self.ping_requested {
             self.ping_requested = false;
             self.next_ping = now + self.config.keepalive_interval;
             Frame::Ping(self.micros_since_epoch(now)).encode(buf);
