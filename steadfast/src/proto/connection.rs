@@ -223,6 +223,8 @@ pub struct Connection {
     next_ping: Instant,
     ping_requested: bool,
     close_deadline: Option<Instant>,
+    /// Messages dropped from the inbox when a CLOSE went out (reported at the session's end).
+    discarded: usize,
 }
 
 impl Connection {
@@ -304,6 +306,7 @@ impl Connection {
             last_recv: now,
             ping_requested: false,
             close_deadline: None,
+            discarded: 0,
         }
     }
 
@@ -725,7 +728,7 @@ impl Connection {
             return;
         };
         // After our CLOSE nothing more is delivered: our stated position is final (§7.2).
-        session.discard_inbox();
+        self.discarded += session.discard_inbox();
         self.control.push_back(Frame::Close(Close {
             code,
             delivered: session.delivered,
@@ -1170,7 +1173,10 @@ impl Connection {
         self.partial = None;
         self.decoder.reset();
         let (unacknowledged, discarded) = match self.session.take() {
-            Some(mut s) => (s.take_unacknowledged(), s.discard_inbox()),
+            Some(mut s) => (
+                s.take_unacknowledged(),
+                self.discarded + s.discard_inbox(),
+            ),
             None => (Vec::new(), 0),
         };
         self.events.push_back(Event::SessionEnded {

@@ -319,6 +319,8 @@ impl Sim {
                     .collect::<Vec<_>>()
             );
         }
+        // Timers fired at the end of the last step are seen before the link moves again.
+        self.events();
         self.maybe_reconnect();
         self.apps();
         self.transmit();
