@@ -41,3 +41,27 @@
 #![forbid(unsafe_code)]
 
 pub mod proto;
+
+#[cfg(feature = "runtime")]
+mod client;
+#[cfg(feature = "runtime")]
+mod config;
+#[cfg(feature = "runtime")]
+mod driver;
+#[cfg(feature = "runtime")]
+pub mod error;
+#[cfg(feature = "runtime")]
+mod peer;
+#[cfg(feature = "runtime")]
+mod server;
+
+#[cfg(feature = "runtime")]
+pub use client::{Client, ClientEvent};
+#[cfg(feature = "runtime")]
+pub use config::{ClientConfig, ServerConfig};
+#[cfg(feature = "runtime")]
+pub use peer::{EndReason, Peer, PeerStats, Receipt};
+#[cfg(feature = "runtime")]
+pub use proto::{Message, Seq, SessionId};
+#[cfg(feature = "runtime")]
+pub use server::{Server, ServerEvent};

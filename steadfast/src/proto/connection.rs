@@ -156,6 +156,13 @@ pub enum SessionEnd {
         /// Human-readable detail.
         reason: String,
     },
+    /// A message queued before the handshake exceeds the peer's maximum message size; this
+    /// side sent CLOSE `MessageTooLarge`.
+    #[error("{detail}")]
+    PeerLimit {
+        /// Which message and which limit.
+        detail: String,
+    },
     /// The peer broke the protocol; this side sent CLOSE with `code`.
     #[error("protocol violation ({code:?}): {detail}")]
     ProtocolViolation {
@@ -381,6 +388,14 @@ impl Connection {
         let Some(hello) = self.take_hello() else {
             return;
         };
+        if hello.resume.is_some() {
+            self.reject(
+                RejectCode::ProtocolError,
+                0,
+                "a resume cannot start a new session",
+            );
+            return;
+        }
         let mut session = Session::server(
             &self.config,
             id,
@@ -403,9 +418,10 @@ impl Connection {
     }
 
     /// Server side: answers [`Event::Hello`] by resuming `session`, which the caller found by
-    /// the HELLO's session id (and took from its previous connection with
-    /// [`Connection::take_session`] if that one still looked alive, §4.4 rule B). `fresh` is
-    /// the rotated token.
+    /// the HELLO's session id. The caller checks the presented token with
+    /// [`Session::verify_token`] *where the session is* first, and only then takes it from a
+    /// previous connection that still looks alive ([`Connection::take_session`], §4.4 rule B):
+    /// a wrong token must not disturb the session. `fresh` is the rotated token.
     ///
     /// # Errors
     /// Gives the session back, untouched, when the token does not match or the client's
@@ -685,7 +701,8 @@ impl Connection {
             return;
         };
         session.peer_max_message = Some(peer.max_message);
-        // The handshake frame told the peer our delivered position: it counts as an ACK.
+        // Server: the WELCOME told the client our delivered position. Client: the ACK sent
+        // right after WELCOME (`ack_now`) does.
         self.last_ack_sent = session.delivered;
         self.last_ack_bytes = session.delivered_bytes;
         self.next_to_send = session.acked;
@@ -695,6 +712,23 @@ impl Connection {
             self.awaiting_proof = true;
         }
         let session_id = session.id.unwrap_or(SessionId([0; 16]));
+        // Messages queued before the peer's limit was known must fit it: sending them would
+        // only make the peer close the session (§5.3). Say so here, with our own CLOSE.
+        let max = peer.max_message as usize;
+        if let Some(m) = session.outbox.iter().find(|m| m.body.len() > max) {
+            let detail = format!(
+                "queued message {} of {} bytes exceeds the peer's maximum of {max}",
+                m.seq,
+                m.body.len()
+            );
+            self.control.push_back(Frame::Close(Close {
+                code: CloseCode::MessageTooLarge,
+                delivered: session.delivered,
+                reason: detail.clone(),
+            }));
+            self.end_session(SessionEnd::PeerLimit { detail });
+            return;
+        }
         if let Some((code, reason)) = session.closing.clone() {
             // A CLOSE that a cut interrupted is repeated on the new connection (§7.2).
             self.queue_close(code, &reason);
@@ -822,6 +856,12 @@ impl Connection {
             State::AwaitingWelcome => match frame {
                 Frame::Welcome(w) => self.on_welcome(now, w),
                 Frame::Reject(r) => self.on_reject(r),
+                // A server going away during the handshake: try again later (§7.1).
+                Frame::GoAway(g) => self.end_connection(ConnectionError::GoAway {
+                    code: g.code,
+                    retry_after_ms: g.retry_after_ms,
+                    reason: g.reason,
+                }),
                 other => self.violation(
                     CloseCode::ProtocolError,
                     format!("expected WELCOME, got frame type 0x{:02x}", other.kind()),
@@ -842,7 +882,12 @@ impl Connection {
                 match frame {
                     Frame::Data(d) => self.on_data(d),
                     Frame::Ack { delivered, window } => {
-                        if self.on_ack(delivered)
+                        if window.messages == 0 || window.bytes == 0 {
+                            self.violation(
+                                CloseCode::FlowControl,
+                                "ACK grants a zero window".into(),
+                            );
+                        } else if self.on_ack(delivered)
                             && let Some(peer) = self.peer.as_mut()
                         {
                             peer.window = window;
@@ -1029,7 +1074,7 @@ impl Connection {
                     }
                     return;
                 }
-                if d.seq > session.received {
+                if d.seq > session.received || d.seq.next().is_none() {
                     let detail = format!("gap: expected {}, got {}", session.received, d.seq);
                     self.violation(CloseCode::ProtocolError, detail);
                     return;
@@ -1100,7 +1145,10 @@ impl Connection {
     }
 
     fn on_pong(&mut self, now: Instant, v: u64) {
-        let sent = self.epoch + Duration::from_micros(v);
+        // The value is the peer's echo of ours; a bogus one is ignored, never trusted.
+        let Some(sent) = self.epoch.checked_add(Duration::from_micros(v)) else {
+            return;
+        };
         if sent > now {
             return;
         }
@@ -1173,10 +1221,7 @@ impl Connection {
         self.partial = None;
         self.decoder.reset();
         let (unacknowledged, discarded) = match self.session.take() {
-            Some(mut s) => (
-                s.take_unacknowledged(),
-                self.discarded + s.discard_inbox(),
-            ),
+            Some(mut s) => (s.take_unacknowledged(), self.discarded + s.discard_inbox()),
             None => (Vec::new(), 0),
         };
         self.events.push_back(Event::SessionEnded {

@@ -653,7 +653,7 @@ impl Frame {
                 }
             }
             kind::PING | kind::PONG => {
-                need(&p, 8, "PING")?;
+                need(&p, 8, frame_name(kind))?;
                 let v = p.get_u64();
                 if kind == kind::PING {
                     Frame::Ping(v)

@@ -81,7 +81,7 @@ pub struct Flow {
 /// What the server keeps per session.
 enum Slot {
     Attached(u64),
-    Lingering(Session),
+    Lingering(Box<Session>),
 }
 
 struct ServerConn {
@@ -769,7 +769,7 @@ impl Sim {
                         if let Some(s) = self.conns[i].conn.take_session() {
                             let sid = s.id().unwrap();
                             if matches!(self.table.get(&sid), Some(Slot::Attached(a)) if *a == id) {
-                                self.table.insert(sid, Slot::Lingering(s));
+                                self.table.insert(sid, Slot::Lingering(Box::new(s)));
                             }
                         }
                     }
@@ -801,7 +801,7 @@ impl Sim {
             None => None,
             Some(Slot::Lingering(s)) => {
                 if s.verify_token(&resume.token) {
-                    Some(s)
+                    Some(*s)
                 } else {
                     self.table.insert(resume.session_id, Slot::Lingering(s));
                     None
@@ -837,7 +837,7 @@ impl Sim {
                 self.table.insert(resume.session_id, Slot::Attached(id));
             }
             Err(s) => {
-                self.table.insert(resume.session_id, Slot::Lingering(*s));
+                self.table.insert(resume.session_id, Slot::Lingering(s));
             }
         }
     }

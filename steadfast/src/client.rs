@@ -1,0 +1,297 @@
+//! The client: connects, and after any loss reconnects with jittered exponential backoff and
+//! resumes its session, resending exactly what the server lacks.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info_span};
+
+use crate::config::ClientConfig;
+use crate::driver::{self, Outcome, Progress};
+use crate::error::ConnectError;
+use crate::peer::{EndReason, Link, Peer, PeerShared};
+use crate::proto::{Connection, ConnectionError, Message, Role, Session, SessionEnd};
+
+/// Something that happened to a client's session.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A connection carries the session: a new one (`resumed == false`, only the first time)
+    /// or the same one resumed after a loss.
+    Connected {
+        /// The session was resumed.
+        resumed: bool,
+    },
+    /// The connection was lost; the session lives on and a reconnect follows.
+    Disconnected {
+        /// Why.
+        error: ConnectionError,
+    },
+    /// A reconnect attempt will start after `delay`.
+    Reconnecting {
+        /// Attempts in a row since the last success (1 for the first).
+        attempt: u32,
+        /// The jittered backoff delay.
+        delay: Duration,
+    },
+    /// The session is over and will not come back; the client does not start a new one by
+    /// itself. Messages the server never acknowledged are handed back.
+    SessionLost {
+        /// Why.
+        reason: EndReason,
+        /// Unacknowledged messages, in order.
+        unacknowledged: Vec<Message>,
+    },
+}
+
+/// A connected client. It dereferences to its [`Peer`] handle (`send`, `recv`, `stats`, …).
+///
+/// Dropping the `Client` stops its connection task: [`Peer::flush`] or [`Peer::close`] first
+/// to be sure everything arrived.
+#[derive(Debug)]
+pub struct Client {
+    peer: Peer,
+    events: mpsc::Receiver<ClientEvent>,
+    task: JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects to `addr` (host:port; resolved again on every reconnect) and establishes a new
+    /// session. Reconnection after later losses is automatic.
+    ///
+    /// # Errors
+    /// [`ConnectError`] if the configuration is invalid, the address cannot be reached, or the
+    /// server refuses the session. The first connection is not retried.
+    pub async fn connect(
+        addr: impl Into<String>,
+        config: ClientConfig,
+    ) -> Result<Client, ConnectError> {
+        config.validate()?;
+        let addr = addr.into();
+        let session = Session::client(&config.proto, config.name.clone());
+        let shared = PeerShared::new(
+            Role::Client,
+            config.name.clone(),
+            Link::Detached(Box::new(session)),
+        );
+        let (events_tx, events) = mpsc::channel(256);
+        let (first_tx, first_rx) = oneshot::channel();
+        let span = info_span!("client", %addr);
+        let task =
+            tokio::spawn(run(shared.clone(), config, addr, events_tx, first_tx).instrument(span));
+        match first_rx.await {
+            Ok(Ok(())) => Ok(Client {
+                peer: Peer { shared },
+                events,
+                task,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Handshake("connection task ended".into())),
+        }
+    }
+
+    /// The session handle (also reachable through `Deref`).
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The next event, or `None` once the session is over and every event was read.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next_event(&mut self) -> Option<ClientEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Deref for Client {
+    type Target = Peer;
+
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A full-jitter exponential backoff delay: uniform in `0..=min(max, initial × 2^attempt)`.
+pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+    let cap = initial.saturating_mul(factor).min(max);
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=nanos))
+}
+
+async fn run(
+    shared: Arc<PeerShared>,
+    config: ClientConfig,
+    addr: String,
+    events: mpsc::Sender<ClientEvent>,
+    first: oneshot::Sender<Result<(), ConnectError>>,
+) {
+    let mut first = Some(first);
+    let mut attempt = 0u32;
+    loop {
+        let connected =
+            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )),
+            };
+        let mut retry_after = Duration::ZERO;
+        match connected {
+            Err(e) => {
+                if let Some(tx) = first.take() {
+                    end(&shared, EndReason::GaveUp(1), None);
+                    let _ = tx.send(Err(ConnectError::Io(e)));
+                    return;
+                }
+                debug!(error = %e, "connect failed");
+            }
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let peer_addr = stream.peer_addr().ok();
+                let Some(generation) = attach(&shared, &config, peer_addr) else {
+                    return;
+                };
+                let mut established = false;
+                let outcome = driver::drive(&shared, generation, stream, |p| {
+                    if let Progress::Established { resumed } = p {
+                        established = true;
+                        if let Some(tx) = first.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                        let _ = events.try_send(ClientEvent::Connected { resumed });
+                    }
+                })
+                .await;
+                if established {
+                    attempt = 0;
+                }
+                match outcome {
+                    Outcome::Ended(reason) => {
+                        let unacknowledged = Peer {
+                            shared: shared.clone(),
+                        }
+                        .take_unacknowledged();
+                        if let Some(tx) = first.take() {
+                            let err = match &reason {
+                                SessionEnd::Rejected { code, reason } => ConnectError::Rejected {
+                                    code: *code,
+                                    reason: reason.clone(),
+                                },
+                                other => ConnectError::Handshake(other.to_string()),
+                            };
+                            let _ = tx.send(Err(err));
+                            return;
+                        }
+                        let _ = events.try_send(ClientEvent::SessionLost {
+                            reason: EndReason::Protocol(reason),
+                            unacknowledged,
+                        });
+                        return;
+                    }
+                    Outcome::Replaced => return,
+                    Outcome::Disconnected(error) => {
+                        if let Some(tx) = first.take() {
+                            end(&shared, EndReason::GaveUp(1), None);
+                            let err = match error {
+                                ConnectionError::Rejected { code, reason, .. } => {
+                                    ConnectError::Rejected { code, reason }
+                                }
+                                other => ConnectError::Handshake(other.to_string()),
+                            };
+                            let _ = tx.send(Err(err));
+                            return;
+                        }
+                        retry_after = match &error {
+                            ConnectionError::Rejected { retry_after_ms, .. }
+                            | ConnectionError::GoAway { retry_after_ms, .. } => {
+                                Duration::from_millis(u64::from(*retry_after_ms))
+                            }
+                            _ => Duration::ZERO,
+                        };
+                        let _ = events.try_send(ClientEvent::Disconnected { error });
+                    }
+                }
+            }
+        }
+        attempt += 1;
+        if config.max_attempts.is_some_and(|max| attempt > max) {
+            let unacknowledged = end(&shared, EndReason::GaveUp(attempt - 1), Some(()));
+            let _ = events.try_send(ClientEvent::SessionLost {
+                reason: EndReason::GaveUp(attempt - 1),
+                unacknowledged,
+            });
+            return;
+        }
+        let delay = retry_after + backoff(attempt - 1, config.backoff_initial, config.backoff_max);
+        let _ = events.try_send(ClientEvent::Reconnecting { attempt, delay });
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Puts the detached session on a new connection; returns its generation.
+fn attach(
+    shared: &PeerShared,
+    config: &ClientConfig,
+    addr: Option<std::net::SocketAddr>,
+) -> Option<u64> {
+    let mut st = shared.lock();
+    let Link::Detached(_) = &st.link else {
+        return None;
+    };
+    let Link::Detached(session) = std::mem::replace(&mut st.link, Link::Ended) else {
+        return None;
+    };
+    match Connection::connect(
+        config.proto.clone(),
+        driver::now(),
+        *session,
+        config.credentials.clone(),
+    ) {
+        Ok(conn) => {
+            st.link = Link::Attached(Box::new(conn));
+            st.generation += 1;
+            st.addr = addr;
+            Some(st.generation)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Ends the session from the client side (no connection); returns the unacknowledged
+/// messages if `take` is set (otherwise they stay on the handle).
+fn end(shared: &PeerShared, reason: EndReason, take: Option<()>) -> Vec<Message> {
+    let mut unacked = {
+        let mut st = shared.lock();
+        let (acked, unacked) = match st.session_mut() {
+            Some(s) => (s.acked(), s.take_unacknowledged()),
+            None => return Vec::new(),
+        };
+        st.end(reason, unacked, acked);
+        if take.is_some() {
+            st.ending
+                .as_mut()
+                .and_then(|e| e.unacknowledged.take())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
+    shared.wake_all();
+    std::mem::take(&mut unacked)
+}

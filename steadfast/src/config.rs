@@ -1,0 +1,195 @@
+//! Configuration of clients and servers, with documented, safe defaults.
+//!
+//! | setting | default | why |
+//! |---|---|---|
+//! | keepalive interval | 3 s | three PINGs fit in one idle timeout |
+//! | idle timeout (dead-peer bound) | 10 s | a dead or half-open connection is noticed within 10 s |
+//! | handshake timeout | 10 s | slow or silent clients are dropped |
+//! | reconnect backoff | 50 ms doubling to 5 s, full jitter | the first retry is near-immediate; a thousand clients do not return in the same millisecond |
+//! | linger | 60 s | longer than the idle timeout plus the backoff cap, so a client that noticed the loss late still resumes |
+//! | max connections | 10,000 | room for real traffic, below the per-process file limit of 20,000 |
+//! | max sessions (live and lingering) | 100,000 | lingering sessions are small |
+//! | max concurrent handshakes | 1,024 | a flood of silent connections cannot starve real ones |
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::ConnectError;
+use crate::proto::{self, ConfigError};
+
+/// Settings of a [`Client`](crate::Client).
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub(crate) proto: proto::Config,
+    pub(crate) name: Option<String>,
+    pub(crate) credentials: Option<Bytes>,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            proto: proto::Config::default(),
+            name: None,
+            credentials: None,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            max_attempts: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Protocol settings (limits, windows, timers). Default: [`proto::Config::default`].
+    pub fn protocol(mut self, proto: proto::Config) -> Self {
+        self.proto = proto;
+        self
+    }
+
+    /// A name for this client, shown to the server's application. Default: none.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Credentials sent in every HELLO (e.g. a token). Default: none.
+    pub fn credentials(mut self, credentials: impl Into<Bytes>) -> Self {
+        self.credentials = Some(credentials.into());
+        self
+    }
+
+    /// Reconnect backoff: the first delay's upper bound and the cap. Each attempt waits a
+    /// random time between zero and `min(max, initial × 2^attempt)` (full jitter); the count
+    /// restarts after a successful resume. Default 50 ms and 5 s.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Give up (and end the session, handing back unacknowledged messages) after this many
+    /// failed reconnect attempts in a row. Default: never give up.
+    pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Bound on one TCP connect. Default 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConnectError> {
+        self.proto.validate()?;
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.len() > crate::proto::frame::MAX_NAME_LEN)
+        {
+            return Err(ConfigError("name longer than 255 bytes".into()).into());
+        }
+        if self
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.len() > crate::proto::frame::MAX_CREDENTIALS_LEN)
+        {
+            return Err(ConfigError("credentials longer than 4,096 bytes".into()).into());
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return Err(ConfigError("backoff needs 0 < initial <= max".into()).into());
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a [`Server`](crate::Server).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(crate) proto: proto::Config,
+    pub(crate) linger: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_sessions: usize,
+    pub(crate) max_handshakes: usize,
+    pub(crate) full_retry_after: Duration,
+    pub(crate) event_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            proto: proto::Config::default(),
+            linger: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_sessions: 100_000,
+            max_handshakes: 1_024,
+            full_retry_after: Duration::from_secs(1),
+            event_capacity: 65_536,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Protocol settings (limits, windows, timers). Default: [`proto::Config::default`].
+    pub fn protocol(mut self, proto: proto::Config) -> Self {
+        self.proto = proto;
+        self
+    }
+
+    /// How long a disconnected session is kept for its client to resume. Sends to it queue up
+    /// (within the outbox bounds) meanwhile. Default 60 s.
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.linger = d;
+        self
+    }
+
+    /// Most connections at once; more are refused with REJECT `ServerFull`. Default 10,000.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Most sessions, live and lingering; a new session beyond it is refused with REJECT
+    /// `ServerFull`. Default 100,000.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
+    }
+
+    /// Most handshakes in progress at once; more connections are refused. Default 1,024.
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n;
+        self
+    }
+
+    /// The retry-after a REJECT `ServerFull` advises. Default 1 s.
+    pub fn full_retry_after(mut self, d: Duration) -> Self {
+        self.full_retry_after = d;
+        self
+    }
+
+    /// Events held for the application before the oldest notifications are dropped
+    /// ([`ServerEvent::Lagged`](crate::ServerEvent::Lagged) says how many). Default 65,536.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.proto.validate()?;
+        if self.max_connections == 0 || self.max_sessions == 0 || self.max_handshakes == 0 {
+            return Err(ConfigError(
+                "connection, session and handshake caps must be non-zero".into(),
+            ));
+        }
+        if self.event_capacity == 0 {
+            return Err(ConfigError("event_capacity must be non-zero".into()));
+        }
+        Ok(())
+    }
+}

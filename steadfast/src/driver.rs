@@ -1,0 +1,213 @@
+//! Drives one protocol connection over any byte stream (TCP, TLS, in-memory duplex).
+//!
+//! One task per connection: it reads whatever arrives and feeds the core, writes what the core
+//! produces in batches (many frames, one write), sleeps until the core's next deadline, and
+//! wakes when the application sends, receives or closes. It always keeps reading, whatever the
+//! application does, so acknowledgements and heartbeats flow (PROTOCOL.md §6).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, trace};
+
+use crate::peer::{EndReason, Link, PeerShared};
+use crate::proto::{ConnectionError, Event, Seq, SessionEnd};
+
+/// Bytes read per call.
+const READ_CHUNK: usize = 64 << 10;
+/// How long a closing connection may take to write its last frames.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The clock the runtime gives the core (tokio's, so paused test time works).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// How a driven connection ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The connection ended; the session is detached and resumable.
+    Disconnected(ConnectionError),
+    /// The session ended.
+    Ended(SessionEnd),
+    /// Another connection took the session over.
+    Replaced,
+}
+
+/// What the driver reports while the connection lives.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    /// The handshake finished (client side).
+    Established {
+        /// The session was resumed.
+        resumed: bool,
+    },
+    /// Messages are waiting and the application has not been told since its last read.
+    MessagesWaiting,
+}
+
+/// Runs the connection in `peer`'s state (attached with generation `generation`) over
+/// `stream` until it ends.
+pub(crate) async fn drive<S, F>(
+    peer: &Arc<PeerShared>,
+    generation: u64,
+    stream: S,
+    mut on_progress: F,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Progress),
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut rbuf = vec![0u8; READ_CHUNK];
+    let mut wbuf: Vec<u8> = Vec::with_capacity(128 << 10);
+    let mut wpos = 0usize;
+    let mut progress = Vec::new();
+    loop {
+        // Under the lock: gather output, events and the next deadline.
+        let (deadline, outcome) = {
+            let mut st = peer.lock();
+            if st.generation != generation {
+                return Outcome::Replaced;
+            }
+            let now = now();
+            let Link::Attached(conn) = &mut st.link else {
+                return Outcome::Replaced;
+            };
+            if wpos == wbuf.len() {
+                wbuf.clear();
+                wpos = 0;
+                while wbuf.len() < (128 << 10) && conn.poll_transmit(now, &mut wbuf) > 0 {}
+            }
+            let deadline = conn.poll_timeout();
+            let outcome = handle_events(peer, &mut st, &mut progress);
+            (deadline, outcome)
+        };
+        for p in progress.drain(..) {
+            on_progress(p);
+        }
+        if let Some(outcome) = outcome {
+            peer.wake_all();
+            // Write what is left (a CLOSE, a GOAWAY) and end.
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+                wr.write_all(&wbuf[wpos..]).await?;
+                wr.shutdown().await
+            })
+            .await;
+            return outcome;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = rd.read(&mut rbuf) => {
+                let mut st = peer.lock();
+                if st.generation != generation {
+                    return Outcome::Replaced;
+                }
+                if let Link::Attached(conn) = &mut st.link {
+                    match r {
+                        Ok(0) | Err(_) => conn.handle_disconnect(),
+                        Ok(n) => conn.handle_input(now(), &rbuf[..n]),
+                    }
+                }
+            }
+            r = wr.write(&wbuf[wpos..]), if wpos < wbuf.len() => {
+                match r {
+                    Ok(n) if n > 0 => wpos += n,
+                    _ => {
+                        let mut st = peer.lock();
+                        let current = st.generation == generation;
+                        if let Link::Attached(conn) = &mut st.link && current {
+                            conn.handle_disconnect();
+                        }
+                    }
+                }
+            }
+            () = peer.driver.notified() => {}
+            () = sleep => {
+                let mut st = peer.lock();
+                let current = st.generation == generation;
+                if let Link::Attached(conn) = &mut st.link && current {
+                    conn.handle_timeout(now());
+                }
+            }
+        }
+    }
+}
+
+/// Applies the core's events to the shared state; returns how the connection ended, if it did.
+fn handle_events(
+    peer: &PeerShared,
+    st: &mut crate::peer::PeerState,
+    progress: &mut Vec<Progress>,
+) -> Option<Outcome> {
+    let mut outcome = None;
+    let mut acked = false;
+    while let Link::Attached(conn) = &mut st.link {
+        let Some(event) = conn.poll_event() else {
+            break;
+        };
+        match event {
+            Event::Established {
+                session_id,
+                resumed,
+            } => {
+                st.id = Some(session_id);
+                st.connected = true;
+                progress.push(Progress::Established { resumed });
+                debug!(session = %session_id, resumed, "established");
+            }
+            Event::MessagesAvailable => {
+                peer.readable.notify_waiters();
+                if !st.notified {
+                    st.notified = true;
+                    progress.push(Progress::MessagesWaiting);
+                }
+            }
+            Event::Acknowledged { first, end } => {
+                trace!(%first, %end, "acknowledged");
+                acked = true;
+            }
+            Event::Pong { rtt } => {
+                for w in st.ping_waiters.drain(..) {
+                    let _ = w.send(rtt);
+                }
+            }
+            Event::Disconnected(e) => {
+                debug!(error = %e, "connection ended");
+                if let Link::Attached(conn) = &mut st.link
+                    && let Some(s) = conn.take_session()
+                {
+                    st.link = Link::Detached(Box::new(s));
+                }
+                st.connected = false;
+                st.ping_waiters.clear();
+                outcome = Some(Outcome::Disconnected(e));
+            }
+            Event::SessionEnded {
+                reason,
+                unacknowledged,
+                discarded,
+            } => {
+                debug!(%reason, unacknowledged = unacknowledged.len(), discarded, "session ended");
+                let acked_to = unacknowledged.first().map_or(Seq(u64::MAX), |m| m.seq);
+                st.end(
+                    EndReason::Protocol(reason.clone()),
+                    unacknowledged,
+                    acked_to,
+                );
+                outcome = Some(Outcome::Ended(reason));
+            }
+            Event::Hello(_) => {}
+        }
+    }
+    if acked {
+        peer.progress.notify_waiters();
+    }
+    outcome
+}

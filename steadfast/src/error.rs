@@ -1,0 +1,73 @@
+//! Errors of the runtime, one per operation.
+
+use std::io;
+
+use crate::peer::EndReason;
+use crate::proto::{ConfigError, RejectCode};
+
+pub use crate::proto::SendError;
+
+/// Why a receipt will never resolve successfully.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The session ended before the peer acknowledged the message. The message is among the
+    /// session's unacknowledged ones ([`Peer::take_unacknowledged`](crate::Peer::take_unacknowledged)).
+    #[error("session lost before the message was acknowledged: {0}")]
+    SessionLost(EndReason),
+}
+
+/// Why `recv` returned no message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The session is over and nothing is left to read.
+    #[error("session ended")]
+    Ended,
+}
+
+/// Why a client could not establish its session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address could not be resolved or reached.
+    #[error("could not connect: {0}")]
+    Io(#[from] io::Error),
+    /// The server refused the session.
+    #[error("server refused the session ({code:?}): {reason}")]
+    Rejected {
+        /// The REJECT code.
+        code: RejectCode,
+        /// The server's words.
+        reason: String,
+    },
+    /// The connection ended before the handshake finished.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// No address given, or none worked within the attempts allowed.
+    #[error("no address could be reached")]
+    Unreachable,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An address could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// No listen address given.
+    #[error("no listen address given")]
+    NoAddress,
+}

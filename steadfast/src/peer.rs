@@ -1,0 +1,526 @@
+//! The handle to one session, on either side: send with receipts, receive, stats.
+//!
+//! A [`Peer`] is a cheap clone of an `Arc` around the session's state. The state holds the
+//! protocol core's [`Connection`] while a connection carries the session, or the bare
+//! [`Session`] between connections (sends queue up, within the bounds, and go out after the
+//! resume). The connection's driver task and every handle share it under one short-held lock.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, oneshot};
+
+use crate::error::{ReceiptError, RecvError, SendError};
+use crate::proto::{self, Connection, Message, Role, Seq, Session, SessionEnd, SessionId};
+
+/// How a session ended, as the runtime reports it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The protocol ended it (CLOSE, a final REJECT, a protocol violation).
+    #[error(transparent)]
+    Protocol(#[from] SessionEnd),
+    /// The server kept the disconnected session for its linger time; nobody resumed it.
+    #[error("session expired after lingering {0:?} without a connection")]
+    Expired(Duration),
+    /// The client gave up reconnecting (attempt limit reached).
+    #[error("gave up reconnecting after {0} attempts")]
+    GaveUp(u32),
+    /// The server shut down.
+    #[error("server shut down")]
+    Shutdown,
+}
+
+/// Where the session lives now.
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// Carried by a connection (its driver is running).
+    Attached(Box<Connection>),
+    /// Between connections.
+    Detached(Box<Session>),
+    /// Over.
+    Ended,
+}
+
+/// The final state of an ended session.
+#[derive(Debug)]
+pub(crate) struct Ending {
+    pub(crate) reason: EndReason,
+    /// Every own message below this was acknowledged.
+    pub(crate) acked: Seq,
+    /// Handed back to the application once.
+    pub(crate) unacknowledged: Option<Vec<Message>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PeerState {
+    pub(crate) link: Link,
+    /// Bumped on every attach; a driver whose generation is stale stops.
+    pub(crate) generation: u64,
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) ending: Option<Ending>,
+    pub(crate) ping_waiters: Vec<oneshot::Sender<Duration>>,
+    pub(crate) connected: bool,
+    /// A "messages waiting" notification is out and not yet answered by a read.
+    pub(crate) notified: bool,
+    pub(crate) id: Option<SessionId>,
+}
+
+impl PeerState {
+    pub(crate) fn session(&self) -> Option<&Session> {
+        match &self.link {
+            Link::Attached(c) => c.session(),
+            Link::Detached(s) => Some(s),
+            Link::Ended => None,
+        }
+    }
+
+    pub(crate) fn session_mut(&mut self) -> Option<&mut Session> {
+        match &mut self.link {
+            Link::Attached(c) => c.session_mut(),
+            Link::Detached(s) => Some(s),
+            Link::Ended => None,
+        }
+    }
+
+    fn acked(&self) -> Option<Seq> {
+        match (&self.ending, self.session()) {
+            (Some(e), _) => Some(e.acked),
+            (None, Some(s)) => Some(s.acked()),
+            (None, None) => None,
+        }
+    }
+
+    /// Ends the session: everything unacknowledged is kept for the application.
+    pub(crate) fn end(&mut self, reason: EndReason, unacknowledged: Vec<Message>, acked: Seq) {
+        self.link = Link::Ended;
+        self.connected = false;
+        self.ping_waiters.clear();
+        if self.ending.is_none() {
+            self.ending = Some(Ending {
+                reason,
+                acked,
+                unacknowledged: Some(unacknowledged),
+            });
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PeerShared {
+    pub(crate) state: Mutex<PeerState>,
+    pub(crate) role: Role,
+    pub(crate) name: Option<String>,
+    /// Wakes the driver: something to transmit.
+    pub(crate) driver: Notify,
+    /// Wakes receivers: messages arrived, or the session ended.
+    pub(crate) readable: Notify,
+    /// Wakes senders and receipts: acknowledgements, room in the outbox, state changes.
+    pub(crate) progress: Notify,
+}
+
+impl PeerShared {
+    pub(crate) fn new(role: Role, name: Option<String>, link: Link) -> Arc<Self> {
+        let id = match &link {
+            Link::Attached(c) => c.session().and_then(Session::id),
+            Link::Detached(s) => s.id(),
+            Link::Ended => None,
+        };
+        Arc::new(PeerShared {
+            state: Mutex::new(PeerState {
+                link,
+                generation: 0,
+                addr: None,
+                ending: None,
+                ping_waiters: Vec::new(),
+                connected: false,
+                notified: false,
+                id,
+            }),
+            role,
+            name,
+            driver: Notify::new(),
+            readable: Notify::new(),
+            progress: Notify::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
+        // A panic while holding the lock would be a bug in this crate; the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes everything waiting on this session.
+    pub(crate) fn wake_all(&self) {
+        self.readable.notify_waiters();
+        self.progress.notify_waiters();
+        self.driver.notify_one();
+    }
+}
+
+/// A handle to one session: the client's view of the server, or the server's view of one
+/// client. Cheap to clone; dropping a handle does not lose queued messages.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub(crate) shared: Arc<PeerShared>,
+}
+
+/// Counters and gauges of one session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// Messages queued by this side.
+    pub queued: u64,
+    /// Messages transmitted for the first time.
+    pub sent: u64,
+    /// Messages acknowledged by the peer.
+    pub acknowledged: u64,
+    /// Messages transmitted again after a reconnect.
+    pub retransmitted: u64,
+    /// Messages received from the peer.
+    pub received: u64,
+    /// Messages not yet acknowledged (queued or in flight).
+    pub in_flight: usize,
+    /// Messages received and waiting for `recv`.
+    pub waiting: usize,
+    /// Connections that carried the session.
+    pub connections: u64,
+    /// Latest round-trip time.
+    pub rtt: Option<Duration>,
+}
+
+impl Peer {
+    /// The session id (assigned by the server; `None` on a client before its first WELCOME).
+    pub fn id(&self) -> Option<SessionId> {
+        self.shared.lock().id
+    }
+
+    /// The name the client gave in its HELLO.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name.as_deref()
+    }
+
+    /// The remote address of the current or last connection.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.shared.lock().addr
+    }
+
+    /// Whether a connection carries the session right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().connected
+    }
+
+    /// Whether the session has ended.
+    pub fn is_ended(&self) -> bool {
+        self.shared.lock().ending.is_some()
+    }
+
+    /// Why the session ended, once it has.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.shared.lock().ending.as_ref().map(|e| e.reason.clone())
+    }
+
+    /// Once the session has ended: the messages this side sent that the peer never
+    /// acknowledged, in order (given out once; later calls return an empty list).
+    pub fn take_unacknowledged(&self) -> Vec<Message> {
+        self.shared
+            .lock()
+            .ending
+            .as_mut()
+            .and_then(|e| e.unacknowledged.take())
+            .unwrap_or_default()
+    }
+
+    /// Sends a message, waiting for room in the outbox if it is full (backpressure).
+    ///
+    /// The returned [`Receipt`] resolves when the peer's application has taken the message.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes queues nothing: the message is queued exactly
+    /// when the future returns `Ok`.
+    ///
+    /// # Errors
+    /// [`SendError::TooLarge`], or [`SendError::Closed`] once the session is closing or over.
+    pub async fn send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
+        let body = body.into();
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_send(body.clone()) {
+                Err(SendError::Full) => notified.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends a message if the outbox has room now.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the outbox is at its bound (nothing was queued), otherwise as
+    /// [`Peer::send`].
+    pub fn try_send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
+        let seq = {
+            let mut st = self.shared.lock();
+            let Some(session) = st.session_mut() else {
+                return Err(SendError::Closed);
+            };
+            session.send(body.into(), wall_clock_us())?
+        };
+        self.shared.driver.notify_one();
+        Ok(Receipt {
+            shared: self.shared.clone(),
+            seq,
+        })
+    }
+
+    /// Receives the next message, waiting for one. Taking it acknowledges it to the sender.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken only when the future returns it.
+    ///
+    /// # Errors
+    /// [`RecvError::Ended`] once the session is over and nothing is left to read.
+    pub async fn recv(&self) -> Result<Message, RecvError> {
+        loop {
+            let notified = self.shared.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(m) = self.try_recv() {
+                return Ok(m);
+            }
+            if self.is_ended() {
+                return Err(RecvError::Ended);
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes the next waiting message, if any.
+    pub fn try_recv(&self) -> Option<Message> {
+        let m = {
+            let mut st = self.shared.lock();
+            st.notified = false;
+            st.session_mut()?.recv()?
+        };
+        self.shared.driver.notify_one();
+        Some(m)
+    }
+
+    /// Takes up to `n` waiting messages (partial read: the rest stay queued).
+    pub fn recv_up_to(&self, n: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        {
+            let mut st = self.shared.lock();
+            st.notified = false;
+            if let Some(s) = st.session_mut() {
+                while out.len() < n {
+                    match s.recv() {
+                        Some(m) => out.push(m),
+                        None => break,
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.shared.driver.notify_one();
+        }
+        out
+    }
+
+    /// Messages received and waiting.
+    pub fn waiting(&self) -> usize {
+        self.shared.lock().session().map_or(0, Session::inbox_len)
+    }
+
+    /// Measures the round-trip time with a PING now.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if no connection carries the session (or it drops before the
+    /// PONG).
+    pub async fn ping(&self) -> Result<Duration, SendError> {
+        let rx = {
+            let mut st = self.shared.lock();
+            let Link::Attached(conn) = &mut st.link else {
+                return Err(SendError::Closed);
+            };
+            if !conn.is_established() {
+                return Err(SendError::Closed);
+            }
+            conn.ping();
+            let (tx, rx) = oneshot::channel();
+            st.ping_waiters.push(tx);
+            rx
+        };
+        self.shared.driver.notify_one();
+        rx.await.map_err(|_| SendError::Closed)
+    }
+
+    /// Counters of the session.
+    pub fn stats(&self) -> PeerStats {
+        let st = self.shared.lock();
+        let Some(s) = st.session() else {
+            return PeerStats::default();
+        };
+        let x = s.stats();
+        PeerStats {
+            queued: x.queued,
+            sent: x.sent,
+            acknowledged: x.acknowledged,
+            retransmitted: x.retransmitted,
+            received: x.received,
+            in_flight: s.outbox_len(),
+            waiting: s.inbox_len(),
+            connections: x.connections,
+            rtt: x.rtt,
+        }
+    }
+
+    /// Waits until every message sent so far is acknowledged, or the session ends.
+    ///
+    /// # Errors
+    /// [`ReceiptError::SessionLost`] if the session ended first.
+    pub async fn flush(&self) -> Result<(), ReceiptError> {
+        let target = {
+            let st = self.shared.lock();
+            match st.session() {
+                Some(s) => s.next_seq(),
+                None => return self.ended_result(),
+            }
+        };
+        if target.0 == 0 {
+            return Ok(());
+        }
+        Receipt {
+            shared: self.shared.clone(),
+            seq: Seq(target.0 - 1),
+        }
+        .await
+        .or_else(|e| {
+            // Nothing was ever sent: flushing an empty session succeeds.
+            if self.stats().queued == 0 {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+    }
+
+    fn ended_result(&self) -> Result<(), ReceiptError> {
+        match self.end_reason() {
+            Some(reason) => Err(ReceiptError::SessionLost(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the session gracefully (PROTOCOL.md §7.2): a CLOSE carrying the final positions,
+    /// then both sides end the session. Messages not acknowledged by then are handed back
+    /// ([`Peer::take_unacknowledged`]); wait for them with [`Peer::flush`] first to lose
+    /// nothing. Returns when the session has ended.
+    pub async fn close(&self, reason: &str) {
+        {
+            let mut st = self.shared.lock();
+            let now = crate::driver::now();
+            match &mut st.link {
+                Link::Attached(conn) => conn.close(now, proto::CloseCode::Normal, reason),
+                Link::Detached(s) => {
+                    // Not connected: the CLOSE goes out after the next resume; a server has no
+                    // way to reach a detached client, so its session ends here.
+                    if self.shared.role == Role::Server {
+                        let acked = s.acked();
+                        let unacked = s.take_unacknowledged();
+                        st.end(
+                            EndReason::Protocol(SessionEnd::Closed {
+                                by_peer: false,
+                                code: proto::CloseCode::Normal,
+                                reason: reason.to_owned(),
+                                confirmed: false,
+                            }),
+                            unacked,
+                            acked,
+                        );
+                    } else if !s.is_closing() {
+                        // The CLOSE goes out right after the next resume (§7.2).
+                        s.closing = Some((proto::CloseCode::Normal, reason.to_owned()));
+                    }
+                }
+                Link::Ended => {}
+            }
+        }
+        self.shared.wake_all();
+        self.ended().await;
+    }
+
+    /// Waits until the session has ended and returns why.
+    pub async fn ended(&self) -> EndReason {
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.end_reason() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Resolves when the peer's application has taken the message (PROTOCOL.md §5.2).
+///
+/// Awaiting it is optional and costs nothing until then: receipts are derived from the
+/// cumulative acknowledgement position, not stored per message.
+#[derive(Debug)]
+pub struct Receipt {
+    shared: Arc<PeerShared>,
+    seq: Seq,
+}
+
+impl Receipt {
+    /// The message's sequence number.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// Whether the peer has acknowledged the message already.
+    pub fn is_acknowledged(&self) -> bool {
+        self.shared.lock().acked().is_some_and(|a| a > self.seq)
+    }
+
+    async fn wait(self) -> Result<(), ReceiptError> {
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.shared.lock();
+                if st.acked().is_some_and(|a| a > self.seq) {
+                    return Ok(());
+                }
+                if let Some(e) = &st.ending {
+                    return Err(ReceiptError::SessionLost(e.reason.clone()));
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl IntoFuture for Receipt {
+    type Output = Result<(), ReceiptError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+/// Microseconds since the Unix epoch, for the sender timestamp of a message.
+pub(crate) fn wall_clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

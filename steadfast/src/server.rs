@@ -1,0 +1,628 @@
+//! The server: listens on one or more addresses, runs the handshake of every connection,
+//! keeps a registry of sessions (live and lingering), resumes them, expires them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::config::ServerConfig;
+use crate::driver::{self, Outcome, Progress};
+use crate::error::{BindError, SendError};
+use crate::peer::{EndReason, Link, Peer, PeerShared, Receipt};
+use crate::proto::{
+    CloseCode, Connection, ConnectionError, Event, HelloRequest, Message, RejectCode, ResumeToken,
+    Role, SessionId,
+};
+
+/// Something that happened on a server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A client established a new session.
+    Connected {
+        /// Its handle.
+        peer: Peer,
+    },
+    /// A client resumed its session on a new connection.
+    Resumed {
+        /// Its handle.
+        peer: Peer,
+    },
+    /// A session's connection ended; the session lingers, resumable, for the linger time.
+    Disconnected {
+        /// Its handle.
+        peer: Peer,
+        /// Why the connection ended.
+        error: ConnectionError,
+    },
+    /// A lingering session was not resumed in time and is gone.
+    Expired {
+        /// Its handle.
+        peer: Peer,
+        /// Messages sent to it and never acknowledged, in order.
+        unacknowledged: Vec<Message>,
+    },
+    /// A session ended (CLOSE, kick, protocol violation, shutdown).
+    Ended {
+        /// Its handle.
+        peer: Peer,
+        /// Why.
+        reason: EndReason,
+        /// Messages sent to it and never acknowledged, in order.
+        unacknowledged: Vec<Message>,
+    },
+    /// A peer has messages waiting (sent once until the application reads from that peer):
+    /// the notification queue.
+    MessagesWaiting {
+        /// Its handle.
+        peer: Peer,
+    },
+    /// The application did not keep up: this many events were dropped. Session ends are never
+    /// lost with them: the unacknowledged messages stay on the peer handle.
+    Lagged(u64),
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<SessionId, Arc<PeerShared>>,
+    /// Name → session. The newest session to claim a name owns it; an older session with the
+    /// same name keeps working but is reachable only by id.
+    names: HashMap<String, SessionId>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    registry: Mutex<Registry>,
+    events: mpsc::Sender<ServerEvent>,
+    lagged: AtomicU64,
+    /// Stops the accept loops.
+    stop_accepting: CancellationToken,
+    /// Stops everything.
+    stop_all: CancellationToken,
+    tracker: TaskTracker,
+    connections: AtomicUsize,
+    handshakes: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+impl Inner {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: ServerEvent) {
+        if self.events.try_send(event).is_err() {
+            self.lagged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn forget(&self, id: Option<SessionId>, shared: &Arc<PeerShared>) {
+        let Some(id) = id else { return };
+        let mut reg = self.registry();
+        if reg
+            .sessions
+            .get(&id)
+            .is_some_and(|s| Arc::ptr_eq(s, shared))
+        {
+            reg.sessions.remove(&id);
+        }
+        if let Some(name) = &shared.name
+            && reg.names.get(name) == Some(&id)
+        {
+            reg.names.remove(name);
+        }
+    }
+}
+
+/// A running server. Dropping it stops everything at once; [`Server::shutdown`] is graceful.
+pub struct Server {
+    inner: Arc<Inner>,
+    events: mpsc::Receiver<ServerEvent>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds every address and starts accepting.
+    ///
+    /// # Errors
+    /// [`BindError`] if the configuration is invalid, no address is given, or one cannot be
+    /// bound (nothing is left listening then).
+    pub async fn bind<A: ToSocketAddrs + std::fmt::Display>(
+        addrs: impl IntoIterator<Item = A>,
+        config: ServerConfig,
+    ) -> Result<Server, BindError> {
+        config.validate()?;
+        let mut listeners = Vec::new();
+        for a in addrs {
+            let l = TcpListener::bind(&a)
+                .await
+                .map_err(|source| BindError::Io {
+                    addr: a.to_string(),
+                    source,
+                })?;
+            listeners.push(l);
+        }
+        if listeners.is_empty() {
+            return Err(BindError::NoAddress);
+        }
+        let (tx, events) = mpsc::channel(config.event_capacity);
+        let inner = Arc::new(Inner {
+            config,
+            registry: Mutex::new(Registry::default()),
+            events: tx,
+            lagged: AtomicU64::new(0),
+            stop_accepting: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        });
+        let mut bound = Vec::new();
+        for l in listeners {
+            let local = l.local_addr().map_err(|source| BindError::Io {
+                addr: "listener".into(),
+                source,
+            })?;
+            bound.push(local);
+            let span = info_span!("listen", addr = %local);
+            inner
+                .tracker
+                .spawn(accept_loop(inner.clone(), l).instrument(span));
+        }
+        Ok(Server {
+            inner,
+            events,
+            addrs: bound,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The next event; `None` after shutdown.
+    pub async fn next_event(&mut self) -> Option<ServerEvent> {
+        let lagged = self.inner.lagged.swap(0, Ordering::Relaxed);
+        if lagged > 0 {
+            return Some(ServerEvent::Lagged(lagged));
+        }
+        self.events.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next_event(&mut self) -> Option<ServerEvent> {
+        let lagged = self.inner.lagged.swap(0, Ordering::Relaxed);
+        if lagged > 0 {
+            return Some(ServerEvent::Lagged(lagged));
+        }
+        self.events.try_recv().ok()
+    }
+
+    /// The session with this id, live or lingering.
+    pub fn peer(&self, id: SessionId) -> Option<Peer> {
+        let reg = self.inner.registry();
+        reg.sessions.get(&id).map(|s| Peer { shared: s.clone() })
+    }
+
+    /// The newest session that claimed this name.
+    pub fn peer_by_name(&self, name: &str) -> Option<Peer> {
+        let reg = self.inner.registry();
+        let id = reg.names.get(name)?;
+        reg.sessions.get(id).map(|s| Peer { shared: s.clone() })
+    }
+
+    /// Every session, live and lingering.
+    pub fn peers(&self) -> Vec<Peer> {
+        let reg = self.inner.registry();
+        reg.sessions
+            .values()
+            .map(|s| Peer { shared: s.clone() })
+            .collect()
+    }
+
+    /// Connections open right now (including handshakes).
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Sends one message to every session (live or lingering) without waiting: sessions whose
+    /// outbox is full report [`SendError::Full`]. Order holds per session, not across them.
+    pub fn broadcast(&self, body: impl Into<Bytes>) -> Vec<(Peer, Result<Receipt, SendError>)> {
+        let body = body.into();
+        self.peers()
+            .into_iter()
+            .map(|p| {
+                let r = p.try_send(body.clone());
+                (p, r)
+            })
+            .collect()
+    }
+
+    /// Removes a peer: its session ends with CLOSE `Kicked` (or at once if it is not
+    /// connected). Returns false if no such session exists.
+    pub fn kick(&self, id: SessionId, reason: &str) -> bool {
+        let Some(peer) = self.peer(id) else {
+            return false;
+        };
+        end_peer(
+            &self.inner,
+            &peer.shared,
+            CloseCode::Kicked,
+            reason,
+            EndReason::Protocol(crate::proto::SessionEnd::Closed {
+                by_peer: false,
+                code: CloseCode::Kicked,
+                reason: reason.to_owned(),
+                confirmed: false,
+            }),
+        );
+        true
+    }
+
+    /// Graceful shutdown: stops accepting, waits up to `drain` for every outbox to be
+    /// acknowledged, then ends every session with CLOSE `Shutdown` and waits (briefly) for
+    /// the exchanges to finish. Unacknowledged messages are reported in
+    /// [`ServerEvent::Ended`].
+    pub async fn shutdown(mut self, drain: Duration) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.stop_accepting.cancel();
+        let deadline = tokio::time::Instant::now() + drain;
+        for p in self.peers() {
+            let _ = tokio::time::timeout_at(deadline, p.flush()).await;
+        }
+        for p in self.peers() {
+            end_peer(
+                &self.inner,
+                &p.shared,
+                CloseCode::Shutdown,
+                "server shutting down",
+                EndReason::Shutdown,
+            );
+        }
+        let grace = tokio::time::Instant::now() + Duration::from_secs(2);
+        for p in self.peers() {
+            let _ = tokio::time::timeout_at(grace, p.ended()).await;
+        }
+        self.inner.stop_all.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        self.events.close();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.inner.stop_accepting.cancel();
+        self.inner.stop_all.cancel();
+    }
+}
+
+/// Ends a session: CLOSE over its connection, or at once when it is not connected.
+fn end_peer(
+    inner: &Arc<Inner>,
+    shared: &Arc<PeerShared>,
+    code: CloseCode,
+    reason: &str,
+    why: EndReason,
+) {
+    let unacked = {
+        let mut st = shared.lock();
+        match &mut st.link {
+            Link::Attached(conn) if conn.is_established() => {
+                conn.close(driver::now(), code, reason);
+                None
+            }
+            Link::Ended => None,
+            _ => {
+                let (acked, unacked) = match st.session_mut() {
+                    Some(s) => (s.acked(), s.take_unacknowledged()),
+                    None => return,
+                };
+                st.end(why.clone(), unacked, acked);
+                st.generation += 1;
+                Some(())
+            }
+        }
+    };
+    shared.wake_all();
+    if unacked.is_some() {
+        let id = shared.lock().id;
+        inner.forget(id, shared);
+        let peer = Peer {
+            shared: shared.clone(),
+        };
+        let unacknowledged = peer.take_unacknowledged();
+        inner.emit(ServerEvent::Ended {
+            peer,
+            reason: why,
+            unacknowledged,
+        });
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = inner.stop_accepting.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                let conns = inner.connections.load(Ordering::Relaxed);
+                let hs = inner.handshakes.load(Ordering::Relaxed);
+                if conns >= inner.config.max_connections || hs >= inner.config.max_handshakes {
+                    debug!(%addr, conns, handshakes = hs, "refusing: full");
+                    let retry = inner.config.full_retry_after;
+                    let proto = inner.config.proto.clone();
+                    inner.tracker.spawn(refuse(stream, proto, retry));
+                    continue;
+                }
+                inner.connections.fetch_add(1, Ordering::Relaxed);
+                let span = info_span!("conn", %addr);
+                inner
+                    .tracker
+                    .spawn(serve(inner.clone(), stream, addr).instrument(span));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = inner.stop_accepting.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Answers a connection over the cap with REJECT `ServerFull` and closes it.
+async fn refuse(mut stream: TcpStream, proto: crate::proto::Config, retry: Duration) {
+    let Ok(mut conn) = Connection::accept(proto, driver::now()) else {
+        return;
+    };
+    let ms = u32::try_from(retry.as_millis()).unwrap_or(u32::MAX);
+    conn.reject(RejectCode::ServerFull, ms, "server full");
+    let mut buf = Vec::new();
+    conn.poll_transmit(driver::now(), &mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+struct CountGuard<'a>(&'a AtomicUsize);
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn random16() -> Option<[u8; 16]> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).ok()?;
+    Some(b)
+}
+
+async fn serve(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr) {
+    let _conn_guard = CountGuard(&inner.connections);
+    let Ok(mut conn) = Connection::accept(inner.config.proto.clone(), driver::now()) else {
+        return;
+    };
+    // Handshake: wait for HELLO within the handshake timeout.
+    let hello = {
+        inner.handshakes.fetch_add(1, Ordering::Relaxed);
+        let _hs_guard = CountGuard(&inner.handshakes);
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            if let Some(Event::Hello(req)) = conn.poll_event() {
+                break req;
+            }
+            if conn.is_closed() {
+                flush_and_close(&mut conn, &mut stream).await;
+                return;
+            }
+            let deadline = conn.poll_timeout().unwrap_or_else(driver::now);
+            tokio::select! {
+                () = inner.stop_all.cancelled() => return,
+                r = stream.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => conn.handle_input(driver::now(), &buf[..n]),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => conn.handle_timeout(driver::now()),
+            }
+        }
+    };
+    let Some((shared, generation, resumed)) = decide(&inner, &mut conn, hello, addr) else {
+        flush_and_close(&mut conn, &mut stream).await;
+        return;
+    };
+    let peer = Peer {
+        shared: shared.clone(),
+    };
+    inner.emit(if resumed {
+        ServerEvent::Resumed { peer: peer.clone() }
+    } else {
+        ServerEvent::Connected { peer: peer.clone() }
+    });
+    let outcome = tokio::select! {
+        () = inner.stop_all.cancelled() => return,
+        o = driver::drive(&shared, generation, stream, |p| {
+            if let Progress::MessagesWaiting = p {
+                inner.emit(ServerEvent::MessagesWaiting { peer: peer.clone() });
+            }
+        }) => o,
+    };
+    match outcome {
+        Outcome::Replaced => {}
+        Outcome::Disconnected(error) => {
+            inner.emit(ServerEvent::Disconnected {
+                peer: peer.clone(),
+                error,
+            });
+            let linger = inner.config.linger;
+            let inner2 = inner.clone();
+            inner.tracker.spawn(async move {
+                tokio::select! {
+                    () = inner2.stop_all.cancelled() => {}
+                    () = tokio::time::sleep(linger) => expire(&inner2, &peer, generation, linger),
+                }
+            });
+        }
+        Outcome::Ended(reason) => {
+            let id = shared.lock().id;
+            inner.forget(id, &shared);
+            let unacknowledged = peer.take_unacknowledged();
+            inner.emit(ServerEvent::Ended {
+                peer,
+                reason: EndReason::Protocol(reason),
+                unacknowledged,
+            });
+        }
+    }
+}
+
+/// The application's side of the handshake: new session, resume (taking the session over
+/// from a half-open connection, PROTOCOL.md §4.4 rule B), or REJECT.
+fn decide(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    hello: HelloRequest,
+    addr: SocketAddr,
+) -> Option<(Arc<PeerShared>, u64, bool)> {
+    let now = driver::now();
+    if inner.shutting_down.load(Ordering::SeqCst) {
+        conn.reject(RejectCode::ShuttingDown, 1_000, "server shutting down");
+        return None;
+    }
+    let (Some(token), Some(id_bytes)) = (random16(), random16()) else {
+        conn.reject(RejectCode::ServerFull, 1_000, "no randomness available");
+        return None;
+    };
+    let token = ResumeToken(token);
+    let Some(resume) = hello.resume else {
+        let mut reg = inner.registry();
+        if reg.sessions.len() >= inner.config.max_sessions {
+            let ms = u32::try_from(inner.config.full_retry_after.as_millis()).unwrap_or(u32::MAX);
+            conn.reject(RejectCode::ServerFull, ms, "session limit reached");
+            return None;
+        }
+        let id = SessionId(id_bytes);
+        conn.accept_new(now, id, token);
+        let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
+        let attached = std::mem::replace(conn, placeholder);
+        let shared = PeerShared::new(
+            Role::Server,
+            hello.name.clone(),
+            Link::Attached(Box::new(attached)),
+        );
+        {
+            let mut st = shared.lock();
+            st.generation = 1;
+            st.addr = Some(addr);
+            st.id = Some(id);
+            st.connected = true;
+        }
+        reg.sessions.insert(id, shared.clone());
+        if let Some(name) = hello.name {
+            reg.names.insert(name, id);
+        }
+        debug!(session = %id, "new session");
+        return Some((shared, 1, false));
+    };
+    let shared = inner.registry().sessions.get(&resume.session_id).cloned();
+    let Some(shared) = shared else {
+        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+        return None;
+    };
+    let mut st = shared.lock();
+    // The token is checked where the session is, before anything is disturbed.
+    if !st.session().is_some_and(|s| s.verify_token(&resume.token)) {
+        drop(st);
+        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+        return None;
+    }
+    let session = match std::mem::replace(&mut st.link, Link::Ended) {
+        Link::Attached(mut old) => old.take_session(),
+        Link::Detached(s) => Some(*s),
+        Link::Ended => None,
+    }?;
+    match conn.accept_resume(now, session, token) {
+        Ok(()) => {
+            let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
+            let attached = std::mem::replace(conn, placeholder);
+            st.link = Link::Attached(Box::new(attached));
+            st.generation += 1;
+            st.addr = Some(addr);
+            st.connected = true;
+            let generation = st.generation;
+            drop(st);
+            // A driver of the old connection sees the new generation and stops.
+            shared.wake_all();
+            debug!(session = %resume.session_id, "resumed");
+            Some((shared, generation, true))
+        }
+        Err(session) => {
+            st.link = Link::Detached(session);
+            None
+        }
+    }
+}
+
+fn expire(inner: &Arc<Inner>, peer: &Peer, generation: u64, linger: Duration) {
+    let unacknowledged = {
+        let mut st = peer.shared.lock();
+        if st.generation != generation || !matches!(st.link, Link::Detached(_)) {
+            return;
+        }
+        let (acked, unacked) = match st.session_mut() {
+            Some(s) => (s.acked(), s.take_unacknowledged()),
+            None => return,
+        };
+        st.end(EndReason::Expired(linger), unacked, acked);
+        st.ending
+            .as_mut()
+            .and_then(|e| e.unacknowledged.take())
+            .unwrap_or_default()
+    };
+    peer.shared.wake_all();
+    let id = peer.shared.lock().id;
+    inner.forget(id, &peer.shared);
+    debug!(unacknowledged = unacknowledged.len(), "session expired");
+    inner.emit(ServerEvent::Expired {
+        peer: peer.clone(),
+        unacknowledged,
+    });
+}
+
+async fn flush_and_close(conn: &mut Connection, stream: &mut TcpStream) {
+    let mut buf = Vec::new();
+    conn.poll_transmit(driver::now(), &mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
