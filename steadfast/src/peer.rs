@@ -158,6 +158,9 @@ impl PeerShared {
     pub(crate) fn wake_all(&self) {
         self.readable.notify_waiters();
         self.progress.notify_waiters();
+        // Every driver waiting (an old one of a replaced connection too) looks again; the
+        // stored permit covers a driver that is busy right now.
+        self.driver.notify_waiters();
         self.driver.notify_one();
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use steadfast::proto::{
-    CloseCode, Config, Connection, ConnectionError, Event, RejectCode, ResumeToken, Seq, SendError,
+    CloseCode, Config, Connection, ConnectionError, Event, RejectCode, ResumeToken, SendError, Seq,
     Session, SessionEnd, SessionId, Window,
 };
 
@@ -66,9 +66,9 @@ impl Pair {
             (&mut self.server, &mut self.to_client),
         ] {
             buf.clear();
-            while queue.len() + buf.len() < self.capacity && conn.poll_transmit(self.now, &mut buf) > 0
-            {
-            }
+            while queue.len() + buf.len() < self.capacity
+                && conn.poll_transmit(self.now, &mut buf) > 0
+            {}
             moved |= !buf.is_empty();
             queue.extend(&buf);
         }
@@ -287,7 +287,10 @@ fn a_slow_reader_bounds_memory_and_loses_nothing() {
     while got < total {
         round += 1;
         while next < total {
-            match p.client.send(Bytes::from(next.to_be_bytes().to_vec()), next) {
+            match p
+                .client
+                .send(Bytes::from(next.to_be_bytes().to_vec()), next)
+            {
                 Ok(_) => next += 1,
                 Err(SendError::Full) => {
                     full += 1;
@@ -318,7 +321,10 @@ fn a_slow_reader_bounds_memory_and_loses_nothing() {
     assert!(max_inbox <= 1_000, "{max_inbox}");
     assert!(max_outbox <= 2_000, "{max_outbox}");
     assert!(full > 0, "the sender never felt backpressure");
-    assert!(p.client.is_established(), "heartbeats failed while the reader slept");
+    assert!(
+        p.client.is_established(),
+        "heartbeats failed while the reader slept"
+    );
 }
 
 #[test]
@@ -343,7 +349,14 @@ fn graceful_close_hands_back_exactly_what_was_not_delivered() {
         _ => None,
     });
     let (reason, unacked) = client_end.expect("client session did not end");
-    assert!(matches!(reason, SessionEnd::Closed { by_peer: false, confirmed: true, .. }));
+    assert!(matches!(
+        reason,
+        SessionEnd::Closed {
+            by_peer: false,
+            confirmed: true,
+            ..
+        }
+    ));
     let seqs: Vec<u64> = unacked.iter().map(|m| m.seq.0).collect();
     assert_eq!(seqs, (41..=100).collect::<Vec<_>>());
     let server_end = p.server_events.iter().find_map(|e| match e {
@@ -355,11 +368,21 @@ fn graceful_close_hands_back_exactly_what_was_not_delivered() {
         _ => None,
     });
     let (reason, unacked, discarded) = server_end.expect("server session did not end");
-    assert!(matches!(reason, SessionEnd::Closed { by_peer: true, confirmed: true, .. }));
+    assert!(matches!(
+        reason,
+        SessionEnd::Closed {
+            by_peer: true,
+            confirmed: true,
+            ..
+        }
+    ));
     assert_eq!(unacked, 0, "the client took all 10");
     assert_eq!(discarded, 60);
     assert!(p.client.is_closed() && p.server.is_closed());
-    assert_eq!(p.client.send(Bytes::from_static(b"x"), 0), Err(SendError::Closed));
+    assert_eq!(
+        p.client.send(Bytes::from_static(b"x"), 0),
+        Err(SendError::Closed)
+    );
 }
 
 #[test]
@@ -382,9 +405,18 @@ fn a_close_cut_off_in_flight_is_completed_after_the_resume() {
     );
     p.resume(2);
     let ended = |events: &[Event]| {
-        events
-            .iter()
-            .any(|e| matches!(e, Event::SessionEnded { reason: SessionEnd::Closed { confirmed: true, .. }, .. }))
+        events.iter().any(|e| {
+            matches!(
+                e,
+                Event::SessionEnded {
+                    reason: SessionEnd::Closed {
+                        confirmed: true,
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
     };
     assert!(ended(&p.client_events), "client: {:?}", p.client_events);
     assert!(ended(&p.server_events), "server: {:?}", p.server_events);
@@ -412,7 +444,8 @@ fn a_server_restarted_without_state_refuses_the_resume_and_everything_comes_back
         panic!()
     };
     assert!(req.resume.is_some());
-    p.server.reject(RejectCode::UnknownSession, 0, "unknown session");
+    p.server
+        .reject(RejectCode::UnknownSession, 0, "unknown session");
     p.pump();
     let Some(Event::SessionEnded {
         reason,
@@ -430,7 +463,11 @@ fn a_server_restarted_without_state_refuses_the_resume_and_everything_comes_back
         }
     );
     let seqs: Vec<u64> = unacknowledged.iter().map(|m| m.seq.0).collect();
-    assert_eq!(seqs, (11..=50).collect::<Vec<_>>(), "every unacknowledged message, in order");
+    assert_eq!(
+        seqs,
+        (11..=50).collect::<Vec<_>>(),
+        "every unacknowledged message, in order"
+    );
 }
 
 #[test]
@@ -484,7 +521,10 @@ fn a_lost_welcome_leaves_the_previous_token_valid_until_the_new_one_is_proven() 
         Err(_) => panic!("resume with the proven token refused"),
     };
     assert!(server_session.verify_token(&token(3)));
-    assert!(!server_session.verify_token(&t1), "old token still valid after proof");
+    assert!(
+        !server_session.verify_token(&t1),
+        "old token still valid after proof"
+    );
     assert!(!server_session.verify_token(&token(2)));
 }
 
@@ -506,7 +546,11 @@ fn a_resume_takes_over_a_half_open_connection_without_loss_or_duplicate() {
     p.collect();
     // A resume arrives on a new connection; the old one is taken over.
     p.resume(2);
-    assert!(p.server_events.iter().any(|e| matches!(e, Event::Established { resumed: true, .. })));
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::Established { resumed: true, .. }))
+    );
     p.step_bytes = usize::MAX;
     for _ in 0..10 {
         p.pump();
@@ -555,10 +599,11 @@ fn goaway_ends_the_connection_but_the_session_resumes() {
             ..
         })
     )));
-    assert!(p.server_events.iter().any(|e| matches!(
-        e,
-        Event::Disconnected(ConnectionError::LocalGoAway)
-    )));
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected(ConnectionError::LocalGoAway)))
+    );
     send_n(&mut p.client, 5);
     p.resume(2);
     assert_eq!(take_all(&mut p.server), (0..5).collect::<Vec<_>>());
@@ -584,7 +629,9 @@ fn receipts_arrive_in_batches_not_one_per_message() {
         take_all(&mut p.server);
         p.advance(Duration::from_millis(2), Duration::from_millis(1), true);
     }
-    let acks = Pair::count(&p.client_events, |e| matches!(e, Event::Acknowledged { .. }));
+    let acks = Pair::count(&p.client_events, |e| {
+        matches!(e, Event::Acknowledged { .. })
+    });
     assert_eq!(p.client.session().unwrap().acked(), Seq(10_001));
     println!("10,000 messages acknowledged by {acks} cumulative ACKs");
     assert!(acks < 200, "{acks} ACK events for 10,000 messages");

@@ -56,3 +56,116 @@ async fn messages_cross_both_ways_in_order_with_receipts() {
     }
     let _ = ClientEvent::Connected { resumed: false };
 }
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use steadfast::proto::Config;
+use steadfast::{Peer, Receipt};
+
+fn seed() -> u64 {
+    std::env::var("STEADFAST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// Sends `n` numbered messages and checks `n` numbered messages arrive, in order, once.
+async fn exchange(peer: Peer, n: u64) -> Peer {
+    let sender = {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let mut receipts: Vec<Receipt> = Vec::new();
+            for i in 0..n {
+                let r = peer.send(i.to_be_bytes().to_vec()).await.unwrap();
+                if i % 997 == 0 || i == n - 1 {
+                    receipts.push(r);
+                }
+            }
+            for r in receipts {
+                r.await.unwrap();
+            }
+        })
+    };
+    for i in 0..n {
+        let m = peer.recv().await.unwrap();
+        assert_eq!(
+            u64::from_be_bytes(m.body[..].try_into().unwrap()),
+            i,
+            "lost, duplicated or reordered"
+        );
+    }
+    sender.await.unwrap();
+    peer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
+    let seed = seed();
+    println!("seed {seed}");
+    let fast = Config::default()
+        .idle_timeout(Duration::from_millis(1_500))
+        .keepalive_interval(Duration::from_millis(400));
+    let (mut server, _) = {
+        let s = Server::bind(
+            ["127.0.0.1:0"],
+            ServerConfig::default().protocol(fast.clone()),
+        )
+        .await
+        .unwrap();
+        let a = s.local_addrs()[0].to_string();
+        (s, a)
+    };
+    let upstream = server.local_addrs()[0];
+    let proxy = support::start(upstream, seed, 2_000, 60_000, 30, 3, Duration::from_secs(4)).await;
+    let started = Instant::now();
+    let client = Client::connect(
+        proxy.addr.to_string(),
+        ClientConfig::default()
+            .protocol(fast)
+            .backoff(Duration::from_millis(5), Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let Some(ServerEvent::Connected { peer }) = server.next_event().await else {
+        panic!()
+    };
+    let n = 100_000;
+    let server_side = tokio::spawn(exchange(peer, n));
+    let client_peer = client.peer().clone();
+    let client_side = tokio::spawn(exchange(client_peer, n));
+    let deadline = Duration::from_secs(240);
+    let client_peer = tokio::time::timeout(deadline, client_side)
+        .await
+        .expect("stuck")
+        .unwrap();
+    let server_peer = tokio::time::timeout(deadline, server_side)
+        .await
+        .expect("stuck")
+        .unwrap();
+    let took = started.elapsed();
+    let cs = client_peer.stats();
+    let ss = server_peer.stats();
+    let st = &proxy.stats;
+    println!(
+        "{n} messages each way in {took:?} through {} cuts ({} RST, {} FIN) and {} stalls over {} \
+         connections; retransmitted {} + {}",
+        st.cuts(),
+        st.resets.load(Ordering::Relaxed),
+        st.fins.load(Ordering::Relaxed),
+        st.stalls.load(Ordering::Relaxed),
+        st.connections.load(Ordering::Relaxed),
+        cs.retransmitted,
+        ss.retransmitted,
+    );
+    assert!(st.cuts() >= 100, "only {} cuts", st.cuts());
+    assert_eq!(cs.acknowledged, n);
+    assert_eq!(ss.acknowledged, n);
+    assert_eq!(cs.received, n);
+    assert_eq!(ss.received, n);
+    proxy.enabled.store(false, Ordering::Relaxed);
+    drop(client);
+    server.shutdown(Duration::from_millis(100)).await;
+}
