@@ -1,19 +1,4 @@
 //! One connection's state machine, client or server side, with no I/O (PROTOCOL.md §4–§9).
-//!
-//! # Call order
-//!
-//! The caller owns the socket, the clock and the buffers:
-//!
-//! 1. create with [`Connection::connect`] (client) or [`Connection::accept`] (server);
-//! 2. whenever bytes arrive: [`Connection::handle_input`]; when the transport ends:
-//!    [`Connection::handle_disconnect`];
-//! 3. drain [`Connection::poll_event`] (a server answers [`Event::Hello`] with
-//!    [`Connection::accept_new`], [`Connection::accept_resume`] or [`Connection::reject`]);
-//! 4. after input, after application calls (`send`, `recv`, `close`, …) and after timeouts:
-//!    call [`Connection::poll_transmit`] until it appends nothing, and write what it appended;
-//! 5. sleep until [`Connection::poll_timeout`] and then call [`Connection::handle_timeout`];
-//! 6. once [`Connection::is_closed`] and `poll_transmit` appends nothing, close the transport.
-//!    [`Connection::take_session`] hands a surviving session over to the next connection.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -197,7 +182,22 @@ struct Partial {
     duplicate: bool,
 }
 
-/// One connection, client or server side. See the [module docs](self) for the call order.
+/// One connection, client or server side.
+///
+/// # Call order
+///
+/// The caller owns the socket, the clock and the buffers:
+///
+/// 1. create with [`Connection::connect`] (client) or [`Connection::accept`] (server);
+/// 2. whenever bytes arrive: [`Connection::handle_input`]; when the transport ends:
+///    [`Connection::handle_disconnect`];
+/// 3. drain [`Connection::poll_event`] (a server answers [`Event::Hello`] with
+///    [`Connection::accept_new`], [`Connection::accept_resume`] or [`Connection::reject`]);
+/// 4. after input, after application calls (`send`, `recv`, `close`, …) and after timeouts:
+///    call [`Connection::poll_transmit`] until it appends nothing, and write what it appended;
+/// 5. sleep until [`Connection::poll_timeout`] and then call [`Connection::handle_timeout`];
+/// 6. once [`Connection::is_closed`] and `poll_transmit` appends nothing, close the transport.
+///    [`Connection::take_session`] hands a surviving session over to the next connection.
 #[derive(Debug)]
 pub struct Connection {
     config: Config,
