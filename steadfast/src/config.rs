@@ -109,6 +109,16 @@ impl ClientConfig {
 }
 
 /// Settings of a [`Server`](crate::Server).
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | keepalive interval | 3 s | three PINGs fit in one idle timeout |
+/// | idle timeout (dead-peer bound) | 10 s | a dead or half-open connection is noticed within 10 s |
+/// | handshake timeout | 10 s | slow or silent clients are dropped |
+/// | linger | 60 s | longer than the idle timeout plus the client's backoff cap |
+/// | max connections | 10,000 | room for real traffic, below the per-process file limit |
+/// | max sessions (live and lingering) | 100,000 | lingering sessions are small |
+/// | max concurrent handshakes | 1,024 | a flood of silent connections cannot starve real ones |
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub(crate) proto: proto::Config,

@@ -2,41 +2,84 @@
 //!
 //! Message-oriented communication over TCP in which every message arrives **exactly once, in
 //! order**, across dropped connections and reconnects, and the sender learns, per message, that
-//! the peer's application has taken it.
+//! the peer's application has taken it. Brokerless and point to point.
 //!
 //! ```text
-//!  application ── Client / Server / Peer handles            (runtime issue, in progress)
+//!  application ── Client / Server / Peer handles: send (receipt), recv, ping, stats
 //!       │
-//!  runtime (tokio) ── one driver task per connection          (feature `runtime`)
+//!  runtime (tokio) ── one driver task per connection: socket ⇄ protocol core, timers,
+//!       │            reconnect loop with jittered backoff, accept loop, session registry
 //!       │
-//!  protocol core (no I/O) ── steadfast::proto: frames, handshake, sessions,
-//!                            outbox, duplicate suppression, ACKs, flow control, heartbeats
+//!  protocol core (no I/O) ── steadfast::proto: frames, handshake, sessions, outbox,
+//!                            duplicate suppression, ACKs, flow control, heartbeats
 //! ```
 //!
-//! ## Status
+//! ## Getting started
 //!
-//! The protocol core ([`proto`]) is complete and tested on a simulated link with a virtual
-//! clock; the tokio runtime, the typed application layer and the command-line tool come next.
-//! The wire format is specified in `PROTOCOL.md`, whose sections the code cites as `§n`.
+//! ```
+//! use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
 //!
-//! ## Delivery guarantees (of the core)
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+//! let addr = server.local_addrs()[0].to_string();
+//!
+//! let client = Client::connect(addr, ClientConfig::default().name("alice")).await?;
+//! let receipt = client.send("hello").await?;
+//!
+//! let Some(ServerEvent::Connected { peer }) = server.next_event().await else { panic!() };
+//! let message = peer.recv().await?;           // taking it acknowledges it
+//! assert_eq!(message.body, "hello");
+//! receipt.await?;                             // resolves: alice's message was taken
+//!
+//! client.close("done").await;                 // a graceful end of the session
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Delivery guarantees
 //!
 //! - **Exactly once, in order, per session and direction**, across any number of connection
 //!   losses while the session lives: every message carries a 64-bit sequence number, the
 //!   receiver drops what it already has, and a resume exchanges exact positions so each side
-//!   resends precisely what the other lacks.
-//! - **Receipts**: [`proto::Event::Acknowledged`] reports each sequence number exactly once,
-//!   when the peer's application has taken the message.
-//! - **No silent loss**: a session that ends hands every unacknowledged message back in
-//!   [`proto::Event::SessionEnded`].
-//! - **Bounded memory**: the outbox is bounded in messages and bytes (a full outbox is
-//!   [`proto::SendError::Full`]); the inbox is bounded by the receive window the peer must
-//!   respect; every frame length is checked before buffering.
+//!   resends precisely what the other lacks. Order holds per session and direction; it does
+//!   not hold across peers, or across the per-peer copies of a broadcast.
+//! - **Receipts**: [`Peer::send`] returns a [`Receipt`] that resolves when the peer's
+//!   application has taken the message (its `recv` returned it), or fails with
+//!   [`error::ReceiptError::SessionLost`] — never silently.
+//! - **No silent loss**: a session that cannot continue (closed, expired, refused after a
+//!   server restart, given up) ends explicitly on both sides, and every unacknowledged message
+//!   is handed back ([`ClientEvent::SessionLost`], [`ServerEvent::Expired`],
+//!   [`ServerEvent::Ended`], [`Peer::take_unacknowledged`]). A client never starts a new
+//!   session silently in place of a lost one.
+//! - **Bounded memory**: the outbox is bounded in messages and bytes (`send` waits, `try_send`
+//!   says [`error::SendError::Full`]); the inbox is bounded by the receive window the peer must
+//!   respect, and the socket is always read, so a slow reader slows its sender and heartbeats
+//!   and acknowledgements keep flowing. Every frame length is checked before buffering.
+//! - **Liveness**: PING every 3 s and an idle timeout of 10 s by default: a dead or half-open
+//!   connection is noticed within 10 s on both sides, even during a large transfer (messages
+//!   are chunked; control frames go first).
+//!
+//! Across a *crash* of a process (not a link) sessions are lost unless durable state is used
+//! (not yet available).
+//!
+//! ## Cancel safety
+//!
+//! - [`Peer::send`]: dropping the future before it completes queues nothing.
+//! - [`Peer::recv`]: dropping the future takes nothing; no message is lost.
+//! - Awaiting a [`Receipt`] is optional; dropping it changes nothing.
+//!
+//! ## Configuration
+//!
+//! [`ClientConfig`] and [`ServerConfig`] (and the protocol's [`proto::Config`]) start from safe
+//! defaults; the table in the [`ServerConfig`] docs lists them with their reasons.
 //!
 //! ## Features
 //!
 //! - `runtime` (default): the tokio runtime. Without it, only the I/O-free core builds
 //!   (`cargo check -p steadfast --no-default-features`).
+//!
+//! The wire format is specified in `PROTOCOL.md`, whose sections the code cites as `§n`.
 
 #![forbid(unsafe_code)]
 
