@@ -40,6 +40,7 @@ fn hundred_thousand_each_way_through_a_thousand_faults() {
         cut_max: 40_000,
         link_step: 16 << 10,
         link_capacity: 128 << 10,
+        restarts: 3,
         ..Plan::default()
     };
     let mut sim = Sim::new(seed, small_chunks(), plan);
@@ -49,7 +50,7 @@ fn hundred_thousand_each_way_through_a_thousand_faults() {
         "messages 100000 each way; faults {} (cuts {}, of which in handshakes {}, resets {}, \
          stalls {}); connections {}; resumes {}; takeovers {}; idle timeouts {}; \
          retransmitted {}; duplicates dropped {}; longest detection {:?}; virtual {:?}; \
-         steps {}; wall {:?}",
+         steps {}; server restarts {} (handed back {}, of which taken twice {}); wall {:?}",
         r.faults(),
         r.cuts,
         r.handshake_cuts,
@@ -64,8 +65,12 @@ fn hundred_thousand_each_way_through_a_thousand_faults() {
         r.max_detection,
         r.virtual_time,
         r.steps,
+        r.restarts,
+        r.handed_back,
+        r.delivered_twice,
         took
     );
+    assert!(r.restarts > 0, "no server restart happened");
     assert!(r.faults() >= 1_000, "only {} faults", r.faults());
     assert!(
         r.handshake_cuts > 0 && r.takeovers > 0 && r.idle_timeouts > 0,
@@ -82,6 +87,8 @@ fn hundred_thousand_each_way_through_a_thousand_faults() {
         r.max_detection
     );
     for f in &sim.flows {
+        // Every receipt exactly once (record_ack checks contiguity; a restart starts a new
+        // session whose receipts begin where the restarted flow resumed).
         assert_eq!(f.receipts, 100_000, "every receipt exactly once");
         assert!(
             f.max_inbox <= 8_192,

@@ -60,6 +60,9 @@ struct Link {
 /// One direction's checker.
 #[derive(Debug, Default)]
 pub struct Flow {
+    /// Index of the first message of the current session (it changes when a server restart
+    /// ends a session and the applications start a new one).
+    pub base: u64,
     /// Messages the sending application queued.
     pub sent: u64,
     /// Messages the receiving application took, all checked.
@@ -111,6 +114,8 @@ pub struct Plan {
     /// Bytes the link buffers per direction (a socket's send buffer): a side writes only
     /// while there is room.
     pub link_capacity: usize,
+    /// Server restarts without state (a crash with nothing durable), at most this many.
+    pub restarts: u64,
     /// Give up after this many steps.
     pub max_steps: u64,
 }
@@ -127,6 +132,7 @@ impl Default for Plan {
             recv_burst: 96,
             link_step: 64 << 10,
             link_capacity: 256 << 10,
+            restarts: 0,
             max_steps: 10_000_000,
         }
     }
@@ -161,6 +167,13 @@ pub struct Report {
     pub retransmitted: u64,
     /// Duplicates dropped by receivers (exact positions make this 0).
     pub duplicates_dropped: u64,
+    /// Server restarts without state.
+    pub restarts: u64,
+    /// Messages handed back to the client when a restart ended its session.
+    pub handed_back: u64,
+    /// Of those, messages the dead server's application had taken but not yet acknowledged
+    /// (delivered again in the next session: at-least-once across a crash).
+    pub delivered_twice: u64,
 }
 
 impl Report {
@@ -202,6 +215,8 @@ pub struct Sim {
     first_seq: Seq,
     /// Pending handshake cut: the next link gets a small budget.
     cut_next_handshake: bool,
+    /// The server restarted without state; the client's session is about to be refused.
+    restarting: bool,
 }
 
 const C2S: usize = 0;
@@ -234,6 +249,7 @@ impl Sim {
             plan,
             first_seq,
             cut_next_handshake: false,
+            restarting: false,
         };
         sim.first_seq = sim.parked.as_ref().unwrap().next_seq();
         sim
@@ -275,7 +291,9 @@ impl Sim {
     fn done(&self) -> bool {
         let n = self.plan.messages;
         self.flows.iter().all(|f| {
-            f.sent == n && f.delivered == n && f.acked_to == Some(Seq(self.first_seq.0 + n))
+            f.sent == n
+                && f.delivered == n
+                && f.acked_to == Some(Seq(self.first_seq.0 + n - f.base))
         })
     }
 
@@ -452,7 +470,7 @@ impl Sim {
                 let Some(session) = session else { break };
                 match session.send(b, k) {
                     Ok(seq) => {
-                        assert_eq!(seq, Seq(self.first_seq.0 + k));
+                        assert_eq!(seq, Seq(self.first_seq.0 + k - self.flows[dir].base));
                         self.flows[dir].sent += 1;
                     }
                     Err(steadfast::proto::SendError::Full) => break,
@@ -494,7 +512,7 @@ impl Sim {
                 let k = f.delivered;
                 assert_eq!(
                     m.seq,
-                    Seq(first.0 + k),
+                    Seq(first.0 + k - f.base),
                     "direction {dir}: out of order or lost"
                 );
                 assert_eq!(m.timestamp_us, k, "direction {dir}: wrong timestamp");
@@ -623,6 +641,14 @@ impl Sim {
         if self.plan.cut_every.is_some() || self.plan.fault_rate == 0 {
             return;
         }
+        if self.report.restarts < self.plan.restarts
+            && !self.restarting
+            && self.flows[C2S].sent > self.flows[C2S].base
+            && self.rng.u32(0..100_000) < self.plan.fault_rate
+        {
+            self.restart_server();
+            return;
+        }
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -683,6 +709,7 @@ impl Sim {
         let now = self.now;
         // Client.
         let mut client_lost = false;
+        let mut restart_check = None;
         if let Some(c) = self.client.as_mut() {
             while let Some(ev) = c.poll_event() {
                 match ev {
@@ -715,18 +742,29 @@ impl Sim {
                         client_lost = true;
                     }
                     Event::SessionEnded {
-                        reason, discarded, ..
+                        reason,
+                        discarded,
+                        unacknowledged,
                     } => {
-                        self.session_ends.push((true, reason, discarded));
+                        if self.restarting {
+                            restart_check = Some((reason, unacknowledged));
+                        } else {
+                            self.session_ends.push((true, reason, discarded));
+                        }
                         client_lost = true;
                     }
                     _ => {}
                 }
             }
         }
+        if let Some((reason, unacked)) = restart_check {
+            self.new_session_after_restart(reason, unacked);
+        }
         if client_lost {
             let mut c = self.client.take().unwrap();
-            self.parked = c.take_session();
+            if let Some(s) = c.take_session() {
+                self.parked = Some(s);
+            }
             // Jittered backoff, near-immediate first retry.
             self.reconnect_at = Some(now + Duration::from_millis(self.rng.u64(0..30)));
             if let Some(link) = &self.link
@@ -844,6 +882,19 @@ impl Sim {
 
     /// Drops connections that are over and whose bytes are out.
     fn reap(&mut self) {
+        // A closing connection writes its last frames (a REJECT, a CLOSE) before its socket
+        // closes.
+        let now = self.now;
+        for sc in &mut self.conns {
+            if sc.conn.is_closed()
+                && let Some(link) = self.link.as_mut()
+                && link.server_conn == sc.id
+            {
+                let mut buf = Vec::new();
+                while sc.conn.poll_transmit(now, &mut buf) > 0 {}
+                link.to_client.extend(&buf);
+            }
+        }
         let link_server = self.link.as_ref().map(|l| l.server_conn);
         let mut closed_link_server = false;
         self.conns.retain(|c| {
@@ -908,6 +959,69 @@ impl Sim {
                 sc.conn.handle_timeout(now);
             }
         }
+    }
+
+    /// The server process dies and comes back with no state: every connection is reset and
+    /// every session forgotten.
+    pub fn restart_server(&mut self) {
+        self.report.restarts += 1;
+        self.restarting = true;
+        self.link = None;
+        self.conns.clear();
+        self.table.clear();
+        self.server_silent_since.clear();
+        if let Some(c) = self.client.as_mut() {
+            c.handle_disconnect();
+        }
+    }
+
+    /// The client learned that its session is gone. No silent loss: what comes back must be
+    /// exactly the messages not acknowledged, in order. Then both applications carry on in a
+    /// new session, the client resending what came back (at-least-once across the crash).
+    fn new_session_after_restart(
+        &mut self,
+        reason: SessionEnd,
+        unacked: Vec<steadfast::proto::Message>,
+    ) {
+        assert!(
+            matches!(
+                reason,
+                SessionEnd::Rejected {
+                    code: RejectCode::UnknownSession,
+                    ..
+                }
+            ),
+            "{reason:?}"
+        );
+        let f = &self.flows[C2S];
+        let acked_index = f.base + f.acked_to.map_or(0, |a| a.0 - self.first_seq.0);
+        let expected: Vec<u64> = (acked_index..f.sent).collect();
+        let got: Vec<u64> = unacked.iter().map(|m| m.timestamp_us).collect();
+        assert_eq!(
+            got, expected,
+            "handed back must be exactly the unacknowledged suffix"
+        );
+        for m in &unacked {
+            assert_eq!(m.body, body(C2S as u8, m.timestamp_us, self.plan.max_len));
+        }
+        self.report.handed_back += unacked.len() as u64;
+        self.report.delivered_twice += f.delivered.saturating_sub(acked_index);
+        let f = &mut self.flows[C2S];
+        f.sent = acked_index;
+        f.delivered = acked_index;
+        f.base = acked_index;
+        f.acked_to = None;
+        // Receipts restart with the new session; earlier ones were checked in the old one.
+        f.receipts = acked_index;
+        // The new server application carries on from what the client has taken.
+        let f = &mut self.flows[S2C];
+        let taken = f.delivered;
+        f.sent = taken;
+        f.base = taken;
+        f.acked_to = None;
+        f.receipts = taken;
+        self.parked = Some(Session::client(&self.config, Some("sim-client".into())));
+        self.restarting = false;
     }
 
     /// Closes the session from the client side and runs until both ends report the end.
