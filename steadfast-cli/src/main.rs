@@ -1,17 +1,200 @@
-//! The `steadfast` command-line tool.
-//!
-//! Only `--help` and `--version` work yet: the commands (`serve`, `send`, `connect`, `bench`,
-//! `chaos`, `cert`, `demo`) arrive with the runtime.
+//! `steadfast`: serve, send, connect, chaos and demo from the command line.
 
-use clap::Parser;
+mod chaos;
+mod client;
+mod demo;
+mod serve;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exactly-once, in-order, acknowledged messaging over TCP that survives connection loss.
 #[derive(Parser, Debug)]
 #[command(name = "steadfast", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("steadfast: no commands yet; the protocol core is in the library (see README.md)");
-    std::process::exit(2);
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a server: every received message is written to stdout, one per line, in delivery
+    /// order (everything else goes to stderr). Ctrl-C stops it gracefully.
+    Serve(ServeArgs),
+    /// Send each line of stdin as one message; exit 0 only when every one is acknowledged.
+    ///
+    /// Exit status: 0 all acknowledged; 1 error (bad address, refused); 3 --timeout reached
+    /// first; 4 the session was lost (the server forgot it), nothing is resent silently.
+    Send(SendArgs),
+    /// An interactive console: type a line to send it; see arrivals and receipts;
+    /// /status, /quit.
+    Connect(ConnectArgs),
+    /// A fault proxy: forwards to --upstream and cuts (RST or FIN) or stalls connections on a
+    /// seeded schedule, printing each fault.
+    Chaos(ChaosArgs),
+    /// The first thing to run: a server, a client and a fault proxy in one process; a million
+    /// messages through a link that is cut again and again; a summary of what arrived.
+    Demo(DemoArgs),
+}
+
+/// How `serve` writes messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The body followed by a newline.
+    Line,
+    /// A JSON object per line: peer, name, session, seq, timestamp_us, body.
+    Json,
+    /// The body in hexadecimal, one per line.
+    Hex,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (repeat for several).
+    #[arg(short, long = "listen", required = true, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "line")]
+    format: Format,
+    /// Send every message back to its sender.
+    #[arg(long)]
+    echo: bool,
+    /// Seconds a disconnected session is kept for its client to resume.
+    #[arg(long, default_value = "60", value_name = "SECS")]
+    linger: u64,
+    /// An operator console on this terminal (/help lists the commands).
+    #[arg(long)]
+    console: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct SendArgs {
+    /// Server address, host:port.
+    addr: String,
+    /// Give up after this many seconds (then exit 3, saying how many were acknowledged).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// A peer name shown to the server.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConnectArgs {
+    /// Server address, host:port.
+    addr: String,
+    /// A peer name shown to the server.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Address to forward to.
+    #[arg(long, value_name = "ADDR")]
+    upstream: String,
+    /// Seed of the fault schedule.
+    #[arg(long, default_value = "1")]
+    seed: u64,
+    /// Fewest bytes a connection forwards before its fault.
+    #[arg(long, default_value = "4096")]
+    min_bytes: u64,
+    /// Most bytes a connection forwards before its fault.
+    #[arg(long, default_value = "1048576")]
+    max_bytes: u64,
+    /// Also fault each connection after this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    interval_ms: Option<u64>,
+    /// Chance of a stall instead of a cut, per mille.
+    #[arg(long, default_value = "0")]
+    stall_per_mille: u32,
+    /// How long a stall lasts, in seconds.
+    #[arg(long, default_value = "15")]
+    stall_secs: u64,
+    /// Chance of RST rather than FIN for a cut, per mille.
+    #[arg(long, default_value = "500")]
+    reset_per_mille: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Messages to push through.
+    #[arg(long, default_value = "1000000")]
+    messages: u64,
+    /// Bytes per message (at least 8: each carries its number).
+    #[arg(long, default_value = "64")]
+    size: usize,
+    /// Seed of the cut schedule.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Cut each connection after a random number of bytes up to this many.
+    #[arg(long, default_value = "2097152")]
+    max_bytes: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEADFAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Send(a) => client::send(a).await,
+            Command::Connect(a) => client::connect(a).await,
+            Command::Chaos(a) => chaos::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
+        }
+    });
+    // Do not wait for lingering connection tasks: the command's work is done.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A one-line error and exit status 1.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
 }

@@ -86,6 +86,8 @@
 pub mod proto;
 
 #[cfg(feature = "runtime")]
+pub mod chaos;
+#[cfg(feature = "runtime")]
 mod client;
 #[cfg(feature = "runtime")]
 mod config;

@@ -1,0 +1,212 @@
+//! `steadfast send` and `steadfast connect`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use steadfast::error::ConnectError;
+use steadfast::{Client, ClientConfig, ClientEvent};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
+
+use crate::{ConnectArgs, SendArgs, fail};
+
+/// Exit status when `--timeout` passed before every message was acknowledged.
+const EXIT_TIMEOUT: u8 = 3;
+/// Exit status when the session was lost.
+const EXIT_SESSION_LOST: u8 = 4;
+
+/// Connects, retrying while the server is unreachable (with a visible status) until
+/// `deadline`; a refusal is final.
+async fn connect_retrying(
+    addr: &str,
+    config: ClientConfig,
+    deadline: Option<Instant>,
+) -> Result<Client, String> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Client::connect(addr, config.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(ConnectError::Io(e)) => {
+                if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+                    return Err(format!("cannot reach {addr}: {e}; giving up (--timeout)"));
+                }
+                eprintln!("cannot reach {addr}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
+}
+
+pub(crate) async fn send(a: SendArgs) -> ExitCode {
+    let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut config = ClientConfig::default();
+    if let Some(n) = a.name {
+        config = config.name(n);
+    }
+    let mut client = match connect_retrying(&a.addr, config, deadline).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let peer = client.peer().clone();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
+    let mut sent = 0u64;
+    let mut eof = false;
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep);
+    loop {
+        bar.set_message(format!(
+            "sent {sent}, acknowledged {}",
+            peer.stats().acknowledged
+        ));
+        tokio::select! {
+            biased;
+            ev = client.next_event() => match ev {
+                Some(ClientEvent::SessionLost { reason, unacknowledged }) => {
+                    bar.finish_and_clear();
+                    eprintln!(
+                        "error: session lost ({reason}): {} of {sent} messages were not acknowledged and were not resent",
+                        unacknowledged.len()
+                    );
+                    return ExitCode::from(EXIT_SESSION_LOST);
+                }
+                Some(ClientEvent::Reconnecting { attempt, delay }) => {
+                    bar.println(format!("connection lost; reconnecting (attempt {attempt}, in {delay:?})"));
+                }
+                Some(ClientEvent::Connected { resumed: true }) => bar.println("resumed"),
+                Some(_) => {}
+                None => {}
+            },
+            () = &mut sleep => {
+                bar.finish_and_clear();
+                eprintln!(
+                    "error: timed out: {} of {sent} messages acknowledged",
+                    peer.stats().acknowledged
+                );
+                return ExitCode::from(EXIT_TIMEOUT);
+            }
+            line = lines.next_segment(), if !eof => match line {
+                Ok(Some(mut l)) => {
+                    if l.last() == Some(&b'\r') {
+                        l.pop();
+                    }
+                    if peer.send(l).await.is_err() {
+                        continue; // the SessionLost event says why
+                    }
+                    sent += 1;
+                }
+                Ok(None) => eof = true,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return fail(format!("reading stdin: {e}"));
+                }
+            },
+            r = peer.flush(), if eof => {
+                if r.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // End the session with CLOSE; everything is acknowledged already.
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.close("done")).await;
+    eprintln!("{sent} messages sent, {sent} acknowledged");
+    ExitCode::SUCCESS
+}
+
+pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
+    let mut config = ClientConfig::default();
+    if let Some(n) = a.name {
+        config = config.name(n);
+    }
+    let mut client = match connect_retrying(&a.addr, config, None).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    eprintln!(
+        "connected to {} (session {}); type to send, /status, /quit",
+        a.addr,
+        client.id().map_or_else(|| "?".into(), |i| i.to_string())
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let peer = client.peer().clone();
+    loop {
+        tokio::select! {
+            ev = client.next_event() => match ev {
+                Some(ClientEvent::SessionLost { reason, unacknowledged }) => {
+                    eprintln!("session lost ({reason}); {} messages not acknowledged", unacknowledged.len());
+                    return ExitCode::from(EXIT_SESSION_LOST);
+                }
+                Some(ClientEvent::Disconnected { error }) => eprintln!("disconnected: {error}"),
+                Some(ClientEvent::Reconnecting { attempt, delay }) => {
+                    eprintln!("reconnecting (attempt {attempt}, in {delay:?})");
+                }
+                Some(ClientEvent::Connected { resumed }) => {
+                    eprintln!("{}", if resumed { "resumed" } else { "connected" });
+                }
+                Some(_) | None => {}
+            },
+            m = peer.recv() => match m {
+                Ok(m) => {
+                    let mut line = b"< ".to_vec();
+                    line.extend_from_slice(&m.body);
+                    line.push(b'\n');
+                    let _ = stdout.write_all(&line).await;
+                    let _ = stdout.flush().await;
+                }
+                Err(_) => {
+                    eprintln!("session ended: {:?}", peer.end_reason());
+                    return ExitCode::SUCCESS;
+                }
+            },
+            line = lines.next_line() => match line {
+                Ok(Some(l)) if l.trim() == "/quit" => break,
+                Ok(Some(l)) if l.trim() == "/status" => {
+                    let s = peer.stats();
+                    eprintln!(
+                        "{} session {} | sent {} acknowledged {} in flight {} retransmitted {} | received {} | rtt {:?}",
+                        if peer.is_connected() { "connected" } else { "reconnecting" },
+                        peer.id().map_or_else(|| "?".into(), |i| i.to_string()),
+                        s.queued, s.acknowledged, s.in_flight, s.retransmitted, s.received, s.rtt
+                    );
+                }
+                Ok(Some(l)) => match peer.send(l.into_bytes()).await {
+                    Ok(receipt) => {
+                        let seq = receipt.seq();
+                        tokio::spawn(async move {
+                            if receipt.await.is_ok() {
+                                eprintln!("[#{seq} acknowledged]");
+                            }
+                        });
+                    }
+                    Err(e) => eprintln!("not sent: {e}"),
+                },
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.close("bye")).await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,299 @@
+//! `steadfast serve`: messages to stdout, everything else to stderr, an optional console.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
+use tokio::sync::mpsc;
+
+use crate::{Format, ServeArgs, fail, stop_signal};
+
+pub(crate) async fn run(a: ServeArgs) -> ExitCode {
+    let config = ServerConfig::default().linger(Duration::from_secs(a.linger));
+    let mut server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    for addr in server.local_addrs() {
+        eprintln!("listening on {addr}");
+    }
+    let mut out = BufWriter::new(tokio::io::stdout());
+    let (cmd_tx, mut commands) = mpsc::channel::<String>(16);
+    if a.console {
+        eprintln!("console ready: /help for commands");
+        tokio::spawn(read_lines(cmd_tx));
+    } else {
+        drop(cmd_tx);
+    }
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            ev = server.next_event() => {
+                let Some(ev) = ev else { break };
+                if let Err(e) = on_event(&server, ev, &mut out, &a).await {
+                    eprintln!("error: writing to stdout: {e}");
+                    break;
+                }
+            }
+            Some(line) = commands.recv() => {
+                if !console(&server, line.trim()).await {
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("shutting down");
+    let _ = out.flush().await;
+    // Stop accepting, give outboxes a moment to drain, end every session; within 5 s.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(4),
+        server.shutdown(Duration::from_secs(2)),
+    )
+    .await;
+    let _ = out.flush().await;
+    ExitCode::SUCCESS
+}
+
+async fn read_lines(tx: mpsc::Sender<String>) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if tx.send(line).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send("/quit".into()).await;
+}
+
+async fn on_event(
+    server: &Server,
+    ev: ServerEvent,
+    out: &mut BufWriter<Stdout>,
+    a: &ServeArgs,
+) -> std::io::Result<()> {
+    match ev {
+        ServerEvent::Connected { peer } => eprintln!("connected: {}", describe(&peer)),
+        ServerEvent::Resumed { peer } => eprintln!("resumed: {}", describe(&peer)),
+        ServerEvent::Disconnected { peer, error } => {
+            eprintln!("disconnected: {} ({error}); lingering", describe(&peer));
+        }
+        ServerEvent::Expired {
+            peer,
+            unacknowledged,
+        } => eprintln!(
+            "expired: {} ({} messages to it never acknowledged)",
+            describe(&peer),
+            unacknowledged.len()
+        ),
+        ServerEvent::Ended {
+            peer,
+            reason,
+            unacknowledged,
+        } => eprintln!(
+            "ended: {} ({reason}; {} messages to it never acknowledged)",
+            describe(&peer),
+            unacknowledged.len()
+        ),
+        ServerEvent::MessagesWaiting { peer } => drain(&peer, out, a).await?,
+        ServerEvent::Lagged(n) => {
+            eprintln!("warning: {n} events dropped; reading every peer");
+            for p in server.peers() {
+                drain(&p, out, a).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Takes every waiting message of `peer`, writes it, and flushes.
+async fn drain(peer: &Peer, out: &mut BufWriter<Stdout>, a: &ServeArgs) -> std::io::Result<()> {
+    loop {
+        let batch = peer.recv_up_to(1_024);
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            write(out, a.format, peer, &m).await?;
+            if a.echo {
+                let _ = peer.send(m.body).await;
+            }
+        }
+    }
+    out.flush().await
+}
+
+async fn write(
+    out: &mut BufWriter<Stdout>,
+    format: Format,
+    peer: &Peer,
+    m: &Message,
+) -> std::io::Result<()> {
+    match format {
+        Format::Line => {
+            out.write_all(&m.body).await?;
+            out.write_all(b"\n").await
+        }
+        Format::Hex => {
+            let mut s = String::with_capacity(m.body.len() * 2 + 1);
+            for b in &m.body {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s.push('\n');
+            out.write_all(s.as_bytes()).await
+        }
+        Format::Json => {
+            let v = serde_json::json!({
+                "session": peer.id().map(|i| i.to_string()),
+                "peer": peer.addr().map(|a| a.to_string()),
+                "name": peer.name(),
+                "seq": m.seq.0,
+                "timestamp_us": m.timestamp_us,
+                "body": String::from_utf8_lossy(&m.body),
+            });
+            out.write_all(v.to_string().as_bytes()).await?;
+            out.write_all(b"\n").await
+        }
+    }
+}
+
+fn describe(peer: &Peer) -> String {
+    let id = peer.id().map_or_else(|| "?".into(), |i| i.to_string());
+    let addr = peer.addr().map_or_else(|| "?".into(), |a| a.to_string());
+    match peer.name() {
+        Some(n) => format!("{id} \"{n}\" from {addr}"),
+        None => format!("{id} from {addr}"),
+    }
+}
+
+fn find(server: &Server, key: &str) -> Option<Peer> {
+    if let Some(p) = server.peer_by_name(key) {
+        return Some(p);
+    }
+    server
+        .peers()
+        .into_iter()
+        .find(|p| p.id().is_some_and(|i| i.to_string().starts_with(key)))
+}
+
+const HELP: &str = "\
+/list               live and lingering sessions
+/info ID            address, name, state, queues, RTT, counters
+/ping ID            measure the round trip
+/pingall            ping every connected session
+/send ID TEXT       send TEXT to one session
+/broadcast TEXT     send TEXT to every session
+/kick ID            end a session
+/kickall            end every session
+/stats              server totals
+/quit               shut down gracefully
+(ID: a session id, a prefix of it, or a peer name)";
+
+/// Runs one console command; false means quit.
+async fn console(server: &Server, line: &str) -> bool {
+    let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    match cmd {
+        "" => {}
+        "/help" => eprintln!("{HELP}"),
+        "/quit" => return false,
+        "/list" => {
+            let peers = server.peers();
+            eprintln!("{} sessions", peers.len());
+            for p in peers {
+                let state = if p.is_connected() {
+                    "live"
+                } else {
+                    "lingering"
+                };
+                eprintln!("  {} [{state}]", describe(&p));
+            }
+        }
+        "/stats" => {
+            let peers = server.peers();
+            let live = peers.iter().filter(|p| p.is_connected()).count();
+            let (mut rx, mut tx, mut acked) = (0, 0, 0);
+            for p in &peers {
+                let s = p.stats();
+                rx += s.received;
+                tx += s.queued;
+                acked += s.acknowledged;
+            }
+            eprintln!(
+                "sessions {} (live {live}, lingering {}); connections {}; received {rx}; sent {tx}; acknowledged {acked}",
+                peers.len(),
+                peers.len() - live,
+                server.connections()
+            );
+        }
+        "/info" | "/ping" | "/kick" | "/send" => {
+            let (key, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let Some(p) = find(server, key) else {
+                eprintln!("no session {key:?}");
+                return true;
+            };
+            match cmd {
+                "/info" => {
+                    let s = p.stats();
+                    eprintln!(
+                        "{}\n  state {}\n  queued {} sent {} acknowledged {} retransmitted {} in flight {}\n  received {} waiting {}\n  connections {} rtt {:?}",
+                        describe(&p),
+                        if p.is_connected() {
+                            "live"
+                        } else {
+                            "lingering"
+                        },
+                        s.queued,
+                        s.sent,
+                        s.acknowledged,
+                        s.retransmitted,
+                        s.in_flight,
+                        s.received,
+                        s.waiting,
+                        s.connections,
+                        s.rtt
+                    );
+                }
+                "/ping" => match tokio::time::timeout(Duration::from_secs(5), p.ping()).await {
+                    Ok(Ok(rtt)) => eprintln!("{}: {rtt:?}", describe(&p)),
+                    _ => eprintln!("{}: no answer", describe(&p)),
+                },
+                "/kick" => {
+                    if let Some(id) = p.id() {
+                        server.kick(id, "kicked by the operator");
+                        eprintln!("kicked {}", describe(&p));
+                    }
+                }
+                _ => match p.try_send(text.as_bytes().to_vec()) {
+                    Ok(r) => eprintln!("queued as #{}", r.seq()),
+                    Err(e) => eprintln!("not sent: {e}"),
+                },
+            }
+        }
+        "/pingall" => {
+            for p in server.peers().into_iter().filter(Peer::is_connected) {
+                match tokio::time::timeout(Duration::from_secs(5), p.ping()).await {
+                    Ok(Ok(rtt)) => eprintln!("{}: {rtt:?}", describe(&p)),
+                    _ => eprintln!("{}: no answer", describe(&p)),
+                }
+            }
+        }
+        "/broadcast" => {
+            let results = server.broadcast(rest.as_bytes().to_vec());
+            let ok = results.iter().filter(|(_, r)| r.is_ok()).count();
+            eprintln!("queued for {ok} of {} sessions", results.len());
+        }
+        "/kickall" => {
+            for p in server.peers() {
+                if let Some(id) = p.id() {
+                    server.kick(id, "kicked by the operator");
+                }
+            }
+            eprintln!("kicked every session");
+        }
+        other => eprintln!("unknown command {other:?}; /help lists them"),
+    }
+    true
+}
