@@ -90,9 +90,9 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
                     return ExitCode::from(EXIT_SESSION_LOST);
                 }
                 Some(ClientEvent::Reconnecting { attempt, delay }) => {
-                    bar.println(format!("connection lost; reconnecting (attempt {attempt}, in {delay:?})"));
+                    note(&bar, &format!("connection lost; reconnecting (attempt {attempt}, in {delay:?})"));
                 }
-                Some(ClientEvent::Connected { resumed: true }) => bar.println("resumed"),
+                Some(ClientEvent::Connected { resumed: true }) => note(&bar, "resumed"),
                 Some(_) => {}
                 None => {}
             },
@@ -132,6 +132,15 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("done")).await;
     eprintln!("{sent} messages sent, {sent} acknowledged");
     ExitCode::SUCCESS
+}
+
+/// A status line: above the progress bar on a terminal, a plain stderr line otherwise.
+fn note(bar: &ProgressBar, msg: &str) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
 }
 
 pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {

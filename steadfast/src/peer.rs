@@ -54,6 +54,8 @@ pub(crate) struct Ending {
     pub(crate) acked: Seq,
     /// Handed back to the application once.
     pub(crate) unacknowledged: Option<Vec<Message>>,
+    /// Every message ever sent was acknowledged before the end.
+    pub(crate) all_acknowledged: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +106,7 @@ impl PeerState {
             self.ending = Some(Ending {
                 reason,
                 acked,
+                all_acknowledged: unacknowledged.is_empty(),
                 unacknowledged: Some(unacknowledged),
             });
         }
@@ -388,36 +391,26 @@ impl Peer {
     /// # Errors
     /// [`ReceiptError::SessionLost`] if the session ended first.
     pub async fn flush(&self) -> Result<(), ReceiptError> {
-        let target = {
+        let last = {
             let st = self.shared.lock();
-            match st.session() {
-                Some(s) => s.next_seq(),
-                None => return self.ended_result(),
+            match (st.session(), &st.ending) {
+                (_, Some(e)) => {
+                    return if e.all_acknowledged {
+                        Ok(())
+                    } else {
+                        Err(ReceiptError::SessionLost(e.reason.clone()))
+                    };
+                }
+                (Some(s), None) if s.stats().queued == 0 => return Ok(()),
+                (Some(s), None) => Seq(s.next_seq().0 - 1),
+                (None, None) => return Ok(()),
             }
         };
-        if target.0 == 0 {
-            return Ok(());
-        }
         Receipt {
             shared: self.shared.clone(),
-            seq: Seq(target.0 - 1),
+            seq: last,
         }
         .await
-        .or_else(|e| {
-            // Nothing was ever sent: flushing an empty session succeeds.
-            if self.stats().queued == 0 {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-    }
-
-    fn ended_result(&self) -> Result<(), ReceiptError> {
-        match self.end_reason() {
-            Some(reason) => Err(ReceiptError::SessionLost(reason)),
-            None => Ok(()),
-        }
     }
 
     /// Closes the session gracefully (PROTOCOL.md §7.2): a CLOSE carrying the final positions,

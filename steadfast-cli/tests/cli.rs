@@ -1,0 +1,254 @@
+//! The real `steadfast` binary, driven as a user would: serve and send through chaos with
+//! cuts, exit codes, the demo. Loopback only; every process is killed at the end.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    /// Lines of stderr as they come.
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Proc { child, stderr: rx }
+}
+
+impl Proc {
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+/// The address after `marker` in a line like "listening on 127.0.0.1:4242".
+fn addr_after(line: &str, marker: &str) -> String {
+    let rest = &line[line.find(marker).unwrap() + marker.len()..];
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+fn run_send(addr: &str, input: &[u8], extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["send", addr];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_and_send_through_chaos_keep_every_line_in_order() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    // Read the server's stdout as it comes (a full pipe would stop it, and so the sender).
+    let mut stdout = serve.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let chaos = spawn(&[
+        "chaos",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &server,
+        "--seed",
+        "7",
+        "--min-bytes",
+        "2000",
+        "--max-bytes",
+        "30000",
+    ]);
+    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+    let n = 20_000;
+    let input: String = (0..n).map(|i| format!("line {i} of the input\n")).collect();
+    let (code, err) = run_send(&proxy, input.as_bytes(), &["--timeout", "120"]);
+    assert_eq!(code, 0, "send failed: {err}");
+    assert!(
+        err.contains(&format!("{n} messages sent, {n} acknowledged")),
+        "{err}"
+    );
+    // Every acknowledged line is on the server's stdout once it stops.
+    serve.terminate();
+    let status = serve.child.wait().unwrap();
+    let out = reader.join().unwrap();
+    assert!(status.success(), "serve exited {status:?}");
+    assert_eq!(out, input, "lines out differ from lines in");
+    // The proxy really cut the link, more than once, and the sender said so.
+    drop(chaos);
+    let reconnects = err.matches("reconnecting").count();
+    assert!(reconnects > 1, "no cut seen by the sender: {err}");
+}
+
+#[test]
+fn send_exit_codes() {
+    // Unreachable with a timeout: a clear error and a non-zero status.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = l.local_addr().unwrap().to_string();
+    drop(l);
+    let (code, err) = run_send(&dead, b"x\n", &["--timeout", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+    // Bad address syntax.
+    let (code, err) = run_send("not an address", b"x\n", &["--timeout", "1"]);
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(
+        err.lines().count(),
+        err.lines().filter(|l| !l.is_empty()).count()
+    );
+    // The server stops reading: --timeout expires with status 3.
+    let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let (code, err) = run_send(&server, b"", &["--timeout", "5"]);
+    assert_eq!(code, 0, "empty input is trivially acknowledged: {err}");
+    drop(serve);
+}
+
+#[test]
+fn a_session_lost_to_a_server_restart_exits_4() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let serve = spawn(&["serve", "--listen", &addr]);
+    serve.wait_for("listening on");
+    let mut send = Command::new(BIN)
+        .args(["send", &addr, "--timeout", "60"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = send.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    // Kill the server without a goodbye and start a fresh one with no state.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(serve);
+    let serve2 = spawn(&["serve", "--listen", &addr]);
+    serve2.wait_for("listening on");
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let out = send.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("session lost"), "{err}");
+}
+
+#[test]
+fn demo_with_a_small_count_reports_nothing_lost() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--messages",
+            "50000",
+            "--max-bytes",
+            "65536",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("delivered exactly once, in order  50,000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("lost") && l.trim_end().ends_with(" 0")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("duplicated") && l.trim_end().ends_with(" 0")),
+        "{stdout}"
+    );
+    let cuts: u64 = stdout
+        .lines()
+        .find(|l| l.starts_with("link cuts survived"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|s| s.replace(',', "").parse().ok())
+        .unwrap();
+    assert!(cuts > 0, "{stdout}");
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.starts_with("error: could not listen on"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
