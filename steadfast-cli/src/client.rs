@@ -28,6 +28,11 @@ async fn connect_retrying(
     loop {
         match Client::connect(addr, config.clone()).await {
             Ok(c) => return Ok(c),
+            Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(format!(
+                    "invalid address {addr:?} ({e}); expected host:port"
+                ));
+            }
             Err(ConnectError::Io(e)) => {
                 if deadline.is_some_and(|d| Instant::now() + delay >= d) {
                     return Err(format!("cannot reach {addr}: {e}; giving up (--timeout)"));

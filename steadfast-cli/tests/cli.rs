@@ -150,16 +150,40 @@ fn send_exit_codes() {
     assert!(err.contains("cannot reach"), "{err}");
     // Bad address syntax.
     let (code, err) = run_send("not an address", b"x\n", &["--timeout", "1"]);
-    assert_ne!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error: invalid address"), "{err}");
     assert_eq!(
-        err.lines().count(),
-        err.lines().filter(|l| !l.is_empty()).count()
+        err.trim_end().lines().count(),
+        1,
+        "one line, no retries: {err}"
     );
-    // The server stops reading: --timeout expires with status 3.
+    // Empty input is trivially acknowledged.
     let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
     let server = addr_after(&serve.wait_for("listening on"), "listening on ");
     let (code, err) = run_send(&server, b"", &["--timeout", "5"]);
-    assert_eq!(code, 0, "empty input is trivially acknowledged: {err}");
+    assert_eq!(code, 0, "{err}");
+    // A link that stalls for good: --timeout expires with status 3 and says how far it got.
+    let chaos = spawn(&[
+        "chaos",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &server,
+        "--min-bytes",
+        "300",
+        "--max-bytes",
+        "300",
+        "--stall-per-mille",
+        "1000",
+        "--stall-secs",
+        "60",
+    ]);
+    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+    let input: String = (0..1_000).map(|i| format!("{i}\n")).collect();
+    let (code, err) = run_send(&proxy, input.as_bytes(), &["--timeout", "2"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    drop(chaos);
     drop(serve);
 }
 
@@ -251,4 +275,44 @@ fn a_port_in_use_is_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.starts_with("error: could not listen on"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn connect_console_and_operator_console() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "--console", "--echo"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut connect = Command::new(BIN)
+        .args(["connect", &server, "--name", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cin = connect.stdin.take().unwrap();
+    let cout = connect.stdout.take().unwrap();
+    let mut cout = BufReader::new(cout).lines();
+    cin.write_all(b"hello there\n").unwrap();
+    cin.flush().unwrap();
+    // The server echoes it back.
+    assert_eq!(cout.next().unwrap().unwrap(), "< hello there");
+    serve.wait_for("connected:");
+    // The operator lists, pings and messages the peer by name.
+    let sin = serve.child.stdin.as_mut().unwrap();
+    sin.write_all(b"/list\n/ping carol\n/send carol from the operator\n/stats\n")
+        .unwrap();
+    sin.flush().unwrap();
+    serve.wait_for("\"carol\"");
+    assert_eq!(cout.next().unwrap().unwrap(), "< from the operator");
+    serve.wait_for("sessions 1 (live 1");
+    cin.write_all(b"/status\n/quit\n").unwrap();
+    drop(cin);
+    let out = connect.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("connected session"), "{err}");
+    assert!(err.contains("acknowledged"), "{err}");
+    let sin = serve.child.stdin.as_mut().unwrap();
+    sin.write_all(b"/quit\n").unwrap();
+    sin.flush().unwrap();
+    assert!(serve.child.wait().unwrap().success());
 }

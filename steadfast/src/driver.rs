@@ -35,6 +35,13 @@ pub(crate) enum Outcome {
     Replaced,
 }
 
+/// One turn of the driver loop, decided under the lock.
+enum Step {
+    Run(Option<Instant>, Option<Outcome>),
+    /// Taken over: write these last bytes and stop.
+    Replaced(Vec<u8>),
+}
+
 /// What the driver reports while the connection lives.
 #[derive(Debug)]
 pub(crate) enum Progress {
@@ -66,23 +73,46 @@ where
     let mut progress = Vec::new();
     loop {
         // Under the lock: gather output, events and the next deadline.
-        let (deadline, outcome) = {
+        let step = {
             let mut st = peer.lock();
-            if st.generation != generation {
-                return Outcome::Replaced;
-            }
             let now = now();
-            let Link::Attached(conn) = &mut st.link else {
-                return Outcome::Replaced;
-            };
-            if wpos == wbuf.len() {
-                wbuf.clear();
-                wpos = 0;
-                while wbuf.len() < (128 << 10) && conn.poll_transmit(now, &mut wbuf) > 0 {}
+            let replaced = st.generation != generation;
+            match &mut st.link {
+                Link::Attached(_) if replaced => {
+                    // Another connection took the session over: this one still owes its
+                    // socket the GOAWAY the takeover queued.
+                    match st.farewell.take() {
+                        Some((g, bytes)) if g == generation => Step::Replaced(bytes),
+                        other => {
+                            st.farewell = other;
+                            Step::Replaced(Vec::new())
+                        }
+                    }
+                }
+                Link::Attached(conn) => {
+                    if wpos == wbuf.len() {
+                        wbuf.clear();
+                        wpos = 0;
+                        while wbuf.len() < (128 << 10) && conn.poll_transmit(now, &mut wbuf) > 0 {}
+                    }
+                    let deadline = conn.poll_timeout();
+                    let outcome = handle_events(peer, &mut st, &mut progress);
+                    Step::Run(deadline, outcome)
+                }
+                _ => Step::Replaced(Vec::new()),
             }
-            let deadline = conn.poll_timeout();
-            let outcome = handle_events(peer, &mut st, &mut progress);
-            (deadline, outcome)
+        };
+        let (deadline, outcome) = match step {
+            Step::Run(d, o) => (d, o),
+            Step::Replaced(farewell) => {
+                let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+                    wr.write_all(&wbuf[wpos..]).await?;
+                    wr.write_all(&farewell).await?;
+                    wr.shutdown().await
+                })
+                .await;
+                return Outcome::Replaced;
+            }
         };
         for p in progress.drain(..) {
             on_progress(p);
@@ -106,10 +136,8 @@ where
         tokio::select! {
             r = rd.read(&mut rbuf) => {
                 let mut st = peer.lock();
-                if st.generation != generation {
-                    return Outcome::Replaced;
-                }
-                if let Link::Attached(conn) = &mut st.link {
+                let current = st.generation == generation;
+                if let Link::Attached(conn) = &mut st.link && current {
                     match r {
                         Ok(0) | Err(_) => conn.handle_disconnect(),
                         Ok(n) => conn.handle_input(now(), &rbuf[..n]),

@@ -69,6 +69,9 @@ pub(crate) struct PeerState {
     pub(crate) connected: bool,
     /// A "messages waiting" notification is out and not yet answered by a read.
     pub(crate) notified: bool,
+    /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
+    /// generation.
+    pub(crate) farewell: Option<(u64, Vec<u8>)>,
     pub(crate) id: Option<SessionId>,
 }
 
@@ -142,6 +145,7 @@ impl PeerShared {
                 ping_waiters: Vec::new(),
                 connected: false,
                 notified: false,
+                farewell: None,
                 id,
             }),
             role,

@@ -369,16 +369,18 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         match accepted {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                let conns = inner.connections.load(Ordering::Relaxed);
-                let hs = inner.handshakes.load(Ordering::Relaxed);
+                // Counted before the check, so a burst on several listeners cannot overshoot.
+                let conns = inner.connections.fetch_add(1, Ordering::Relaxed);
+                let hs = inner.handshakes.fetch_add(1, Ordering::Relaxed);
                 if conns >= inner.config.max_connections || hs >= inner.config.max_handshakes {
+                    inner.connections.fetch_sub(1, Ordering::Relaxed);
+                    inner.handshakes.fetch_sub(1, Ordering::Relaxed);
                     debug!(%addr, conns, handshakes = hs, "refusing: full");
                     let retry = inner.config.full_retry_after;
                     let proto = inner.config.proto.clone();
                     inner.tracker.spawn(refuse(stream, proto, retry));
                     continue;
                 }
-                inner.connections.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", %addr);
                 inner
                     .tracker
@@ -407,7 +409,12 @@ async fn refuse(mut stream: TcpStream, proto: crate::proto::Config, retry: Durat
     conn.poll_transmit(driver::now(), &mut buf);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&buf).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the client sent (its HELLO) until it closes: closing a socket with unread
+        // input would turn our close into an RST that could overtake the REJECT.
+        let mut sink = [0u8; 4_096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     })
     .await;
 }
@@ -433,7 +440,6 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr) {
     };
     // Handshake: wait for HELLO within the handshake timeout.
     let hello = {
-        inner.handshakes.fetch_add(1, Ordering::Relaxed);
         let _hs_guard = CountGuard(&inner.handshakes);
         let mut buf = vec![0u8; 16 << 10];
         loop {
@@ -558,14 +564,31 @@ fn decide(
         return None;
     };
     let mut st = shared.lock();
-    // The token is checked where the session is, before anything is disturbed.
+    // The token and the stated position are checked where the session is, before anything
+    // is disturbed (§4.4 rule B).
     if !st.session().is_some_and(|s| s.verify_token(&resume.token)) {
         drop(st);
         conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
         return None;
     }
+    if !st
+        .session()
+        .is_some_and(|s| s.can_resume_from(resume.received))
+    {
+        drop(st);
+        conn.reject(RejectCode::ProtocolError, 0, "impossible resume position");
+        return None;
+    }
+    let old_generation = st.generation;
     let session = match std::mem::replace(&mut st.link, Link::Ended) {
-        Link::Attached(mut old) => old.take_session(),
+        Link::Attached(mut old) => {
+            let s = old.take_session();
+            // The old connection's last words (GOAWAY SessionTakenOver) go to its driver.
+            let mut bytes = Vec::new();
+            old.poll_transmit(now, &mut bytes);
+            st.farewell = Some((old_generation, bytes));
+            s
+        }
         Link::Detached(s) => Some(*s),
         Link::Ended => None,
     }?;

@@ -230,8 +230,6 @@ pub struct Connection {
     next_ping: Instant,
     ping_requested: bool,
     close_deadline: Option<Instant>,
-    /// Messages dropped from the inbox when a CLOSE went out (reported at the session's end).
-    discarded: usize,
 }
 
 impl Connection {
@@ -313,7 +311,6 @@ impl Connection {
             last_recv: now,
             ping_requested: false,
             close_deadline: None,
-            discarded: 0,
         }
     }
 
@@ -762,7 +759,7 @@ impl Connection {
             return;
         };
         // After our CLOSE nothing more is delivered: our stated position is final (§7.2).
-        self.discarded += session.discard_inbox();
+        session.discarded += session.discard_inbox();
         self.control.push_back(Frame::Close(Close {
             code,
             delivered: session.delivered,
@@ -1075,7 +1072,11 @@ impl Connection {
                     return;
                 }
                 if d.seq > session.received || d.seq.next().is_none() {
-                    let detail = format!("gap: expected {}, got {}", session.received, d.seq);
+                    let detail = if d.seq.next().is_none() {
+                        format!("sequence number {} is past the end of the space", d.seq)
+                    } else {
+                        format!("gap: expected {}, got {}", session.received, d.seq)
+                    };
                     self.violation(CloseCode::ProtocolError, detail);
                     return;
                 }
@@ -1221,7 +1222,7 @@ impl Connection {
         self.partial = None;
         self.decoder.reset();
         let (unacknowledged, discarded) = match self.session.take() {
-            Some(mut s) => (s.take_unacknowledged(), self.discarded + s.discard_inbox()),
+            Some(mut s) => (s.take_unacknowledged(), s.discarded + s.discard_inbox()),
             None => (Vec::new(), 0),
         };
         self.events.push_back(Event::SessionEnded {

@@ -116,6 +116,8 @@ pub struct Session {
     pub(crate) inbox_bytes: u64,
     /// A CLOSE this side sent (code and reason), kept so a resume can repeat it. §7.2
     pub(crate) closing: Option<(super::frame::CloseCode, String)>,
+    /// Messages dropped from the inbox when this side's CLOSE went out (§7.2).
+    pub(crate) discarded: usize,
     pub(crate) stats: Stats,
 }
 
@@ -170,6 +172,7 @@ impl Session {
             inbox: VecDeque::new(),
             inbox_bytes: 0,
             closing: None,
+            discarded: 0,
             stats: Stats::default(),
         }
     }
@@ -298,6 +301,12 @@ impl Session {
         let a = self.token.as_ref().is_some_and(|t| t.ct_eq(presented));
         let b = self.issued.as_ref().is_some_and(|t| t.ct_eq(presented));
         a | b
+    }
+
+    /// Server side: whether a client stating `received` as its position is possible: at least
+    /// what it acknowledged, at most what was ever sent (§4.4). Checked before a takeover.
+    pub fn can_resume_from(&self, received: Seq) -> bool {
+        received >= self.acked && received <= self.sent_high
     }
 
     /// Ends the session's life as a sender: hands back every message not acknowledged, in
