@@ -25,7 +25,7 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
     if a.size < 8 {
         return fail("--size must be at least 8 (each message carries its number)");
     }
-    let seed = a.seed.unwrap_or_else(|| fastrand_seed());
+    let seed = a.seed.unwrap_or_else(clock_seed);
     // Quick failure detection, so the demo also shows stalls being survived.
     let proto = Config::default()
         .idle_timeout(Duration::from_secs(2))
@@ -203,7 +203,7 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn fastrand_seed() -> u64 {
+fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
