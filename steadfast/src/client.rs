@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 
 use crate::config::ClientConfig;
-use crate::driver::{self, Outcome, Progress};
+use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::ConnectError;
 use crate::peer::{EndReason, Link, Peer, PeerShared};
 use crate::proto::{Connection, ConnectionError, Message, Role, Session, SessionEnd};
@@ -143,7 +143,7 @@ async fn run(
     let mut attempt = 0u32;
     loop {
         let connected =
-            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
+            match tokio::time::timeout(config.connect_timeout, open(&addr, &config)).await {
                 Ok(Ok(s)) => Ok(s),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(std::io::Error::new(
@@ -161,9 +161,7 @@ async fn run(
                 }
                 debug!(error = %e, "connect failed");
             }
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                let peer_addr = stream.peer_addr().ok();
+            Ok((stream, peer_addr)) => {
                 let Some(generation) = attach(&shared, &config, peer_addr) else {
                     return;
                 };
@@ -242,6 +240,27 @@ async fn run(
         let _ = events.try_send(ClientEvent::Reconnecting { attempt, delay });
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Opens the transport: TCP, and TLS on top when configured.
+async fn open(
+    addr: &str,
+    config: &ClientConfig,
+) -> std::io::Result<(BoxStream, Option<std::net::SocketAddr>)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let peer_addr = tcp.peer_addr().ok();
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        let name = tls
+            .name_for(addr)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = connector.connect(name, tcp).await?;
+        return Ok((Box::new(stream), peer_addr));
+    }
+    let _ = config;
+    Ok((Box::new(tcp), peer_addr))
 }
 
 /// Puts the detached session on a new connection; returns its generation.

@@ -11,6 +11,9 @@
 //! | max sessions (live and lingering) | 100,000 | lingering sessions are small |
 //! | max concurrent handshakes | 1,024 | a flood of silent connections cannot starve real ones |
 
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +31,8 @@ pub struct ClientConfig {
     pub(crate) backoff_max: Duration,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsClient>,
 }
 
 impl Default for ClientConfig {
@@ -40,6 +45,8 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(5),
             max_attempts: None,
             connect_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -79,7 +86,14 @@ impl ClientConfig {
         self
     }
 
-    /// Bound on one TCP connect. Default 10 s.
+    /// Connects with TLS 1.3 (feature `tls`). Default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Bound on one TCP connect (and TLS handshake). Default 10 s.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self
@@ -128,6 +142,48 @@ pub struct ServerConfig {
     pub(crate) max_handshakes: usize,
     pub(crate) full_retry_after: Duration,
     pub(crate) event_capacity: usize,
+    pub(crate) auth: Option<Authenticator>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsServer>,
+}
+
+/// What an authenticator sees of a client's handshake.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AuthRequest<'a> {
+    /// The name the client gave, if any.
+    pub name: Option<&'a str>,
+    /// The credentials the client sent, if any.
+    pub credentials: Option<&'a [u8]>,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The client's verified TLS certificate (DER), with mutual TLS.
+    pub certificate: Option<&'a [u8]>,
+    /// Whether the client resumes an existing session (its token was already checked).
+    pub resuming: bool,
+}
+
+/// An authenticator's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Let the client in under the name it gave.
+    Accept,
+    /// Let the client in under this name (the authenticated identity).
+    AcceptAs(String),
+    /// Refuse with REJECT `Unauthenticated` and this reason.
+    Refuse(String),
+}
+
+/// The application's check of a client's credentials.
+#[derive(Clone)]
+pub(crate) struct Authenticator(
+    pub(crate) Arc<dyn Fn(&AuthRequest<'_>) -> AuthDecision + Send + Sync>,
+);
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Authenticator")
+    }
 }
 
 impl Default for ServerConfig {
@@ -140,6 +196,9 @@ impl Default for ServerConfig {
             max_handshakes: 1_024,
             full_retry_after: Duration::from_secs(1),
             event_capacity: 65_536,
+            auth: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -187,6 +246,39 @@ impl ServerConfig {
     /// ([`ServerEvent::Lagged`](crate::ServerEvent::Lagged) says how many). Default 65,536.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n;
+        self
+    }
+
+    /// Checks every client's credentials (on new sessions and on resumes) with `check`.
+    /// Default: everyone is let in.
+    pub fn authenticate(
+        mut self,
+        check: impl Fn(&AuthRequest<'_>) -> AuthDecision + Send + Sync + 'static,
+    ) -> Self {
+        self.auth = Some(Authenticator(Arc::new(check)));
+        self
+    }
+
+    /// Lets in only clients whose credentials equal `token` (compared in constant time).
+    pub fn shared_token(self, token: impl Into<Bytes>) -> Self {
+        let token: Bytes = token.into();
+        self.authenticate(move |req| {
+            let given = req.credentials.unwrap_or(&[]);
+            let same_len = given.len() == token.len();
+            // Constant-time in the content; the length of a shared token is not a secret.
+            let equal = same_len && bool::from(subtle::ConstantTimeEq::ct_eq(given, &token[..]));
+            if equal {
+                AuthDecision::Accept
+            } else {
+                AuthDecision::Refuse("bad or missing token".into())
+            }
+        })
+    }
+
+    /// Accepts TLS 1.3 connections only (feature `tls`). Default: plain TCP.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsServer) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -19,6 +19,14 @@ const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection may take to write its last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Any byte stream a connection can run over (TCP, TLS, in-memory).
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A boxed stream: plain TCP or TLS behind one type.
+pub(crate) type BoxStream = Box<dyn Stream>;
+
 /// The clock the runtime gives the core (tokio's, so paused test time works).
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()

@@ -78,6 +78,7 @@
 //!
 //! - `runtime` (default): the tokio runtime. Without it, only the I/O-free core builds
 //!   (`cargo check -p steadfast --no-default-features`).
+//! - `tls`: TLS 1.3 with rustls (ring provider), mutual TLS ([`tls`]).
 //!
 //! The wire format is specified in `PROTOCOL.md`, whose sections the code cites as `§n`.
 
@@ -99,11 +100,13 @@ pub mod error;
 mod peer;
 #[cfg(feature = "runtime")]
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[cfg(feature = "runtime")]
 pub use client::{Client, ClientEvent};
 #[cfg(feature = "runtime")]
-pub use config::{ClientConfig, ServerConfig};
+pub use config::{AuthDecision, AuthRequest, ClientConfig, ServerConfig};
 #[cfg(feature = "runtime")]
 pub use peer::{EndReason, Peer, PeerStats, Receipt};
 #[cfg(feature = "runtime")]

@@ -72,6 +72,8 @@ pub(crate) struct PeerState {
     /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
     /// generation.
     pub(crate) farewell: Option<(u64, Vec<u8>)>,
+    /// The client's verified TLS certificate (DER), with mutual TLS (server side).
+    pub(crate) certificate: Option<Vec<u8>>,
     pub(crate) id: Option<SessionId>,
 }
 
@@ -146,6 +148,7 @@ impl PeerShared {
                 connected: false,
                 notified: false,
                 farewell: None,
+                certificate: None,
                 id,
             }),
             role,
@@ -217,6 +220,12 @@ impl Peer {
     /// The remote address of the current or last connection.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.shared.lock().addr
+    }
+
+    /// The client's verified TLS certificate (DER) on a server with mutual TLS: the
+    /// authenticated identity.
+    pub fn certificate(&self) -> Option<Vec<u8>> {
+        self.shared.lock().certificate.clone()
     }
 
     /// Whether a connection carries the session right now.

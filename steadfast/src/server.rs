@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::config::ServerConfig;
-use crate::driver::{self, Outcome, Progress};
+use crate::config::{AuthDecision, AuthRequest, ServerConfig};
+use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::{BindError, SendError};
 use crate::peer::{EndReason, Link, Peer, PeerShared, Receipt};
 use crate::proto::{
@@ -433,14 +433,18 @@ fn random16() -> Option<[u8; 16]> {
     Some(b)
 }
 
-async fn serve(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr) {
+async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
     let _conn_guard = CountGuard(&inner.connections);
+    let hs_guard = CountGuard(&inner.handshakes);
+    let Some((mut stream, certificate)) = secure(&inner, tcp).await else {
+        return;
+    };
     let Ok(mut conn) = Connection::accept(inner.config.proto.clone(), driver::now()) else {
         return;
     };
     // Handshake: wait for HELLO within the handshake timeout.
     let hello = {
-        let _hs_guard = CountGuard(&inner.handshakes);
+        let _hs_guard = hs_guard;
         let mut buf = vec![0u8; 16 << 10];
         loop {
             if let Some(Event::Hello(req)) = conn.poll_event() {
@@ -461,7 +465,8 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr) {
             }
         }
     };
-    let Some((shared, generation, resumed)) = decide(&inner, &mut conn, hello, addr) else {
+    let decided = decide(&inner, &mut conn, hello, addr, certificate.as_deref());
+    let Some((shared, generation, resumed)) = decided else {
         flush_and_close(&mut conn, &mut stream).await;
         return;
     };
@@ -512,16 +517,71 @@ async fn serve(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr) {
 
 /// The application's side of the handshake: new session, resume (taking the session over
 /// from a half-open connection, PROTOCOL.md §4.4 rule B), or REJECT.
+/// The TLS handshake, when the server has TLS, within the handshake timeout. Returns the
+/// stream and the client's verified certificate (mutual TLS).
+async fn secure(inner: &Inner, tcp: TcpStream) -> Option<(BoxStream, Option<Vec<u8>>)> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &inner.config.tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        let limit = inner.config.proto.handshake_timeout;
+        let accepted = tokio::select! {
+            () = inner.stop_all.cancelled() => return None,
+            r = tokio::time::timeout(limit, acceptor.accept(tcp)) => r,
+        };
+        return match accepted {
+            Ok(Ok(s)) => {
+                let cert = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec());
+                Some((Box::new(s), cert))
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                None
+            }
+        };
+    }
+    let _ = inner;
+    Some((Box::new(tcp), None))
+}
+
 fn decide(
     inner: &Arc<Inner>,
     conn: &mut Connection,
     hello: HelloRequest,
     addr: SocketAddr,
+    certificate: Option<&[u8]>,
 ) -> Option<(Arc<PeerShared>, u64, bool)> {
     let now = driver::now();
     if inner.shutting_down.load(Ordering::SeqCst) {
         conn.reject(RejectCode::ShuttingDown, 1_000, "server shutting down");
         return None;
+    }
+    let mut name = hello.name.clone();
+    if let Some(auth) = &inner.config.auth {
+        let req = AuthRequest {
+            name: hello.name.as_deref(),
+            credentials: hello.credentials.as_deref(),
+            addr,
+            certificate,
+            resuming: hello.resume.is_some(),
+        };
+        match (auth.0)(&req) {
+            AuthDecision::Accept => {}
+            AuthDecision::AcceptAs(n) => name = Some(n),
+            AuthDecision::Refuse(reason) => {
+                debug!(%addr, "refused: {reason}");
+                conn.reject(RejectCode::Unauthenticated, 0, &reason);
+                return None;
+            }
+        }
     }
     let (Some(token), Some(id_bytes)) = (random16(), random16()) else {
         conn.reject(RejectCode::ServerFull, 1_000, "no randomness available");
@@ -541,18 +601,19 @@ fn decide(
         let attached = std::mem::replace(conn, placeholder);
         let shared = PeerShared::new(
             Role::Server,
-            hello.name.clone(),
+            name.clone(),
             Link::Attached(Box::new(attached)),
         );
         {
             let mut st = shared.lock();
             st.generation = 1;
             st.addr = Some(addr);
+            st.certificate = certificate.map(<[u8]>::to_vec);
             st.id = Some(id);
             st.connected = true;
         }
         reg.sessions.insert(id, shared.clone());
-        if let Some(name) = hello.name {
+        if let Some(name) = name {
             reg.names.insert(name, id);
         }
         debug!(session = %id, "new session");
@@ -599,6 +660,7 @@ fn decide(
             st.link = Link::Attached(Box::new(attached));
             st.generation += 1;
             st.addr = Some(addr);
+            st.certificate = certificate.map(<[u8]>::to_vec);
             st.connected = true;
             let generation = st.generation;
             drop(st);
@@ -640,7 +702,7 @@ fn expire(inner: &Arc<Inner>, peer: &Peer, generation: u64, linger: Duration) {
     });
 }
 
-async fn flush_and_close(conn: &mut Connection, stream: &mut TcpStream) {
+async fn flush_and_close(conn: &mut Connection, stream: &mut BoxStream) {
     let mut buf = Vec::new();
     conn.poll_transmit(driver::now(), &mut buf);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

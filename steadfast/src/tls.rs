@@ -1,0 +1,346 @@
+//! TLS 1.3 for clients and servers (feature `tls`): rustls with the ring provider, TLS 1.3
+//! only, certificates from PEM, trust from a CA file or the system roots, optional mutual TLS.
+//!
+//! A steadfast session resumes over TLS exactly as over TCP: the TLS connection is per TCP
+//! connection; the session and its resume token live above it.
+//!
+//! ```no_run
+//! use steadfast::tls::{TlsClient, TlsServer};
+//! use steadfast::{ClientConfig, ServerConfig};
+//!
+//! # fn f() -> Result<(), steadfast::tls::TlsError> {
+//! let server = ServerConfig::default().tls(TlsServer::from_pem_files("server.pem", "server.key")?);
+//! let client = ClientConfig::default().tls(TlsClient::from_ca_file("ca.pem")?);
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// PEM data held no usable certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built.
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    /// The server name is neither a DNS name nor an IP address.
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: impl AsRef<Path>) -> Result<Vec<u8>, TlsError> {
+    let path = path.as_ref();
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem("no certificate in PEM data".into()));
+    }
+    Ok(certs)
+}
+
+fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))
+}
+
+fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for c in certs(pem)? {
+        store.add(c)?;
+    }
+    Ok(store)
+}
+
+/// A server's TLS settings: its certificate chain and key, and optionally the CA whose client
+/// certificates it requires (mutual TLS).
+#[derive(Clone, Debug)]
+pub struct TlsServer {
+    pub(crate) config: Arc<ServerConfig>,
+}
+
+impl TlsServer {
+    /// From PEM files: the certificate chain (leaf first) and the private key.
+    ///
+    /// # Errors
+    /// [`TlsError`] if a file is unreadable or holds no usable certificate or key.
+    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsError> {
+        Self::from_pem(&read(cert)?, &read(key)?, None)
+    }
+
+    /// From PEM data; with `client_ca`, clients must present a certificate signed by it.
+    ///
+    /// # Errors
+    /// [`TlsError`] if the PEM data holds no usable certificate or key.
+    pub fn from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> Result<Self, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?;
+        let builder = match client_ca {
+            Some(ca) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                        .build()
+                        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(certs(cert_pem)?, key(key_pem)?)?;
+        Ok(TlsServer {
+            config: Arc::new(config),
+        })
+    }
+
+    /// Requires client certificates signed by the CA in this PEM file (mutual TLS).
+    ///
+    /// # Errors
+    /// [`TlsError`] if a file is unreadable or unusable.
+    pub fn from_pem_files_with_client_ca(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        client_ca: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
+        Self::from_pem(&read(cert)?, &read(key)?, Some(&read(client_ca)?))
+    }
+}
+
+/// A client's TLS settings: whom it trusts, optionally its own certificate (mutual TLS), and
+/// the name it checks the server's certificate against (default: the host part of the
+/// address it connects to; DNS names and IP addresses both work).
+#[derive(Clone, Debug)]
+pub struct TlsClient {
+    roots: Arc<RootCertStore>,
+    identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) config: Arc<ClientConfig>,
+}
+
+impl TlsClient {
+    /// Trusts the CA certificates in this PEM file.
+    ///
+    /// # Errors
+    /// [`TlsError`] if the file is unreadable or holds no certificate.
+    pub fn from_ca_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
+        Self::from_ca_pem(&read(path)?)
+    }
+
+    /// Trusts the CA certificates in this PEM data.
+    ///
+    /// # Errors
+    /// [`TlsError`] if it holds no usable certificate.
+    pub fn from_ca_pem(pem: &[u8]) -> Result<Self, TlsError> {
+        Self::with_roots(roots(pem)?)
+    }
+
+    /// Trusts the operating system's root certificates.
+    ///
+    /// # Errors
+    /// [`TlsError`] if none could be loaded.
+    pub fn with_system_roots() -> Result<Self, TlsError> {
+        let mut store = RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for c in found.certs {
+            let _ = store.add(c);
+        }
+        if store.is_empty() {
+            return Err(TlsError::Pem("no system root certificates found".into()));
+        }
+        Self::with_roots(store)
+    }
+
+    fn with_roots(store: RootCertStore) -> Result<Self, TlsError> {
+        let roots = Arc::new(store);
+        let config = build_client(&roots, None)?;
+        Ok(TlsClient {
+            roots,
+            identity: None,
+            server_name: None,
+            config,
+        })
+    }
+
+    /// Presents this certificate chain and key to servers that ask (mutual TLS).
+    ///
+    /// # Errors
+    /// [`TlsError`] if the PEM data is unusable.
+    pub fn client_certificate(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let identity = (certs(cert_pem)?, Arc::new(key(key_pem)?));
+        self.config = build_client(&self.roots, Some(&identity))?;
+        self.identity = Some(identity);
+        Ok(self)
+    }
+
+    /// Checks the server's certificate against this name instead of the address's host.
+    ///
+    /// # Errors
+    /// [`TlsError::ServerName`] if it is neither a DNS name nor an IP address.
+    pub fn server_name(mut self, name: &str) -> Result<Self, TlsError> {
+        ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.into()))?;
+        self.server_name = Some(name.to_owned());
+        Ok(self)
+    }
+
+    /// The name to verify for a connection to `addr` (host:port).
+    pub(crate) fn name_for(&self, addr: &str) -> Result<ServerName<'static>, TlsError> {
+        let host = match &self.server_name {
+            Some(n) => n.clone(),
+            None => host_of(addr).to_owned(),
+        };
+        ServerName::try_from(host.clone()).map_err(|_| TlsError::ServerName(host))
+    }
+}
+
+fn build_client(
+    roots: &Arc<RootCertStore>,
+    identity: Option<&(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots.clone());
+    let config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// "host:port" → "host"; "[::1]:port" → "::1".
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+    {
+        return &rest[..end];
+    }
+    match addr.rfind(':') {
+        Some(i) => &addr[..i],
+        None => addr,
+    }
+}
+
+/// Development certificates: a CA, a server certificate for the given DNS names and IP
+/// addresses, and a client certificate (for mutual TLS), all signed by the CA, in PEM.
+/// For tests and local setups only: the keys are generated in memory and not protected.
+#[cfg(feature = "dev-certs")]
+#[derive(Clone)]
+pub struct DevCertificates {
+    /// The CA certificate (give it to clients as their trust root, and to servers as the
+    /// client CA for mutual TLS).
+    pub ca_pem: String,
+    /// The server's certificate.
+    pub server_cert_pem: String,
+    /// The server's private key.
+    pub server_key_pem: String,
+    /// A client certificate (common name "steadfast client").
+    pub client_cert_pem: String,
+    /// Its private key.
+    pub client_key_pem: String,
+}
+
+#[cfg(feature = "dev-certs")]
+impl std::fmt::Debug for DevCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevCertificates(<keys redacted>)")
+    }
+}
+
+#[cfg(feature = "dev-certs")]
+impl DevCertificates {
+    /// Generates a CA and certificates for `names` (DNS names or IP addresses, e.g.
+    /// `localhost`, `127.0.0.1`).
+    ///
+    /// # Errors
+    /// [`TlsError::Pem`] if a name is unusable or generation fails.
+    pub fn generate(names: &[&str]) -> Result<Self, TlsError> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let err = |e: rcgen::Error| TlsError::Pem(format!("certificate generation: {e}"));
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "steadfast development CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut server = CertificateParams::new(names.clone()).map_err(err)?;
+        server.distinguished_name.push(
+            DnType::CommonName,
+            names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "steadfast server".into()),
+        );
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        server.use_authority_key_identifier_extension = true;
+        let server_key = KeyPair::generate().map_err(err)?;
+        let server_cert = server.signed_by(&server_key, &issuer).map_err(err)?;
+
+        let mut client = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "steadfast client");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        client.use_authority_key_identifier_extension = true;
+        let client_key = KeyPair::generate().map_err(err)?;
+        let client_cert = client.signed_by(&client_key, &issuer).map_err(err)?;
+        Ok(DevCertificates {
+            ca_pem: ca_cert.pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_handles_names_and_addresses() {
+        assert_eq!(super::host_of("localhost:7000"), "localhost");
+        assert_eq!(super::host_of("127.0.0.1:7000"), "127.0.0.1");
+        assert_eq!(super::host_of("[::1]:7000"), "::1");
+    }
+}
