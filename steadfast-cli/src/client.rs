@@ -6,16 +6,48 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use steadfast::error::ConnectError;
+use steadfast::tls::TlsClient;
 use steadfast::{Client, ClientConfig, ClientEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use crate::{ConnectArgs, SendArgs, fail};
+use crate::{ClientSecurity, ConnectArgs, SendArgs, fail};
 
 /// Exit status when `--timeout` passed before every message was acknowledged.
 const EXIT_TIMEOUT: u8 = 3;
 /// Exit status when the session was lost.
 const EXIT_SESSION_LOST: u8 = 4;
+
+/// The client configuration from the command line's name, TLS and token options.
+fn client_config(name: Option<String>, sec: &ClientSecurity) -> Result<ClientConfig, String> {
+    let mut config = ClientConfig::default();
+    if let Some(n) = name {
+        config = config.name(n);
+    }
+    let tls = match (&sec.tls_ca, sec.tls) {
+        (Some(ca), _) => Some(TlsClient::from_ca_file(ca).map_err(|e| e.to_string())?),
+        (None, true) => Some(TlsClient::with_system_roots().map_err(|e| e.to_string())?),
+        (None, false) => None,
+    };
+    if let Some(mut tls) = tls {
+        if let (Some(cert), Some(key)) = (&sec.tls_client_cert, &sec.tls_client_key) {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            tls = tls
+                .client_certificate(&read(cert)?, &read(key)?)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(n) = &sec.tls_server_name {
+            tls = tls.server_name(n).map_err(|e| e.to_string())?;
+        }
+        config = config.tls(tls);
+    }
+    if let Some(f) = &sec.token_file {
+        config = config.credentials(crate::read_token(f)?);
+    }
+    Ok(config)
+}
 
 /// Connects, retrying while the server is unreachable (with a visible status) until
 /// `deadline`; a refusal is final.
@@ -33,6 +65,9 @@ async fn connect_retrying(
                     "invalid address {addr:?} ({e}); expected host:port"
                 ));
             }
+            Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(format!("{addr}: TLS handshake failed: {e}"));
+            }
             Err(ConnectError::Io(e)) => {
                 if deadline.is_some_and(|d| Instant::now() + delay >= d) {
                     return Err(format!("cannot reach {addr}: {e}; giving up (--timeout)"));
@@ -48,10 +83,10 @@ async fn connect_retrying(
 
 pub(crate) async fn send(a: SendArgs) -> ExitCode {
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut config = ClientConfig::default();
-    if let Some(n) = a.name {
-        config = config.name(n);
-    }
+    let config = match client_config(a.name.clone(), &a.security) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let mut client = match connect_retrying(&a.addr, config, deadline).await {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -149,10 +184,10 @@ fn note(bar: &ProgressBar, msg: &str) {
 }
 
 pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
-    let mut config = ClientConfig::default();
-    if let Some(n) = a.name {
-        config = config.name(n);
-    }
+    let config = match client_config(a.name.clone(), &a.security) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let mut client = match connect_retrying(&a.addr, config, None).await {
         Ok(c) => c,
         Err(e) => return fail(e),

@@ -1,5 +1,6 @@
 //! `steadfast`: serve, send, connect, chaos and demo from the command line.
 
+mod cert;
 mod chaos;
 mod client;
 mod demo;
@@ -37,6 +38,59 @@ enum Command {
     /// The first thing to run: a server, a client and a fault proxy in one process; a million
     /// messages through a link that is cut again and again; a summary of what arrived.
     Demo(DemoArgs),
+    /// Write development TLS certificates: DIR/ca.pem, server.pem, server.key, client.pem,
+    /// client.key, the server's valid for every --name (DNS names or IP addresses).
+    Cert(CertArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CertArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+    /// A DNS name or IP address the server certificate is valid for (repeat).
+    #[arg(long = "name", required = true, value_name = "NAME")]
+    names: Vec<String>,
+}
+
+/// TLS and authentication options of the client commands.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ClientSecurity {
+    /// Use TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Use TLS, trusting the system's root certificates.
+    #[arg(long, conflicts_with = "tls_ca")]
+    tls: bool,
+    /// Present this client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    tls_client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<std::path::PathBuf>,
+    /// Check the server certificate against this name instead of the address's host.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Send the token in this file (trailing newline removed) as credentials.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+}
+
+/// TLS and authentication options of `serve`.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ServerSecurity {
+    /// Serve TLS 1.3 with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// Let in only clients presenting the token in this file.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// How `serve` writes messages.
@@ -67,6 +121,8 @@ struct ServeArgs {
     /// An operator console on this terminal (/help lists the commands).
     #[arg(long)]
     console: bool,
+    #[command(flatten)]
+    security: ServerSecurity,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +135,8 @@ struct SendArgs {
     /// A peer name shown to the server.
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 #[derive(clap::Args, Debug)]
@@ -88,6 +146,8 @@ struct ConnectArgs {
     /// A peer name shown to the server.
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,6 +223,7 @@ fn main() -> ExitCode {
             Command::Connect(a) => client::connect(a).await,
             Command::Chaos(a) => chaos::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Cert(a) => cert::run(&a),
         }
     });
     // Do not wait for lingering connection tasks: the command's work is done.
@@ -191,6 +252,18 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Reads a token file, without its trailing newline.
+fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut t = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        t.pop();
+    }
+    if t.is_empty() {
+        return Err(format!("{} holds an empty token", path.display()));
+    }
+    Ok(t)
 }
 
 /// A one-line error and exit status 1.

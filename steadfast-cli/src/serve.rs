@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use steadfast::tls::TlsServer;
 use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
 use tokio::sync::mpsc;
@@ -10,7 +11,13 @@ use tokio::sync::mpsc;
 use crate::{Format, ServeArgs, fail, stop_signal};
 
 pub(crate) async fn run(a: ServeArgs) -> ExitCode {
-    let config = ServerConfig::default().linger(Duration::from_secs(a.linger));
+    let config = match security(
+        ServerConfig::default().linger(Duration::from_secs(a.linger)),
+        &a,
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let mut server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -55,6 +62,22 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     .await;
     let _ = out.flush().await;
     ExitCode::SUCCESS
+}
+
+fn security(mut config: ServerConfig, a: &ServeArgs) -> Result<ServerConfig, String> {
+    let sec = &a.security;
+    if let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) {
+        let tls = match &sec.tls_client_ca {
+            Some(ca) => TlsServer::from_pem_files_with_client_ca(cert, key, ca),
+            None => TlsServer::from_pem_files(cert, key),
+        }
+        .map_err(|e| e.to_string())?;
+        config = config.tls(tls);
+    }
+    if let Some(f) = &sec.token_file {
+        config = config.shared_token(crate::read_token(f)?);
+    }
+    Ok(config)
 }
 
 async fn read_lines(tx: mpsc::Sender<String>) {
