@@ -81,13 +81,17 @@ impl Client {
         let (events_tx, events) = mpsc::channel(256);
         let (first_tx, first_rx) = oneshot::channel();
         let span = info_span!("client", %addr);
-        let task =
-            tokio::spawn(run(shared.clone(), config, addr, events_tx, first_tx).instrument(span));
+        let mut guard = AbortOnDrop(Some(tokio::spawn(
+            run(shared.clone(), config, addr, events_tx, first_tx).instrument(span),
+        )));
         match first_rx.await {
             Ok(Ok(())) => Ok(Client {
                 peer: Peer { shared },
                 events,
-                task,
+                task: guard
+                    .0
+                    .take()
+                    .ok_or_else(|| ConnectError::Handshake("no task".into()))?,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectError::Handshake("connection task ended".into())),
@@ -121,6 +125,19 @@ impl Deref for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
+        // Handles the application kept must learn that nothing carries the session any more.
+        crate::server::abandon(&self.peer.shared, EndReason::ClientDropped);
+    }
+}
+
+/// Aborts the connection task if `connect` is cancelled before it returns.
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
     }
 }
 
@@ -184,7 +201,7 @@ async fn run(
                         let unacknowledged = Peer {
                             shared: shared.clone(),
                         }
-                        .take_unacknowledged();
+                        .unacknowledged();
                         if let Some(tx) = first.take() {
                             let err = match &reason {
                                 SessionEnd::Rejected { code, reason } => ConnectError::Rejected {
@@ -304,8 +321,8 @@ fn end(shared: &PeerShared, reason: EndReason, take: Option<()>) -> Vec<Message>
         st.end(reason, unacked, acked);
         if take.is_some() {
             st.ending
-                .as_mut()
-                .and_then(|e| e.unacknowledged.take())
+                .as_ref()
+                .and_then(|e| e.unacknowledged.clone())
                 .unwrap_or_default()
         } else {
             Vec::new()

@@ -289,8 +289,10 @@ impl ServerConfig {
                 "connection, session and handshake caps must be non-zero".into(),
             ));
         }
-        if self.event_capacity == 0 {
-            return Err(ConfigError("event_capacity must be non-zero".into()));
+        if self.event_capacity == 0 || self.event_capacity > 1 << 24 {
+            return Err(ConfigError(
+                "event_capacity must be between 1 and 16,777,216".into(),
+            ));
         }
         Ok(())
     }

@@ -104,6 +104,11 @@ where
                         while wbuf.len() < (128 << 10) && conn.poll_transmit(now, &mut wbuf) > 0 {}
                     }
                     let deadline = conn.poll_timeout();
+                    if conn.is_closed() {
+                        // Ending: everything the connection still owes (a CLOSE reply, a
+                        // GOAWAY) goes after what is pending, whatever the batch size.
+                        while conn.poll_transmit(now, &mut wbuf) > 0 {}
+                    }
                     let outcome = handle_events(peer, &mut st, &mut progress);
                     Step::Run(deadline, outcome)
                 }

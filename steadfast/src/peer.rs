@@ -30,9 +30,12 @@ pub enum EndReason {
     /// The client gave up reconnecting (attempt limit reached).
     #[error("gave up reconnecting after {0} attempts")]
     GaveUp(u32),
-    /// The server shut down.
+    /// The server shut down (or was dropped).
     #[error("server shut down")]
     Shutdown,
+    /// The client was dropped; nothing carries the session any more.
+    #[error("client dropped")]
+    ClientDropped,
 }
 
 /// Where the session lives now.
@@ -129,6 +132,17 @@ pub(crate) struct PeerShared {
     pub(crate) readable: Notify,
     /// Wakes senders and receipts: acknowledgements, room in the outbox, state changes.
     pub(crate) progress: Notify,
+    /// Server side: removes the session from the server's registry (set by the server).
+    pub(crate) forget: std::sync::OnceLock<ForgetHook>,
+}
+
+/// A server's way to drop a session from its registry when the application ends it.
+pub(crate) struct ForgetHook(pub(crate) Box<dyn Fn(&Arc<PeerShared>) + Send + Sync>);
+
+impl std::fmt::Debug for ForgetHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForgetHook")
+    }
 }
 
 impl PeerShared {
@@ -156,6 +170,7 @@ impl PeerShared {
             driver: Notify::new(),
             readable: Notify::new(),
             progress: Notify::new(),
+            forget: std::sync::OnceLock::new(),
         })
     }
 
@@ -241,6 +256,18 @@ impl Peer {
     /// Why the session ended, once it has.
     pub fn end_reason(&self) -> Option<EndReason> {
         self.shared.lock().ending.as_ref().map(|e| e.reason.clone())
+    }
+
+    /// Once the session has ended: a copy of the messages this side sent that the peer never
+    /// acknowledged, in order (cheap: bodies are shared). The events that report a session's
+    /// end carry the same list; it stays here until taken, so a dropped event loses nothing.
+    pub fn unacknowledged(&self) -> Vec<Message> {
+        self.shared
+            .lock()
+            .ending
+            .as_ref()
+            .and_then(|e| e.unacknowledged.clone())
+            .unwrap_or_default()
     }
 
     /// Once the session has ended: the messages this side sent that the peer never
@@ -372,6 +399,8 @@ impl Peer {
             }
             conn.ping();
             let (tx, rx) = oneshot::channel();
+            // Waiters whose caller gave up are dropped, so the list stays small.
+            st.ping_waiters.retain(|w| !w.is_closed());
             st.ping_waiters.push(tx);
             rx
         };
@@ -461,6 +490,11 @@ impl Peer {
             }
         }
         self.shared.wake_all();
+        if self.is_ended()
+            && let Some(hook) = self.shared.forget.get()
+        {
+            (hook.0)(&self.shared);
+        }
         self.ended().await;
     }
 

@@ -100,10 +100,13 @@ impl Inner {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn emit(&self, event: ServerEvent) {
+    /// Sends an event to the application; false if it was dropped (the application lags).
+    fn emit(&self, event: ServerEvent) -> bool {
         if self.events.try_send(event).is_err() {
             self.lagged.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     fn forget(&self, id: Option<SessionId>, shared: &Arc<PeerShared>) {
@@ -281,9 +284,9 @@ impl Server {
 
     /// Graceful shutdown: stops accepting, waits up to `drain` for every outbox to be
     /// acknowledged, then ends every session with CLOSE `Shutdown` and waits (briefly) for
-    /// the exchanges to finish. Unacknowledged messages are reported in
-    /// [`ServerEvent::Ended`].
-    pub async fn shutdown(mut self, drain: Duration) {
+    /// the exchanges to finish. Returns, per session, the messages it sent that were never
+    /// acknowledged (they also stay on the peer handles).
+    pub async fn shutdown(mut self, drain: Duration) -> Vec<(Peer, Vec<Message>)> {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.stop_accepting.cancel();
         let deadline = tokio::time::Instant::now() + drain;
@@ -299,14 +302,24 @@ impl Server {
                 EndReason::Shutdown,
             );
         }
+        let peers = self.peers();
         let grace = tokio::time::Instant::now() + Duration::from_secs(2);
-        for p in self.peers() {
+        for p in &peers {
             let _ = tokio::time::timeout_at(grace, p.ended()).await;
         }
         self.inner.stop_all.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         self.events.close();
+        let mut lost = Vec::new();
+        for p in peers {
+            abandon(&p.shared, EndReason::Shutdown);
+            let unacked = p.unacknowledged();
+            if !unacked.is_empty() {
+                lost.push((p, unacked));
+            }
+        }
+        lost
     }
 }
 
@@ -314,7 +327,29 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.inner.stop_accepting.cancel();
         self.inner.stop_all.cancel();
+        // Nothing will carry these sessions any more: end them, so that receipts, `recv` and
+        // `ended` on handles the application kept return instead of waiting forever.
+        for p in self.peers() {
+            abandon(&p.shared, EndReason::Shutdown);
+        }
     }
+}
+
+/// Ends a session that no task will carry any more (its owner was dropped).
+pub(crate) fn abandon(shared: &PeerShared, reason: EndReason) {
+    {
+        let mut st = shared.lock();
+        if st.ending.is_some() {
+            return;
+        }
+        let (acked, unacked) = match st.session_mut() {
+            Some(s) => (s.acked(), s.take_unacknowledged()),
+            None => (crate::proto::Seq(u64::MAX), Vec::new()),
+        };
+        st.end(reason, unacked, acked);
+        st.generation += 1;
+    }
+    shared.wake_all();
 }
 
 /// Ends a session: CLOSE over its connection, or at once when it is not connected.
@@ -351,7 +386,7 @@ fn end_peer(
         let peer = Peer {
             shared: shared.clone(),
         };
-        let unacknowledged = peer.take_unacknowledged();
+        let unacknowledged = peer.unacknowledged();
         inner.emit(ServerEvent::Ended {
             peer,
             reason: why,
@@ -448,6 +483,12 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
         let mut buf = vec![0u8; 16 << 10];
         loop {
             if let Some(Event::Hello(req)) = conn.poll_event() {
+                // A HELLO followed by more frames (pipelined before WELCOME) has already been
+                // refused by the core: the event is stale, nothing may be created for it.
+                if conn.is_closed() {
+                    flush_and_close(&mut conn, &mut stream).await;
+                    return;
+                }
                 break req;
             }
             if conn.is_closed() {
@@ -481,8 +522,11 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
     let outcome = tokio::select! {
         () = inner.stop_all.cancelled() => return,
         o = driver::drive(&shared, generation, stream, |p| {
-            if let Progress::MessagesWaiting = p {
-                inner.emit(ServerEvent::MessagesWaiting { peer: peer.clone() });
+            if let Progress::MessagesWaiting = p
+                && !inner.emit(ServerEvent::MessagesWaiting { peer: peer.clone() })
+            {
+                // Dropped: announce this peer again on its next arrival.
+                peer.shared.lock().notified = false;
             }
         }) => o,
     };
@@ -505,7 +549,7 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
         Outcome::Ended(reason) => {
             let id = shared.lock().id;
             inner.forget(id, &shared);
-            let unacknowledged = peer.take_unacknowledged();
+            let unacknowledged = peer.unacknowledged();
             inner.emit(ServerEvent::Ended {
                 peer,
                 reason: EndReason::Protocol(reason),
@@ -612,6 +656,15 @@ fn decide(
             st.id = Some(id);
             st.connected = true;
         }
+        let weak = Arc::downgrade(inner);
+        let _ = shared
+            .forget
+            .set(crate::peer::ForgetHook(Box::new(move |peer| {
+                if let Some(inner) = weak.upgrade() {
+                    let id = peer.lock().id;
+                    inner.forget(id, peer);
+                }
+            })));
         reg.sessions.insert(id, shared.clone());
         if let Some(name) = name {
             reg.names.insert(name, id);
@@ -640,19 +693,41 @@ fn decide(
         conn.reject(RejectCode::ProtocolError, 0, "impossible resume position");
         return None;
     }
+    // With mutual TLS, a session resumes only under the certificate that created it.
+    if st.certificate.is_some() && st.certificate.as_deref() != certificate {
+        drop(st);
+        conn.reject(
+            RejectCode::Unauthenticated,
+            0,
+            "not the certificate of this session",
+        );
+        return None;
+    }
     let old_generation = st.generation;
     let session = match std::mem::replace(&mut st.link, Link::Ended) {
-        Link::Attached(mut old) => {
-            let s = old.take_session();
-            // The old connection's last words (GOAWAY SessionTakenOver) go to its driver.
-            let mut bytes = Vec::new();
-            old.poll_transmit(now, &mut bytes);
-            st.farewell = Some((old_generation, bytes));
-            s
+        Link::Attached(mut old) => match old.take_session() {
+            Some(s) => {
+                // The old connection's last words (GOAWAY SessionTakenOver) go to its driver.
+                let mut bytes = Vec::new();
+                old.poll_transmit(now, &mut bytes);
+                st.farewell = Some((old_generation, bytes));
+                s
+            }
+            None => {
+                // Its session ended on that connection a moment ago; its driver reports it.
+                st.link = Link::Attached(old);
+                drop(st);
+                conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+                return None;
+            }
+        },
+        Link::Detached(s) => *s,
+        Link::Ended => {
+            drop(st);
+            conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+            return None;
         }
-        Link::Detached(s) => Some(*s),
-        Link::Ended => None,
-    }?;
+    };
     match conn.accept_resume(now, session, token) {
         Ok(()) => {
             let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
@@ -679,7 +754,17 @@ fn decide(
 fn expire(inner: &Arc<Inner>, peer: &Peer, generation: u64, linger: Duration) {
     let unacknowledged = {
         let mut st = peer.shared.lock();
-        if st.generation != generation || !matches!(st.link, Link::Detached(_)) {
+        if st.generation != generation {
+            return;
+        }
+        if matches!(st.link, Link::Ended) {
+            // The application closed it while it lingered: only the registry entry is left.
+            let id = st.id;
+            drop(st);
+            inner.forget(id, &peer.shared);
+            return;
+        }
+        if !matches!(st.link, Link::Detached(_)) {
             return;
         }
         let (acked, unacked) = match st.session_mut() {
@@ -688,8 +773,8 @@ fn expire(inner: &Arc<Inner>, peer: &Peer, generation: u64, linger: Duration) {
         };
         st.end(EndReason::Expired(linger), unacked, acked);
         st.ending
-            .as_mut()
-            .and_then(|e| e.unacknowledged.take())
+            .as_ref()
+            .and_then(|e| e.unacknowledged.clone())
             .unwrap_or_default()
     };
     peer.shared.wake_all();

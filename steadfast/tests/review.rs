@@ -1,7 +1,7 @@
 //! Review of the tokio runtime (driver, Peer, Client, Server): focused tests over loopback TCP
-//! (127.0.0.1, port 0). Tests marked `#[ignore = "bug: ..."]` demonstrate a defect and fail
-//! today (`cargo test -p steadfast --test review -- --ignored`); the others guard behaviour that
-//! is correct and must stay so. Every test is bounded by a timeout.
+//! (127.0.0.1, port 0). Each test in the regressions section failed before its fix (line
+//! references are to commit 38c25ea, where they were found); the others guard behaviour that
+//! was correct and must stay so. Every test is bounded by a timeout.
 
 #![allow(clippy::unwrap_used)]
 
@@ -146,14 +146,11 @@ impl Raw {
     }
 }
 
-// --------------------------------------------------------------- bugs (ignored, failing)
+// ------------------------------------------- regressions (each failed before its fix)
 
-/// `Peer::flush` falls back to `Ok(())` when `stats().queued == 0`, but `stats()` of an ended
-/// session is all zeros, so a flush that is waiting when the session ends always says Ok,
-/// even though the message is handed back unacknowledged. The CLI's `send` trusts it
-/// ("exit 0 only when every one is acknowledged").
+/// Guard (a bug at 0601a3a, fixed in 3fa6680): a flush that is waiting when the session ends
+/// with a message unacknowledged must fail, never say Ok. The CLI's `send` trusts it.
 #[tokio::test]
-#[ignore = "bug: Peer::flush returns Ok when the session ends with messages unacknowledged (peer.rs:619-626)"]
 async fn flush_fails_when_the_session_is_lost_with_unacknowledged_messages() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -171,7 +168,7 @@ async fn flush_fails_when_the_session_is_lost_with_unacknowledged_messages() {
             flush.await
         };
         assert!(receipt.await.is_err(), "the receipt fails, as it should");
-        let mut handed_back = client.take_unacknowledged();
+        let mut handed_back = Vec::new();
         while let Some(ev) = client.next_event().await {
             if let ClientEvent::SessionLost { unacknowledged, .. } = ev {
                 handed_back.extend(unacknowledged);
@@ -179,6 +176,9 @@ async fn flush_fails_when_the_session_is_lost_with_unacknowledged_messages() {
             }
         }
         assert_eq!(handed_back.len(), 1, "the message was not acknowledged");
+        // The event carries a copy; the handle keeps the list until it is taken.
+        assert_eq!(client.take_unacknowledged(), handed_back);
+        assert!(client.take_unacknowledged().is_empty());
         assert!(
             flushed.is_err(),
             "flush() said every message was acknowledged, yet {} came back unacknowledged",
@@ -194,7 +194,6 @@ async fn flush_fails_when_the_session_is_lost_with_unacknowledged_messages() {
 /// It is never forgotten (its driver cannot detach it, `expire` skips it), counts against
 /// `max_sessions`, and was announced as `Connected`.
 #[tokio::test]
-#[ignore = "bug: a pipelined HELLO leaves a zombie session in the registry (server.rs:533-553)"]
 async fn a_refused_pipelined_hello_leaves_nothing_behind() {
     bounded(async {
         let (server, addr) = bind(ServerConfig::default().max_sessions(1)).await;
@@ -226,7 +225,6 @@ async fn a_refused_pipelined_hello_leaves_nothing_behind() {
 /// not remove it from the registry (no `forget`), emits no `Ended`, and the linger task skips
 /// it (`expire` wants `Link::Detached`): the entry stays forever. `Server::kick` does it right.
 #[tokio::test]
-#[ignore = "bug: Peer::close of a lingering server session never leaves the registry (peer.rs:443-457)"]
 async fn closing_a_lingering_server_session_removes_it() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -255,7 +253,6 @@ async fn closing_a_lingering_server_session_removes_it() {
 /// `ServerEvent::Ended`, but it consumes the server and drops the event receiver, and `serve`
 /// / `end_peer` took the messages off the handle before emitting: they are lost, silently.
 #[tokio::test]
-#[ignore = "bug: Server::shutdown drops the Ended events that carry the unacknowledged messages (server.rs:286-310)"]
 async fn shutdown_hands_back_unacknowledged_messages() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -285,7 +282,6 @@ async fn shutdown_hands_back_unacknowledged_messages() {
 /// messages stay on the peer handle", but `serve` (and `end_peer`, `expire`) take them off the
 /// handle before `emit`, so a dropped `Ended` loses them.
 #[tokio::test]
-#[ignore = "bug: a dropped Ended/Expired event loses the unacknowledged messages (server.rs:494-503, 103-107)"]
 async fn a_lagged_session_end_leaves_the_messages_on_the_handle() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default().event_capacity(1)).await;
@@ -318,7 +314,6 @@ async fn a_lagged_session_end_leaves_the_messages_on_the_handle() {
 /// Dropping the `Client` aborts its task; handles cloned from it (`client.peer().clone()`,
 /// receipts) are never told: the session is not ended, receipts and `ended()` hang forever.
 #[tokio::test]
-#[ignore = "bug: receipts of a dropped Client never resolve (client.rs:121-125)"]
 async fn receipts_resolve_when_the_client_is_dropped() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -339,11 +334,32 @@ async fn receipts_resolve_when_the_client_is_dropped() {
     .await;
 }
 
+/// The same on the server side: dropping the `Server` cancels every `serve` task, which
+/// returns without ending its session, so handles the application kept hang forever.
+#[tokio::test]
+async fn receipts_resolve_when_the_server_is_dropped() {
+    bounded(async {
+        let (mut server, addr) = bind(ServerConfig::default()).await;
+        let client = Client::connect(&addr, ClientConfig::default())
+            .await
+            .unwrap();
+        let peer = next_connected(&mut server).await;
+        let receipt = peer.send(&b"x"[..]).await.unwrap();
+        drop(server);
+        let r = tokio::time::timeout(Duration::from_secs(2), receipt).await;
+        assert!(
+            matches!(r, Ok(Err(_))),
+            "receipt still pending 2 s after the Server was dropped: {r:?}"
+        );
+        drop(client);
+    })
+    .await;
+}
+
 /// The client's event queue holds 256 events and `try_send` drops the rest. After a long
 /// outage (one `Reconnecting` per attempt) the terminal `SessionLost` is dropped too, and the
 /// unacknowledged messages it carried were already taken off the handle: silent loss.
 #[tokio::test]
-#[ignore = "bug: SessionLost (with the unacknowledged messages) is dropped when the event queue is full (client.rs:186-205, 234-238)"]
 async fn session_lost_is_never_dropped() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -385,7 +401,6 @@ async fn session_lost_is_never_dropped() {
 /// gracefully never sees the confirming CLOSE (it sees EOF, reconnects, and is refused as an
 /// unknown session, losing the final positions).
 #[tokio::test]
-#[ignore = "bug: the CLOSE reply is dropped when the driver has a pending write (driver.rs:78-99)"]
 async fn the_close_reply_is_sent_even_when_writes_are_pending() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -427,13 +442,14 @@ async fn the_close_reply_is_sent_even_when_writes_are_pending() {
     .await;
 }
 
-/// A resume with a valid token but an impossible position: `decide` takes the session off the
-/// live connection first, then `accept_resume` refuses it and the session is parked as
-/// `Detached` without bumping the generation or starting a linger timer. The live connection
-/// is dropped (its driver sees a non-attached link: `Replaced`, no `Disconnected` event, no
-/// expiry) and `is_connected()` stays true. The session never expires.
+/// A resume HELLO pipelined with another frame in the same read (valid token, valid
+/// position): the core rejects the connection but leaves `Event::Hello` queued; `decide`
+/// passes the token and position checks, takes the session off the live connection, and then
+/// `accept_resume` fails (the core is no longer awaiting a decision). The session is parked
+/// as `Detached` with the same generation: the live connection's driver stops as `Replaced`
+/// (no `Disconnected`, no linger timer), `is_connected()` stays true, and the session never
+/// expires. (The impossible-position variant was fixed in 8f119cf; this path remains.)
 #[tokio::test]
-#[ignore = "bug: a refused resume disturbs the live connection and orphans the session (server.rs:567-590)"]
 async fn a_refused_resume_does_not_disturb_the_live_connection() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default()).await;
@@ -444,7 +460,7 @@ async fn a_refused_resume_does_not_disturb_the_live_connection() {
         };
         let peer = next_connected(&mut server).await;
         let mut b = Raw::connect(&addr).await;
-        b.send(&[hello_resume(w.session_id, w.token, Seq(1_000))])
+        b.send(&[hello_resume(w.session_id, w.token, Seq(1)), Frame::Ping(1)])
             .await;
         let refused = b.next_frame().await;
         assert!(
@@ -472,7 +488,6 @@ async fn a_refused_resume_does_not_disturb_the_live_connection() {
 /// connection task running with nobody holding the client: if the handshake then succeeds
 /// it keeps a live session and reconnects forever.
 #[tokio::test]
-#[ignore = "bug: a cancelled Client::connect leaks its connection task (client.rs:84-94)"]
 async fn a_cancelled_connect_leaves_no_task_behind() {
     bounded(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -511,7 +526,6 @@ async fn a_cancelled_connect_leaves_no_task_behind() {
 /// per-peer `notified` flag stays set, so that peer is never announced again until the
 /// application happens to read from it: its messages wait forever.
 #[tokio::test]
-#[ignore = "bug: a dropped MessagesWaiting silences the peer for good (driver.rs:165-171, server.rs:472-476)"]
 async fn a_dropped_messages_waiting_is_announced_again() {
     bounded(async {
         let (mut server, addr) = bind(ServerConfig::default().event_capacity(1)).await;
@@ -543,10 +557,9 @@ async fn a_dropped_messages_waiting_is_announced_again() {
     .await;
 }
 
-/// The handshake counter is raised inside the spawned `serve` task, not in the accept loop,
-/// so a burst of connections accepted back to back is checked against a stale count.
+/// Guard (a bug at 0601a3a, fixed in 8f119cf): the handshake cap holds for a burst of
+/// connections accepted back to back, before any `serve` task has run.
 #[tokio::test]
-#[ignore = "bug: max_handshakes is checked before the count is raised (server.rs:372-385, 436)"]
 async fn the_handshake_cap_holds_for_a_burst() {
     bounded(async {
         let (_server, addr) = bind(ServerConfig::default().max_handshakes(1)).await;
@@ -573,7 +586,6 @@ async fn the_handshake_cap_holds_for_a_burst() {
 /// `validate` accepts any non-zero `event_capacity`, but tokio's bounded channel panics
 /// above `usize::MAX >> 3`: `Server::bind` panics instead of returning a `ConfigError`.
 #[tokio::test]
-#[ignore = "bug: Server::bind panics on a huge event_capacity (config.rs:1125 / server.rs:166)"]
 async fn a_huge_event_capacity_is_a_config_error_not_a_panic() {
     bounded(async {
         let r = tokio::spawn(async {
@@ -633,7 +645,7 @@ async fn recv_cancelled_repeatedly_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_wakes_the_sender_and_receipts_fail_on_loss() {
     bounded(async {
-        let proto = Config::default().outbox(1, 1 << 20);
+        let proto = Config::default().max_message(1 << 10).outbox(1, 1 << 20);
         let (mut server, addr) = bind(ServerConfig::default()).await;
         let client = Client::connect(&addr, ClientConfig::default().protocol(proto))
             .await
