@@ -136,8 +136,11 @@ pub(crate) struct PeerShared {
     pub(crate) forget: std::sync::OnceLock<ForgetHook>,
 }
 
+/// What a [`ForgetHook`] runs.
+type ForgetFn = dyn Fn(&Arc<PeerShared>) + Send + Sync;
+
 /// A server's way to drop a session from its registry when the application ends it.
-pub(crate) struct ForgetHook(pub(crate) Box<dyn Fn(&Arc<PeerShared>) + Send + Sync>);
+pub(crate) struct ForgetHook(pub(crate) Box<ForgetFn>);
 
 impl std::fmt::Debug for ForgetHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
