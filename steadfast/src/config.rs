@@ -142,6 +142,7 @@ pub struct ServerConfig {
     pub(crate) max_handshakes: usize,
     pub(crate) full_retry_after: Duration,
     pub(crate) event_capacity: usize,
+    pub(crate) memory_budget: u64,
     pub(crate) auth: Option<Authenticator>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsServer>,
@@ -196,6 +197,7 @@ impl Default for ServerConfig {
             max_handshakes: 1_024,
             full_retry_after: Duration::from_secs(1),
             event_capacity: 65_536,
+            memory_budget: 1 << 30,
             auth: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -249,6 +251,15 @@ impl ServerConfig {
         self
     }
 
+    /// Bytes of queued messages (received and not yet taken, sent and not yet acknowledged)
+    /// across all sessions. When it is spent, sends to any peer report `Full` and new
+    /// sessions are refused with REJECT `ServerFull`; each peer's own queues stay bounded by
+    /// its window and outbox. Default 1 GiB; at least the maximum message size.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
     /// Checks every client's credentials (on new sessions and on resumes) with `check`.
     /// Default: everyone is let in.
     pub fn authenticate(
@@ -288,6 +299,12 @@ impl ServerConfig {
             return Err(ConfigError(
                 "connection, session and handshake caps must be non-zero".into(),
             ));
+        }
+        if u64::from(self.proto.max_message) > self.memory_budget {
+            return Err(ConfigError(format!(
+                "max_message ({}) exceeds the memory budget ({})",
+                self.proto.max_message, self.memory_budget
+            )));
         }
         if self.event_capacity == 0 || self.event_capacity > 1 << 24 {
             return Err(ConfigError(

@@ -110,6 +110,7 @@ where
                         while conn.poll_transmit(now, &mut wbuf) > 0 {}
                     }
                     let outcome = handle_events(peer, &mut st, &mut progress);
+                    st.account();
                     Step::Run(deadline, outcome)
                 }
                 _ => Step::Replaced(Vec::new()),

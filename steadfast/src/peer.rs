@@ -8,6 +8,7 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +78,10 @@ pub(crate) struct PeerState {
     pub(crate) farewell: Option<(u64, Vec<u8>)>,
     /// The client's verified TLS certificate (DER), with mutual TLS (server side).
     pub(crate) certificate: Option<Vec<u8>>,
+    /// The server-wide budget this session's queued bytes count against (server side).
+    pub(crate) budget: Option<Arc<Budget>>,
+    /// What this session last added to the budget.
+    pub(crate) accounted: u64,
     pub(crate) id: Option<SessionId>,
 }
 
@@ -105,11 +110,34 @@ impl PeerState {
         }
     }
 
+    /// Brings the server-wide budget up to date with this session's queued bytes (inbox and
+    /// outbox). Called after every change made under the lock.
+    pub(crate) fn account(&mut self) {
+        let Some(budget) = self.budget.clone() else {
+            return;
+        };
+        let now = match (&self.link, self.session()) {
+            (Link::Ended, _) | (_, None) => 0,
+            (_, Some(s)) => s.inbox_bytes() + s.outbox_bytes(),
+        };
+        if now >= self.accounted {
+            budget
+                .used
+                .fetch_add(now - self.accounted, Ordering::Relaxed);
+        } else {
+            budget
+                .used
+                .fetch_sub(self.accounted - now, Ordering::Relaxed);
+        }
+        self.accounted = now;
+    }
+
     /// Ends the session: everything unacknowledged is kept for the application.
     pub(crate) fn end(&mut self, reason: EndReason, unacknowledged: Vec<Message>, acked: Seq) {
         self.link = Link::Ended;
         self.connected = false;
         self.ping_waiters.clear();
+        self.account();
         if self.ending.is_none() {
             self.ending = Some(Ending {
                 reason,
@@ -166,6 +194,8 @@ impl PeerShared {
                 notified: false,
                 farewell: None,
                 certificate: None,
+                budget: None,
+                accounted: 0,
                 id,
             }),
             role,
@@ -191,6 +221,13 @@ impl PeerShared {
         self.driver.notify_waiters();
         self.driver.notify_one();
     }
+}
+
+/// A server's budget for queued message bytes across all its sessions.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub(crate) used: AtomicU64,
+    pub(crate) limit: u64,
 }
 
 /// A handle to one session: the client's view of the server, or the server's view of one
@@ -315,10 +352,19 @@ impl Peer {
     pub fn try_send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
         let seq = {
             let mut st = self.shared.lock();
+            let body = body.into();
+            if let Some(b) = &st.budget
+                && b.used.load(Ordering::Relaxed) + body.len() as u64 > b.limit
+            {
+                // The server's memory budget is spent: wait for acknowledgements anywhere.
+                return Err(SendError::Full);
+            }
             let Some(session) = st.session_mut() else {
                 return Err(SendError::Closed);
             };
-            session.send(body.into(), wall_clock_us())?
+            let seq = session.send(body, wall_clock_us())?;
+            st.account();
+            seq
         };
         self.shared.driver.notify_one();
         Ok(Receipt {
@@ -354,7 +400,9 @@ impl Peer {
         let m = {
             let mut st = self.shared.lock();
             st.notified = false;
-            st.session_mut()?.recv()?
+            let m = st.session_mut()?.recv()?;
+            st.account();
+            m
         };
         self.shared.driver.notify_one();
         Some(m)
@@ -374,6 +422,7 @@ impl Peer {
                     }
                 }
             }
+            st.account();
         }
         if !out.is_empty() {
             self.shared.driver.notify_one();

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::config::{AuthDecision, AuthRequest, ServerConfig};
 use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::{BindError, SendError};
-use crate::peer::{EndReason, Link, Peer, PeerShared, Receipt};
+use crate::peer::{Budget, EndReason, Link, Peer, PeerShared, Receipt};
 use crate::proto::{
     CloseCode, Connection, ConnectionError, Event, HelloRequest, Message, RejectCode, ResumeToken,
     Role, SessionId,
@@ -93,6 +93,7 @@ struct Inner {
     connections: AtomicUsize,
     handshakes: AtomicUsize,
     shutting_down: AtomicBool,
+    budget: Arc<Budget>,
 }
 
 impl Inner {
@@ -168,7 +169,6 @@ impl Server {
         }
         let (tx, events) = mpsc::channel(config.event_capacity);
         let inner = Arc::new(Inner {
-            config,
             registry: Mutex::new(Registry::default()),
             events: tx,
             lagged: AtomicU64::new(0),
@@ -178,6 +178,11 @@ impl Server {
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            budget: Arc::new(Budget {
+                used: AtomicU64::new(0),
+                limit: config.memory_budget,
+            }),
+            config,
         });
         let mut bound = Vec::new();
         for l in listeners {
@@ -241,6 +246,11 @@ impl Server {
             .values()
             .map(|s| Peer { shared: s.clone() })
             .collect()
+    }
+
+    /// Bytes of queued messages across all sessions, counted against the memory budget.
+    pub fn queued_bytes(&self) -> u64 {
+        self.inner.budget.used.load(Ordering::Relaxed)
     }
 
     /// Connections open right now (including handshakes).
@@ -634,7 +644,9 @@ fn decide(
     let token = ResumeToken(token);
     let Some(resume) = hello.resume else {
         let mut reg = inner.registry();
-        if reg.sessions.len() >= inner.config.max_sessions {
+        if reg.sessions.len() >= inner.config.max_sessions
+            || inner.budget.used.load(Ordering::Relaxed) >= inner.budget.limit
+        {
             let ms = u32::try_from(inner.config.full_retry_after.as_millis()).unwrap_or(u32::MAX);
             conn.reject(RejectCode::ServerFull, ms, "session limit reached");
             return None;
@@ -655,6 +667,8 @@ fn decide(
             st.certificate = certificate.map(<[u8]>::to_vec);
             st.id = Some(id);
             st.connected = true;
+            st.budget = Some(inner.budget.clone());
+            st.account();
         }
         let weak = Arc::downgrade(inner);
         let _ = shared

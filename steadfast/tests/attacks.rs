@@ -326,3 +326,63 @@ async fn a_peer_that_never_reads_fills_only_its_own_outbox() {
     assert!(n > 0);
     drop(lazy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_bounds_every_session_together() {
+    let budget = 256 << 10;
+    let proto = Config::default()
+        .max_message(16 << 10)
+        .outbox(100_000, 8 << 20);
+    let mut server = Server::bind(
+        ["127.0.0.1:0"],
+        ServerConfig::default()
+            .protocol(proto)
+            .memory_budget(budget)
+            .linger(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    // Two clients that complete the handshake and never read.
+    let mut lazy = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&hello(1, 1, None)).await.unwrap();
+        lazy.push(s);
+        peers.push(loop {
+            if let Some(ServerEvent::Connected { peer }) = server.next_event().await {
+                break peer;
+            }
+        });
+    }
+    let body = vec![0u8; 1_024];
+    let mut queued = 0u64;
+    while peers[0].try_send(body.clone()).is_ok() {
+        queued += 1;
+        assert!(server.queued_bytes() <= budget, "{}", server.queued_bytes());
+    }
+    println!(
+        "budget {budget} B: {queued} messages of 1 KiB queued for the first peer, {} B in use",
+        server.queued_bytes()
+    );
+    assert!(queued > 100 && queued <= 256);
+    // The budget is shared: the second peer is full too, and new sessions are refused.
+    assert!(peers[1].try_send(body.clone()).is_err());
+    match Client::connect(&addr, ClientConfig::default()).await {
+        Err(steadfast::error::ConnectError::Rejected { code, .. }) => {
+            assert_eq!(code, RejectCode::ServerFull)
+        }
+        other => panic!("{other:?}"),
+    }
+    // The first peer goes away and expires: its bytes come back to everyone.
+    drop(lazy.remove(0));
+    loop {
+        if let Some(ServerEvent::Expired { unacknowledged, .. }) = server.next_event().await {
+            assert_eq!(unacknowledged.len() as u64, queued);
+            break;
+        }
+    }
+    assert_eq!(server.queued_bytes(), 0);
+    assert!(peers[1].try_send(body).is_ok());
+}

@@ -340,3 +340,19 @@ async fn a_slow_reader_slows_the_sender_without_growing_memory() {
     assert!(max_in_flight <= 1_024);
     assert!(max_waiting <= 512);
 }
+
+#[tokio::test]
+async fn contradictory_limits_are_refused_when_built() {
+    let too_small_budget = ServerConfig::default()
+        .protocol(Config::default().max_message(1 << 20))
+        .memory_budget(1 << 10);
+    let e = Server::bind(["127.0.0.1:0"], too_small_budget)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("memory budget"), "{e}");
+    let too_small_outbox = ClientConfig::default().protocol(Config::default().outbox(10, 1 << 10));
+    let e = Client::connect("127.0.0.1:1", too_small_outbox)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Config(_)), "{e}");
+}
