@@ -160,7 +160,9 @@ pub struct AuthRequest<'a> {
     pub addr: SocketAddr,
     /// The client's verified TLS certificate (DER), with mutual TLS.
     pub certificate: Option<&'a [u8]>,
-    /// Whether the client resumes an existing session (its token was already checked).
+    /// Whether the client resumes an existing session. The hook runs before the session's
+    /// token is checked (both must pass); on a resume the session keeps its name, so
+    /// [`AuthDecision::AcceptAs`] only names new sessions.
     pub resuming: bool,
 }
 

@@ -128,6 +128,7 @@ impl PeerState {
             budget
                 .used
                 .fetch_sub(self.accounted - now, Ordering::Relaxed);
+            budget.freed.notify_waiters();
         }
         self.accounted = now;
     }
@@ -228,6 +229,8 @@ impl PeerShared {
 pub(crate) struct Budget {
     pub(crate) used: AtomicU64,
     pub(crate) limit: u64,
+    /// Wakes senders waiting for budget when any session frees some.
+    pub(crate) freed: Notify,
 }
 
 /// A handle to one session: the client's view of the server, or the server's view of one
@@ -333,12 +336,29 @@ impl Peer {
     /// [`SendError::TooLarge`], or [`SendError::Closed`] once the session is closing or over.
     pub async fn send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
         let body = body.into();
+        let budget = self.shared.lock().budget.clone();
         loop {
             let notified = self.shared.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Room may also come from another session freeing server-wide budget.
+            let mut freed = budget.as_ref().map(|b| Box::pin(b.freed.notified()));
+            if let Some(f) = freed.as_mut() {
+                f.as_mut().enable();
+            }
             match self.try_send(body.clone()) {
-                Err(SendError::Full) => notified.await,
+                Err(SendError::Full) => {
+                    let freed = async {
+                        match freed.as_mut() {
+                            Some(f) => f.await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = freed => {}
+                    }
+                }
                 other => return other,
             }
         }
@@ -353,10 +373,14 @@ impl Peer {
         let seq = {
             let mut st = self.shared.lock();
             let body = body.into();
+            if st.session().is_none() {
+                return Err(SendError::Closed);
+            }
+            // The server's memory budget (checked, then charged under this session's lock:
+            // concurrent sends on several sessions may overshoot it by a message each).
             if let Some(b) = &st.budget
                 && b.used.load(Ordering::Relaxed) + body.len() as u64 > b.limit
             {
-                // The server's memory budget is spent: wait for acknowledgements anywhere.
                 return Err(SendError::Full);
             }
             let Some(session) = st.session_mut() else {

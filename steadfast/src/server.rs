@@ -92,6 +92,8 @@ struct Inner {
     tracker: TaskTracker,
     connections: AtomicUsize,
     handshakes: AtomicUsize,
+    /// Connections being refused (REJECT written, waiting for the client to close).
+    refusing: AtomicUsize,
     shutting_down: AtomicBool,
     budget: Arc<Budget>,
 }
@@ -177,10 +179,12 @@ impl Server {
             tracker: TaskTracker::new(),
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             budget: Arc::new(Budget {
                 used: AtomicU64::new(0),
                 limit: config.memory_budget,
+                freed: tokio::sync::Notify::new(),
             }),
             config,
         });
@@ -405,6 +409,19 @@ fn end_peer(
     }
 }
 
+/// Refusals with a REJECT in progress at most; beyond, excess connections are just closed.
+const MAX_REFUSING: usize = 256;
+
+fn tls_enabled(config: &ServerConfig) -> bool {
+    #[cfg(feature = "tls")]
+    return config.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = config;
+        false
+    }
+}
+
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
@@ -421,9 +438,22 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     inner.connections.fetch_sub(1, Ordering::Relaxed);
                     inner.handshakes.fetch_sub(1, Ordering::Relaxed);
                     debug!(%addr, conns, handshakes = hs, "refusing: full");
-                    let retry = inner.config.full_retry_after;
-                    let proto = inner.config.proto.clone();
-                    inner.tracker.spawn(refuse(stream, proto, retry));
+                    // A REJECT in clear text means nothing to a TLS client, and refusals in
+                    // progress are themselves capped: otherwise the socket is just closed.
+                    let plain = !tls_enabled(&inner.config);
+                    let refusing = inner.refusing.fetch_add(1, Ordering::Relaxed);
+                    if plain && refusing < MAX_REFUSING {
+                        let retry = inner.config.full_retry_after;
+                        let proto = inner.config.proto.clone();
+                        let inner2 = inner.clone();
+                        inner.tracker.spawn(async move {
+                            refuse(stream, proto, retry).await;
+                            inner2.refusing.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    } else {
+                        inner.refusing.fetch_sub(1, Ordering::Relaxed);
+                        drop(stream);
+                    }
                     continue;
                 }
                 let span = info_span!("conn", %addr);
@@ -644,11 +674,15 @@ fn decide(
     let token = ResumeToken(token);
     let Some(resume) = hello.resume else {
         let mut reg = inner.registry();
-        if reg.sessions.len() >= inner.config.max_sessions
-            || inner.budget.used.load(Ordering::Relaxed) >= inner.budget.limit
-        {
+        let over_budget = inner.budget.used.load(Ordering::Relaxed) >= inner.budget.limit;
+        if reg.sessions.len() >= inner.config.max_sessions || over_budget {
             let ms = u32::try_from(inner.config.full_retry_after.as_millis()).unwrap_or(u32::MAX);
-            conn.reject(RejectCode::ServerFull, ms, "session limit reached");
+            let why = if over_budget {
+                "memory budget spent"
+            } else {
+                "session limit reached"
+            };
+            conn.reject(RejectCode::ServerFull, ms, why);
             return None;
         }
         let id = SessionId(id_bytes);

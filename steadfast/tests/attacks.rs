@@ -375,7 +375,13 @@ async fn the_memory_budget_bounds_every_session_together() {
         }
         other => panic!("{other:?}"),
     }
-    // The first peer goes away and expires: its bytes come back to everyone.
+    // A waiting send on the second peer...
+    let waiting = {
+        let p = peers[1].clone();
+        let body = body.clone();
+        tokio::spawn(async move { p.send(body).await.is_ok() })
+    };
+    // ... completes when the first peer goes away and expires, giving its bytes back.
     drop(lazy.remove(0));
     loop {
         if let Some(ServerEvent::Expired { unacknowledged, .. }) = server.next_event().await {
@@ -383,6 +389,12 @@ async fn the_memory_budget_bounds_every_session_together() {
             break;
         }
     }
-    assert_eq!(server.queued_bytes(), 0);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting send was never woken")
+            .unwrap()
+    );
+    assert_eq!(server.queued_bytes(), 1_024);
     assert!(peers[1].try_send(body).is_ok());
 }
