@@ -22,6 +22,7 @@ pub(crate) async fn run(a: ChaosArgs) -> ExitCode {
         stall_per_mille: a.stall_per_mille,
         stall_for: Duration::from_secs(a.stall_secs),
         reset_per_mille: a.reset_per_mille,
+        max_stalls: None,
     };
     let mut chaos = match Chaos::start(&a.listen, upstream, config).await {
         Ok(c) => c,

@@ -58,6 +58,8 @@ pub struct ChaosConfig {
     pub stall_per_mille: u32,
     /// How long a stall holds the sockets open. Default 15 s.
     pub stall_for: Duration,
+    /// At most this many stalls in all (then cuts only). Default: no limit.
+    pub max_stalls: Option<u64>,
     /// Chance of RST (rather than FIN) for a cut, in per mille. Default 500.
     pub reset_per_mille: u32,
 }
@@ -70,6 +72,7 @@ impl Default for ChaosConfig {
             interval: None,
             stall_per_mille: 0,
             stall_for: Duration::from_secs(15),
+            max_stalls: None,
             reset_per_mille: 500,
         }
     }
@@ -183,6 +186,7 @@ async fn accept(
     // Owned here: when the proxy stops, every proxied connection stops with it.
     let mut tasks = JoinSet::new();
     let mut number = 0u64;
+    let mut stalls_planned = 0u64;
     loop {
         let Ok((down, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -195,7 +199,9 @@ async fn accept(
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let (lo, hi) = config.bytes;
         let budget = rng.u64(lo.min(hi)..=hi.max(lo));
-        let kind = if rng.u32(0..1_000) < config.stall_per_mille {
+        let stalls_left = config.max_stalls.is_none_or(|m| stalls_planned < m);
+        let kind = if rng.u32(0..1_000) < config.stall_per_mille && stalls_left {
+            stalls_planned += 1;
             FaultKind::Stall
         } else if rng.u32(0..1_000) < config.reset_per_mille {
             FaultKind::Reset

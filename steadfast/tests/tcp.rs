@@ -57,11 +57,10 @@ async fn messages_cross_both_ways_in_order_with_receipts() {
     let _ = ClientEvent::Connected { resumed: false };
 }
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use steadfast::chaos::{Chaos, ChaosConfig};
 use steadfast::proto::Config;
 use steadfast::{Peer, Receipt};
 
@@ -119,10 +118,23 @@ async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
         (s, a)
     };
     let upstream = server.local_addrs()[0];
-    let proxy = support::start(upstream, seed, 2_000, 60_000, 30, 3, Duration::from_secs(4)).await;
+    let proxy = Chaos::start(
+        "127.0.0.1:0",
+        upstream,
+        ChaosConfig {
+            seed,
+            bytes: (2_000, 60_000),
+            stall_per_mille: 30,
+            max_stalls: Some(3),
+            stall_for: Duration::from_secs(4),
+            ..ChaosConfig::default()
+        },
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     let client = Client::connect(
-        proxy.addr.to_string(),
+        proxy.local_addr().to_string(),
         ClientConfig::default()
             .protocol(fast)
             .backoff(Duration::from_millis(5), Duration::from_millis(100)),
@@ -148,7 +160,7 @@ async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
     let took = started.elapsed();
     let cs = client_peer.stats();
     let ss = server_peer.stats();
-    let st = &proxy.stats;
+    let st = proxy.stats();
     println!(
         "{n} messages each way in {took:?} through {} cuts ({} RST, {} FIN) and {} stalls over {} \
          connections; retransmitted {} + {}",
@@ -165,7 +177,7 @@ async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
     assert_eq!(ss.acknowledged, n);
     assert_eq!(cs.received, n);
     assert_eq!(ss.received, n);
-    proxy.enabled.store(false, Ordering::Relaxed);
+    proxy.set_enabled(false);
     drop(client);
     server.shutdown(Duration::from_millis(100)).await;
 }

@@ -4,10 +4,9 @@
 #![cfg(feature = "dev-certs")]
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use steadfast::chaos::{Chaos, ChaosConfig};
 use steadfast::error::ConnectError;
 use steadfast::proto::{Config, RejectCode};
 use steadfast::tls::{DevCertificates, TlsClient, TlsServer};
@@ -53,20 +52,21 @@ async fn a_session_resumes_over_tls_through_cuts() {
     )
     .await
     .unwrap();
-    let proxy = support::start(
+    let proxy = Chaos::start(
+        "127.0.0.1:0",
         server.local_addrs()[0],
-        11,
-        3_000,
-        40_000,
-        0,
-        0,
-        Duration::ZERO,
+        ChaosConfig {
+            seed: 11,
+            bytes: (3_000, 40_000),
+            ..ChaosConfig::default()
+        },
     )
-    .await;
+    .await
+    .unwrap();
     // Verified against the IP address in the certificate.
     let tls = TlsClient::from_ca_pem(c.ca_pem.as_bytes()).unwrap();
     let client = Client::connect(
-        proxy.addr.to_string(),
+        proxy.local_addr().to_string(),
         ClientConfig::default()
             .protocol(quick)
             .tls(tls)
@@ -93,7 +93,7 @@ async fn a_session_resumes_over_tls_through_cuts() {
         assert_eq!(u64::from_be_bytes(m.body[..].try_into().unwrap()), i);
     }
     sender.await.unwrap();
-    let cuts = proxy.stats.cuts();
+    let cuts = proxy.stats().cuts();
     println!(
         "{n} messages over TLS through {cuts} cuts, {} connections",
         client.stats().connections
