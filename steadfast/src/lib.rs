@@ -79,6 +79,11 @@
 //! - `runtime` (default): the tokio runtime. Without it, only the I/O-free core builds
 //!   (`cargo check -p steadfast --no-default-features`).
 //! - `tls`: TLS 1.3 with rustls (ring provider), mutual TLS ([`tls`]).
+//! - `serde`: typed messages as MessagePack ([`typed`]).
+//! - `dev-certs`: development certificates for tests and local setups.
+//!
+//! Also: [`raw`], the framing layer alone (no sessions), and [`blocking`], the same API for
+//! programs without an async runtime.
 //!
 //! The wire format is specified in `PROTOCOL.md`, whose sections the code cites as `§n`.
 
@@ -86,6 +91,8 @@
 
 pub mod proto;
 
+#[cfg(feature = "runtime")]
+pub mod blocking;
 #[cfg(feature = "runtime")]
 pub mod chaos;
 #[cfg(feature = "runtime")]
@@ -99,9 +106,13 @@ pub mod error;
 #[cfg(feature = "runtime")]
 mod peer;
 #[cfg(feature = "runtime")]
+pub mod raw;
+#[cfg(feature = "runtime")]
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 #[cfg(feature = "runtime")]
 pub use client::{Client, ClientEvent};
