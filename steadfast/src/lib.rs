@@ -107,6 +107,8 @@ pub mod error;
 mod peer;
 #[cfg(feature = "runtime")]
 pub mod raw;
+#[cfg(feature = "serde")]
+pub mod rpc;
 #[cfg(feature = "runtime")]
 mod server;
 #[cfg(feature = "tls")]

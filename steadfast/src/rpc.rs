@@ -1,0 +1,368 @@
+//! Named routes and request/response on top of a session (feature `serde`).
+//!
+//! An [`Rpc`] takes over a [`Peer`]'s receiving side: every message is an envelope (a
+//! MessagePack array `[kind, route, id, payload]`, language-neutral) that is either a one-way
+//! message to a route, a request to a route, or a reply to a request. Requests and one-way
+//! messages go to the handlers of a [`Router`]; replies go to the [`Rpc::request`] waiting for
+//! them. Both sides of a session can do both.
+//!
+//! Delivery is the session's: requests and replies arrive exactly once, in order, across
+//! connection cuts. Edge cases, by design:
+//! - a reply arriving after its request's deadline is dropped quietly;
+//! - requests pending when the session is lost fail with [`RequestError::OutcomeUnknown`]: the
+//!   handler may or may not have run;
+//! - a request or message to a route nobody handles gets an error reply (never a silent drop);
+//! - a handler's error comes back as [`RequestError::Handler`];
+//! - one-way messages are handled in order, one at a time; requests run concurrently.
+//!
+//! ```
+//! use std::time::Duration;
+//! use steadfast::rpc::{Router, Rpc};
+//! use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+//! let client = Client::connect(server.local_addrs()[0].to_string(), ClientConfig::default()).await?;
+//! let Some(ServerEvent::Connected { peer }) = server.next_event().await else { panic!() };
+//!
+//! let router = Router::new().route("add", |_ctx, (a, b): (i64, i64)| async move { Ok::<_, String>(a + b) });
+//! let _server_side = Rpc::new(peer, router);
+//! let client_side = Rpc::new(client.peer().clone(), Router::new());
+//! let sum: i64 = client_side.request("add", &(2, 3), Duration::from_secs(5)).await?;
+//! assert_eq!(sum, 5);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::SendError;
+use crate::peer::Peer;
+
+/// Envelope kinds on the wire.
+const MESSAGE: u8 = 0;
+const REQUEST: u8 = 1;
+const REPLY: u8 = 2;
+const ERROR_REPLY: u8 = 3;
+
+/// Error text of a reply to a route nobody handles.
+pub const UNKNOWN_ROUTE: &str = "unknown route";
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    kind: u8,
+    route: String,
+    id: u64,
+    #[serde(with = "serde_bytes_compat")]
+    payload: Vec<u8>,
+}
+
+/// Encodes `Vec<u8>` as MessagePack binary (not an array of integers).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Why a request got no value back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No reply within the deadline (a late reply is dropped quietly).
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The session ended while the request was pending: the handler may or may not have run.
+    #[error("session lost: outcome unknown")]
+    OutcomeUnknown,
+    /// The request could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The value could not be encoded.
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
+    /// The reply could not be decoded as the expected type.
+    #[error("cannot decode the reply: {0}")]
+    Decode(String),
+    /// The handler failed, or no handler exists for the route ([`UNKNOWN_ROUTE`]).
+    #[error("handler error: {0}")]
+    Handler(String),
+}
+
+/// What a handler sees of the request besides its value.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The session it came from (id, name, address, authenticated certificate).
+    pub peer: Peer,
+    /// The route name.
+    pub route: String,
+}
+
+type Handler = Arc<
+    dyn Fn(Context, Vec<u8>) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Route names mapped to async handlers.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: HashMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Router {
+    /// An empty router (every route unknown).
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    /// Adds a handler for `name`: it gets the decoded value and returns the reply value or an
+    /// error text (sent back as an error reply).
+    pub fn route<T, R, E, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: Fn(Context, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let h: Handler = Arc::new(move |ctx, payload| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let value: T = rmp_serde::from_slice(&payload)
+                    .map_err(|e| format!("cannot decode the request: {e}"))?;
+                let reply = handler(ctx, value).await.map_err(|e| e.to_string())?;
+                rmp_serde::to_vec_named(&reply).map_err(|e| format!("cannot encode the reply: {e}"))
+            })
+        });
+        self.routes.insert(name.to_owned(), h);
+        self
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, RequestError>>>>>;
+
+/// Requests, one-way messages and a router over one session.
+#[derive(Debug)]
+pub struct Rpc {
+    peer: Peer,
+    pending: Pending,
+    next_id: AtomicU64,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Rpc {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Rpc {
+    /// Takes over `peer`'s receiving side: incoming requests and messages go to `router`,
+    /// replies to the requests made here. (Do not `recv` on the peer elsewhere meanwhile.)
+    pub fn new(peer: Peer, router: Router) -> Rpc {
+        let pending: Pending = Arc::default();
+        let reader = tokio::spawn(read(peer.clone(), Arc::new(router), pending.clone()));
+        Rpc {
+            peer,
+            pending,
+            next_id: AtomicU64::new(1),
+            reader,
+        }
+    }
+
+    /// The session.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Sends a request to `route` and waits for its reply, at most `deadline`.
+    ///
+    /// # Errors
+    /// [`RequestError`]: timeout, session lost (outcome unknown), handler error (including an
+    /// unknown route), encoding or decoding failures.
+    pub async fn request<T, R>(
+        &self,
+        route: &str,
+        value: &T,
+        deadline: Duration,
+    ) -> Result<R, RequestError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let payload =
+            rmp_serde::to_vec_named(value).map_err(|e| RequestError::Encode(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let sent = send_envelope(&self.peer, REQUEST, route, id, payload).await;
+        if let Err(e) = sent {
+            lock(&self.pending).remove(&id);
+            return Err(e.into());
+        }
+        let reply = match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(RequestError::OutcomeUnknown),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                return Err(RequestError::Timeout(deadline));
+            }
+        };
+        rmp_serde::from_slice(&reply).map_err(|e| RequestError::Decode(e.to_string()))
+    }
+
+    /// Sends a one-way message to `route` (no reply, except an error reply if the route is
+    /// unknown or its handler fails — which arrives as nothing here but is logged by tracing).
+    ///
+    /// # Errors
+    /// If the value cannot be encoded or the message cannot be sent.
+    pub async fn notify<T: Serialize + ?Sized>(
+        &self,
+        route: &str,
+        value: &T,
+    ) -> Result<(), RequestError> {
+        let payload =
+            rmp_serde::to_vec_named(value).map_err(|e| RequestError::Encode(e.to_string()))?;
+        send_envelope(&self.peer, MESSAGE, route, 0, payload).await?;
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn send_envelope(
+    peer: &Peer,
+    kind: u8,
+    route: &str,
+    id: u64,
+    payload: Vec<u8>,
+) -> Result<(), SendError> {
+    let env = Envelope {
+        kind,
+        route: route.to_owned(),
+        id,
+        payload,
+    };
+    // An envelope of plain types always encodes.
+    let bytes = rmp_serde::to_vec(&env).unwrap_or_default();
+    peer.send(Bytes::from(bytes)).await.map(|_| ())
+}
+
+async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
+    while let Ok(m) = peer.recv().await {
+        let Ok(env) = rmp_serde::from_slice::<Envelope>(&m.body) else {
+            tracing::debug!(seq = %m.seq, "not an rpc envelope; dropped");
+            let _ = send_envelope(&peer, ERROR_REPLY, "", 0, b"not an rpc envelope".to_vec()).await;
+            continue;
+        };
+        match env.kind {
+            REPLY | ERROR_REPLY => {
+                let waiter = lock(&pending).remove(&env.id);
+                if let Some(w) = waiter {
+                    let r = if env.kind == REPLY {
+                        Ok(env.payload)
+                    } else {
+                        Err(RequestError::Handler(
+                            String::from_utf8_lossy(&env.payload).into_owned(),
+                        ))
+                    };
+                    let _ = w.send(r);
+                } else if env.kind == ERROR_REPLY {
+                    tracing::debug!(route = %env.route, "error reply: {}", String::from_utf8_lossy(&env.payload));
+                }
+                // A reply whose request timed out: dropped quietly.
+            }
+            kind @ (REQUEST | MESSAGE) => {
+                let ctx = Context {
+                    peer: peer.clone(),
+                    route: env.route.clone(),
+                };
+                let handler = router.routes.get(&env.route).cloned();
+                let peer = peer.clone();
+                let job = async move {
+                    let result = match handler {
+                        Some(h) => h(ctx, env.payload).await,
+                        None => Err(UNKNOWN_ROUTE.to_owned()),
+                    };
+                    match (kind, result) {
+                        (REQUEST, Ok(reply)) => {
+                            let _ = send_envelope(&peer, REPLY, &env.route, env.id, reply).await;
+                        }
+                        (_, Err(e)) => {
+                            let _ = send_envelope(
+                                &peer,
+                                ERROR_REPLY,
+                                &env.route,
+                                env.id,
+                                e.into_bytes(),
+                            )
+                            .await;
+                        }
+                        _ => {}
+                    }
+                };
+                if kind == MESSAGE {
+                    // One-way messages are handled in order, one after the other.
+                    job.await;
+                } else {
+                    // Requests run concurrently; replies find their request by id.
+                    tokio::spawn(job);
+                }
+            }
+            other => tracing::debug!(kind = other, "unknown envelope kind; dropped"),
+        }
+    }
+    // The session is over: every pending request's outcome is unknown.
+    lock(&pending).clear();
+}
