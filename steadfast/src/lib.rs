@@ -104,6 +104,8 @@ mod driver;
 #[cfg(feature = "runtime")]
 pub mod error;
 #[cfg(feature = "runtime")]
+pub mod hooks;
+#[cfg(feature = "runtime")]
 mod peer;
 #[cfg(feature = "runtime")]
 pub mod raw;
