@@ -14,8 +14,13 @@ use tracing::{debug, trace};
 use crate::peer::{EndReason, Link, PeerShared};
 use crate::proto::{ConnectionError, Event, Seq, SessionEnd};
 
-/// Bytes read per call.
+/// Bytes read per call while data streams in.
 const READ_CHUNK: usize = 64 << 10;
+/// The read buffer of a quiet connection: buffers grow under load and shrink back when the
+/// connection is idle, so thousands of idle sessions cost little memory.
+const READ_SMALL: usize = 2 << 10;
+/// Write-buffer capacity kept across idle periods.
+const WRITE_KEEP: usize = 4 << 10;
 /// How long a closing connection may take to write its last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,8 +80,8 @@ where
     F: FnMut(Progress),
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut rbuf = vec![0u8; READ_CHUNK];
-    let mut wbuf: Vec<u8> = Vec::with_capacity(128 << 10);
+    let mut rbuf = vec![0u8; READ_SMALL];
+    let mut wbuf: Vec<u8> = Vec::new();
     let mut wpos = 0usize;
     let mut progress = Vec::new();
     loop {
@@ -157,6 +162,11 @@ where
                         Ok(n) => conn.handle_input(now(), &rbuf[..n]),
                     }
                 }
+                drop(st);
+                if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
+                    // Data streams in: read in big chunks.
+                    rbuf.resize(READ_CHUNK, 0);
+                }
             }
             r = wr.write(&wbuf[wpos..]), if wpos < wbuf.len() => {
                 match r {
@@ -176,6 +186,16 @@ where
                 let current = st.generation == generation;
                 if let Link::Attached(conn) = &mut st.link && current {
                     conn.handle_timeout(now());
+                    conn.release_buffers();
+                }
+                drop(st);
+                // A timer fired with nothing to read: release what a busy period grew.
+                if rbuf.len() > READ_SMALL {
+                    rbuf = vec![0u8; READ_SMALL];
+                }
+                if wpos == wbuf.len() && wbuf.capacity() > WRITE_KEEP {
+                    wbuf = Vec::new();
+                    wpos = 0;
                 }
             }
         }

@@ -675,6 +675,14 @@ impl Connection {
         self.in_flight_bytes
     }
 
+    /// Frees the input buffer if it holds no partial frame (call when the connection is
+    /// idle: a busy period may have grown it).
+    pub fn release_buffers(&mut self) {
+        if self.decoder.buffered() == 0 {
+            self.decoder.reset();
+        }
+    }
+
     /// Bytes received and not yet parsed into frames.
     pub fn buffered_input(&self) -> usize {
         self.decoder.buffered()
