@@ -883,3 +883,18 @@ fn truncated_pong_names_pong() {
         Err(FrameError::Malformed("PONG"))
     );
 }
+
+/// Regression (found by the connection_ops fuzzer): freeing an idle decoder's memory must not
+/// forget a frame header whose payload has not arrived yet.
+#[test]
+fn shrinking_between_header_and_payload_keeps_the_frame() {
+    let mut bytes = Vec::new();
+    Frame::Ping(42).encode(&mut bytes);
+    let mut d = Decoder::new(1 << 16);
+    d.feed(&bytes[..HEADER_LEN]);
+    assert_eq!(d.decode().unwrap(), None);
+    assert_eq!(d.buffered(), 0, "the header was consumed");
+    d.shrink();
+    d.feed(&bytes[HEADER_LEN..]);
+    assert_eq!(d.decode().unwrap(), Some(Frame::Ping(42)));
+}

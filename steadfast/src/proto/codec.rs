@@ -46,6 +46,14 @@ impl Decoder {
         self.buf.len()
     }
 
+    /// Frees the buffer's memory if nothing is pending: no buffered byte and no frame header
+    /// read whose payload is still to come (a header alone leaves nothing buffered).
+    pub fn shrink(&mut self) {
+        if matches!(self.state, State::Head) && self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Drops buffered bytes and any partially read frame.
     pub fn reset(&mut self) {
         self.buf = BytesMut::new();

@@ -675,12 +675,10 @@ impl Connection {
         self.in_flight_bytes
     }
 
-    /// Frees the input buffer if it holds no partial frame (call when the connection is
-    /// idle: a busy period may have grown it).
+    /// Frees the input buffer if it holds no partial frame, not even a lone header (call when
+    /// the connection is idle: a busy period may have grown it).
     pub fn release_buffers(&mut self) {
-        if self.decoder.buffered() == 0 {
-            self.decoder.reset();
-        }
+        self.decoder.shrink();
     }
 
     /// Bytes received and not yet parsed into frames.
