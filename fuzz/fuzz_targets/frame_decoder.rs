@@ -1,0 +1,9 @@
+//! Fuzzes the frame decoder: arbitrary bytes in arbitrary splits; every frame re-encodes to its bytes.
+//! The logic is shared with `steadfast/tests/fuzz_corpus.rs`, which replays the corpus in CI.
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../steadfast/tests/fuzz_logic/mod.rs"]
+mod logic;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| logic::frame_decoder(data));
