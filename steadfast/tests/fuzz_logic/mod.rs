@@ -3,9 +3,9 @@
 //!
 //! Each entry point takes the raw fuzz input and panics when an invariant breaks:
 //!
-//! * [`frame_decoder`]: a [`Decoder`] fed arbitrary bytes in arbitrary splits returns the same
-//!   frames and the same error as when fed everything at once, and every frame it returns
-//!   encodes back to exactly the bytes it was decoded from;
+//! * [`frame_decoder`]: a [`Decoder`] fed arbitrary bytes in arbitrary splits (its buffer
+//!   shrunk between reads) returns the same frames and the same error as when fed everything
+//!   at once, and every frame it returns encodes back to exactly the bytes it was decoded from;
 //! * [`handshake`]: a server `Connection` fed arbitrary client bytes (its application answers
 //!   HELLO with `accept_new`, or `accept_resume` of the session it holds when the id matches,
 //!   else `reject`), or a client `Connection` fed arbitrary server bytes;
@@ -158,6 +158,8 @@ fn decode_stream(max_frame: u32, chunks: &[&[u8]]) -> Vec<Result<Frame, FrameErr
                 }
                 Ok(None) => {
                     assert!(dec.buffered() <= HEADER_LEN + max_frame as usize);
+                    // What an idle connection does between reads: must lose nothing.
+                    dec.shrink();
                     break;
                 }
                 Err(e) => {
