@@ -82,7 +82,7 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
             while expected < n {
                 let Ok(m) = peer.recv().await else { break };
                 let mut batch = vec![m];
-                batch.extend(peer.recv_up_to(4_096));
+                batch.extend(peer.recv_up_to(4_096).unwrap_or_default());
                 for m in batch {
                     let i = u64::from_be_bytes(m.body[..8].try_into().unwrap_or([0xff; 8]));
                     if i == expected {

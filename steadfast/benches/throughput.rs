@@ -114,7 +114,7 @@ async fn steadfast_acked(n: u64) -> Duration {
     let reader = tokio::spawn(async move {
         let mut got = 0u64;
         while got < n {
-            let batch = peer.recv_up_to(4_096);
+            let batch = peer.recv_up_to(4_096).expect("no transforms");
             if batch.is_empty() {
                 peer.recv().await.expect("recv");
                 got += 1;

@@ -26,14 +26,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ServerEvent::MessagesWaiting { peer } => {
                 // A partial read: two at most; the rest stay queued and the peer is announced
                 // again when more arrive, or read later.
-                for m in peer.recv_up_to(2) {
+                for m in peer.recv_up_to(2)? {
                     let name = peer.name().unwrap_or("?").to_owned();
                     got.entry(name)
                         .or_default()
                         .push(String::from_utf8(m.body.to_vec())?);
                 }
                 if peer.waiting() > 0 {
-                    for m in peer.recv_up_to(usize::MAX) {
+                    for m in peer.recv_up_to(usize::MAX)? {
                         let name = peer.name().unwrap_or("?").to_owned();
                         got.entry(name)
                             .or_default()

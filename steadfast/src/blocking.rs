@@ -144,12 +144,18 @@ impl Peer {
     }
 
     /// Takes the next waiting message, if any.
-    pub fn try_recv(&self) -> Option<Message> {
+    ///
+    /// # Errors
+    /// As [`crate::Peer::try_recv`]: a body that does not decode through the transforms.
+    pub fn try_recv(&self) -> Result<Option<Message>, RecvError> {
         self.inner.try_recv()
     }
 
     /// Takes up to `n` waiting messages.
-    pub fn recv_up_to(&self, n: usize) -> Vec<Message> {
+    ///
+    /// # Errors
+    /// As [`crate::Peer::recv_up_to`].
+    pub fn recv_up_to(&self, n: usize) -> Result<Vec<Message>, RecvError> {
         self.inner.recv_up_to(n)
     }
 

@@ -77,6 +77,7 @@ impl Client {
             Role::Client,
             config.name.clone(),
             Link::Detached(Box::new(session)),
+            config.transforms.clone(),
         );
         let (events_tx, events) = mpsc::channel(256);
         let (first_tx, first_rx) = oneshot::channel();

@@ -20,6 +20,7 @@ use bytes::Bytes;
 
 use crate::error::ConnectError;
 use crate::proto::{self, ConfigError};
+use crate::transform::{Chain, Transform};
 
 /// Settings of a [`Client`](crate::Client).
 #[derive(Clone, Debug)]
@@ -31,6 +32,7 @@ pub struct ClientConfig {
     pub(crate) backoff_max: Duration,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) connect_timeout: Duration,
+    pub(crate) transforms: Chain,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsClient>,
 }
@@ -45,6 +47,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(5),
             max_attempts: None,
             connect_timeout: Duration::from_secs(10),
+            transforms: Chain::new(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -54,7 +57,24 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Protocol settings (limits, windows, timers). Default: [`proto::Config::default`].
     pub fn protocol(mut self, proto: proto::Config) -> Self {
-        self.proto = proto;
+        self.proto = proto.transforms(self.transforms.names());
+        self
+    }
+
+    /// Appends a message [`transform`](crate::transform) to the chain applied to every body
+    /// this client sends (in the order added) and, reversed, to every body it receives. The
+    /// server must support every transform of the chain, or it refuses the session with
+    /// `Incompatible`. Default: none.
+    ///
+    /// ```
+    /// # #[cfg(feature = "lz4")] {
+    /// let config = steadfast::ClientConfig::default().transform(steadfast::transform::Lz4);
+    /// # let _ = config;
+    /// # }
+    /// ```
+    pub fn transform(mut self, t: impl Transform + 'static) -> Self {
+        self.transforms.push(Arc::new(t));
+        self.proto = self.proto.transforms(self.transforms.names());
         self
     }
 
@@ -144,6 +164,7 @@ pub struct ServerConfig {
     pub(crate) event_capacity: usize,
     pub(crate) memory_budget: u64,
     pub(crate) auth: Option<Authenticator>,
+    pub(crate) transforms: Chain,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsServer>,
 }
@@ -201,6 +222,7 @@ impl Default for ServerConfig {
             event_capacity: 65_536,
             memory_budget: 1 << 30,
             auth: None,
+            transforms: Chain::new(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -210,7 +232,30 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Protocol settings (limits, windows, timers). Default: [`proto::Config::default`].
     pub fn protocol(mut self, proto: proto::Config) -> Self {
-        self.proto = proto;
+        let required = self.proto.required_transforms.clone();
+        self.proto = proto
+            .transforms(self.transforms.names())
+            .required_transforms(required);
+        self
+    }
+
+    /// Supports a message [`transform`](crate::transform): a client may list it in its chain.
+    /// A client whose chain names a transform the server does not support is refused with
+    /// `Incompatible`. Default: none.
+    pub fn transform(mut self, t: impl Transform + 'static) -> Self {
+        self.transforms.push(Arc::new(t));
+        self.proto = self.proto.transforms(self.transforms.names());
+        self
+    }
+
+    /// Supports a message transform and requires it: a client whose chain lacks it is refused
+    /// with `Incompatible` (for example an application's signature).
+    pub fn require_transform(mut self, t: impl Transform + 'static) -> Self {
+        let name = t.name().to_owned();
+        let mut required = self.proto.required_transforms.clone();
+        required.push(name);
+        self = self.transform(t);
+        self.proto = self.proto.required_transforms(required);
         self
     }
 

@@ -24,6 +24,16 @@ pub enum RecvError {
     /// The session is over and nothing is left to read.
     #[error("session ended")]
     Ended,
+    /// The message `seq` did not decode through the session's
+    /// [transforms](crate::transform). It was taken (and acknowledged to its sender); the
+    /// session goes on and the next read returns the message after it.
+    #[error("message {seq} could not be decoded: {error}")]
+    Transform {
+        /// The message's sequence number.
+        seq: crate::proto::Seq,
+        /// What the transform said.
+        error: crate::transform::TransformError,
+    },
 }
 
 /// Why a client could not establish its session.

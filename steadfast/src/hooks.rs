@@ -34,6 +34,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::error::RecvError;
 use crate::peer::{EndReason, Peer};
 use crate::proto::{ConnectionError, Message};
 use crate::{Client, ClientEvent, Server, ServerEvent};
@@ -59,6 +60,13 @@ pub trait ServerHooks {
     /// A message arrived (transmission_received); taking it here acknowledges it.
     fn on_message(&mut self, peer: &Peer, message: Message) -> impl Future<Output = bool> {
         let _ = (peer, message);
+        async { true }
+    }
+    /// A message arrived whose body did not decode through the session's
+    /// [transforms](crate::transform) ([`RecvError::Transform`]); it counts as taken. By
+    /// default the loop goes on.
+    fn on_bad_message(&mut self, peer: &Peer, error: RecvError) -> impl Future<Output = bool> {
+        let _ = (peer, error);
         async { true }
     }
     /// Every tick interval (loop_pass).
@@ -139,7 +147,15 @@ pub async fn run_server<H: ServerHooks>(server: &mut Server, hooks: &mut H, tick
 
 async fn deliver<H: ServerHooks>(hooks: &mut H, peer: &Peer) -> bool {
     loop {
-        let batch = peer.recv_up_to(256);
+        let batch = match peer.recv_up_to(256) {
+            Ok(batch) => batch,
+            Err(e) => {
+                if !hooks.on_bad_message(peer, e).await {
+                    return false;
+                }
+                continue;
+            }
+        };
         if batch.is_empty() {
             return true;
         }
@@ -167,6 +183,13 @@ pub trait ClientHooks {
     /// A message arrived; taking it here acknowledges it.
     fn on_message(&mut self, peer: &Peer, message: Message) -> impl Future<Output = bool> {
         let _ = (peer, message);
+        async { true }
+    }
+    /// A message arrived whose body did not decode through the session's
+    /// [transforms](crate::transform) ([`RecvError::Transform`]); it counts as taken. By
+    /// default the loop goes on.
+    fn on_bad_message(&mut self, peer: &Peer, error: RecvError) -> impl Future<Output = bool> {
+        let _ = (peer, error);
         async { true }
     }
     /// Every tick interval.
@@ -222,6 +245,9 @@ pub async fn run_client<H: ClientHooks>(client: &mut Client, hooks: &mut H, tick
             m = peer.recv() => match m {
                 Ok(m) => {
                     if !hooks.on_message(&peer, m).await { break; }
+                }
+                Err(e @ RecvError::Transform { .. }) => {
+                    if !hooks.on_bad_message(&peer, e).await { break; }
                 }
                 Err(_) => {
                     let reason = peer.end_reason().unwrap_or(EndReason::ClientDropped);

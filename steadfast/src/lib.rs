@@ -81,6 +81,7 @@
 //! - `tls`: TLS 1.3 with rustls (ring provider), mutual TLS ([`tls`]).
 //! - `serde`: typed messages as MessagePack ([`typed`]).
 //! - `dev-certs`: development certificates for tests and local setups.
+//! - `lz4`, `zstd`: compression [`transform`]s, negotiated in the handshake.
 //!
 //! Also: [`raw`], the framing layer alone (no sessions), and [`blocking`], the same API for
 //! programs without an async runtime.
@@ -115,6 +116,7 @@ pub mod rpc;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transform;
 #[cfg(feature = "serde")]
 pub mod typed;
 

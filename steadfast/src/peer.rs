@@ -5,6 +5,7 @@
 //! [`Session`] between connections (sends queue up, within the bounds, and go out after the
 //! resume). The connection's driver task and every handle share it under one short-held lock.
 
+use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::error::{ReceiptError, RecvError, SendError};
 use crate::proto::{self, Connection, Message, Role, Seq, Session, SessionEnd, SessionId};
+use crate::transform::Chain;
 
 /// How a session ended, as the runtime reports it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +85,35 @@ pub(crate) struct PeerState {
     /// What this session last added to the budget.
     pub(crate) accounted: u64,
     pub(crate) id: Option<SessionId>,
+    /// Messages taken from the session (so acknowledged) but not yet given to the application:
+    /// the rest of a batch cut short by a body that did not decode. They come first.
+    pub(crate) parked: VecDeque<Message>,
+    /// The session's transforms, to give unacknowledged messages back as they were sent.
+    pub(crate) codec: Option<Codec>,
+}
+
+/// A session's message transform chain and the receiver's bound on decoded bodies.
+#[derive(Clone, Debug)]
+pub(crate) struct Codec {
+    pub(crate) chain: Chain,
+    pub(crate) max_recv: usize,
+}
+
+impl Codec {
+    /// The codec of a session with `chain`, `None` when there is nothing to apply.
+    pub(crate) fn new(chain: Chain, max_recv: usize) -> Option<Codec> {
+        (!chain.is_empty()).then_some(Codec { chain, max_recv })
+    }
+
+    fn decode(&self, mut m: Message) -> Result<Message, RecvError> {
+        match self.chain.decode(m.body, self.max_recv) {
+            Ok(body) => {
+                m.body = body;
+                Ok(m)
+            }
+            Err(error) => Err(RecvError::Transform { seq: m.seq, error }),
+        }
+    }
 }
 
 impl PeerState {
@@ -134,7 +165,15 @@ impl PeerState {
     }
 
     /// Ends the session: everything unacknowledged is kept for the application.
-    pub(crate) fn end(&mut self, reason: EndReason, unacknowledged: Vec<Message>, acked: Seq) {
+    pub(crate) fn end(&mut self, reason: EndReason, mut unacknowledged: Vec<Message>, acked: Seq) {
+        if let Some(codec) = &self.codec {
+            // Our own encodings: they decode (a failure keeps the body as it went out).
+            for m in &mut unacknowledged {
+                if let Ok(body) = codec.chain.decode(m.body.clone(), usize::MAX) {
+                    m.body = body;
+                }
+            }
+        }
         self.link = Link::Ended;
         self.connected = false;
         self.ping_waiters.clear();
@@ -163,6 +202,8 @@ pub(crate) struct PeerShared {
     pub(crate) progress: Notify,
     /// Server side: removes the session from the server's registry (set by the server).
     pub(crate) forget: std::sync::OnceLock<ForgetHook>,
+    /// The message transforms, if any (read without the lock on the hot path).
+    pub(crate) codec: Option<Codec>,
 }
 
 /// What a [`ForgetHook`] runs.
@@ -178,12 +219,15 @@ impl std::fmt::Debug for ForgetHook {
 }
 
 impl PeerShared {
-    pub(crate) fn new(role: Role, name: Option<String>, link: Link) -> Arc<Self> {
-        let id = match &link {
-            Link::Attached(c) => c.session().and_then(Session::id),
-            Link::Detached(s) => s.id(),
+    pub(crate) fn new(role: Role, name: Option<String>, link: Link, chain: Chain) -> Arc<Self> {
+        let session = match &link {
+            Link::Attached(c) => c.session(),
+            Link::Detached(s) => Some(&**s),
             Link::Ended => None,
         };
+        let id = session.and_then(Session::id);
+        let max_recv = session.map_or(0, Session::max_recv_len);
+        let codec = Codec::new(chain, max_recv);
         Arc::new(PeerShared {
             state: Mutex::new(PeerState {
                 link,
@@ -198,6 +242,8 @@ impl PeerShared {
                 budget: None,
                 accounted: 0,
                 id,
+                parked: VecDeque::new(),
+                codec: codec.clone(),
             }),
             role,
             name,
@@ -205,6 +251,7 @@ impl PeerShared {
             readable: Notify::new(),
             progress: Notify::new(),
             forget: std::sync::OnceLock::new(),
+            codec,
         })
     }
 
@@ -335,7 +382,7 @@ impl Peer {
     /// # Errors
     /// [`SendError::TooLarge`], or [`SendError::Closed`] once the session is closing or over.
     pub async fn send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
-        let body = body.into();
+        let (len, body) = self.encode(body.into())?;
         let budget = self.shared.lock().budget.clone();
         loop {
             let notified = self.shared.progress.notified();
@@ -346,7 +393,7 @@ impl Peer {
             if let Some(f) = freed.as_mut() {
                 f.as_mut().enable();
             }
-            match self.try_send(body.clone()) {
+            match self.try_send_encoded(len, body.clone()) {
                 Err(SendError::Full) => {
                     let freed = async {
                         match freed.as_mut() {
@@ -370,11 +417,33 @@ impl Peer {
     /// [`SendError::Full`] when the outbox is at its bound (nothing was queued), otherwise as
     /// [`Peer::send`].
     pub fn try_send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
+        let (len, body) = self.encode(body.into())?;
+        self.try_send_encoded(len, body)
+    }
+
+    /// Applies the session's transforms: the body's own length and what goes out.
+    fn encode(&self, body: Bytes) -> Result<(usize, Bytes), SendError> {
+        let len = body.len();
+        match &self.shared.codec {
+            None => Ok((len, body)),
+            Some(codec) => Ok((len, codec.chain.encode(body)?)),
+        }
+    }
+
+    /// Queues an encoded body whose unencoded length was `len`.
+    fn try_send_encoded(&self, len: usize, body: Bytes) -> Result<Receipt, SendError> {
         let seq = {
             let mut st = self.shared.lock();
-            let body = body.into();
-            if st.session().is_none() {
+            let Some(session) = st.session() else {
                 return Err(SendError::Closed);
+            };
+            // The peer decodes into at most its maximum message size.
+            let max = session.max_send_len();
+            if len > max {
+                return Err(SendError::TooLarge {
+                    len,
+                    max: u32::try_from(max).unwrap_or(u32::MAX),
+                });
             }
             // The server's memory budget (checked, then charged under this session's lock:
             // concurrent sends on several sessions may overshoot it by a message each).
@@ -409,7 +478,7 @@ impl Peer {
             let notified = self.shared.readable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(m) = self.try_recv() {
+            if let Some(m) = self.try_recv()? {
                 return Ok(m);
             }
             if self.is_ended() {
@@ -419,44 +488,95 @@ impl Peer {
         }
     }
 
-    /// Takes the next waiting message, if any.
-    pub fn try_recv(&self) -> Option<Message> {
+    /// Takes the next waiting message, if any (`Ok(None)`: nothing waiting).
+    ///
+    /// # Errors
+    /// [`RecvError::Transform`] when the next message's body does not decode through the
+    /// session's transforms: that message is taken (and acknowledged); the next call goes on
+    /// with the message after it.
+    pub fn try_recv(&self) -> Result<Option<Message>, RecvError> {
         let m = {
             let mut st = self.shared.lock();
             st.notified = false;
-            let m = st.session_mut()?.recv()?;
-            st.account();
-            m
+            match st.parked.pop_front() {
+                Some(m) => m,
+                None => {
+                    let Some(m) = st.session_mut().and_then(Session::recv) else {
+                        return Ok(None);
+                    };
+                    st.account();
+                    m
+                }
+            }
         };
         self.shared.driver.notify_one();
-        Some(m)
+        match &self.shared.codec {
+            None => Ok(Some(m)),
+            Some(codec) => codec.decode(m).map(Some),
+        }
     }
 
-    /// Takes up to `n` waiting messages (partial read: the rest stay queued).
-    pub fn recv_up_to(&self, n: usize) -> Vec<Message> {
-        let mut out = Vec::new();
+    /// Takes up to `n` waiting messages (partial read: the rest stay queued). An empty list:
+    /// nothing waiting.
+    ///
+    /// # Errors
+    /// [`RecvError::Transform`] when the first message's body does not decode (it is taken;
+    /// call again for the rest). A body that fails later in the batch cuts it short: the
+    /// messages before it are returned and the next call reports it.
+    pub fn recv_up_to(&self, n: usize) -> Result<Vec<Message>, RecvError> {
+        let mut taken = Vec::new();
         {
             let mut st = self.shared.lock();
             st.notified = false;
+            while taken.len() < n {
+                match st.parked.pop_front() {
+                    Some(m) => taken.push(m),
+                    None => break,
+                }
+            }
             if let Some(s) = st.session_mut() {
-                while out.len() < n {
+                while taken.len() < n {
                     match s.recv() {
-                        Some(m) => out.push(m),
+                        Some(m) => taken.push(m),
                         None => break,
                     }
                 }
             }
             st.account();
         }
-        if !out.is_empty() {
+        if !taken.is_empty() {
             self.shared.driver.notify_one();
         }
-        out
+        let Some(codec) = &self.shared.codec else {
+            return Ok(taken);
+        };
+        let mut out = Vec::with_capacity(taken.len());
+        let mut rest = taken.into_iter();
+        while let Some(m) = rest.next() {
+            let copy = m.clone();
+            match codec.decode(m) {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    let mut st = self.shared.lock();
+                    for m in rest.rev() {
+                        st.parked.push_front(m);
+                    }
+                    if out.is_empty() {
+                        return Err(e);
+                    }
+                    // Reported by the next call, after the good messages before it.
+                    st.parked.push_front(copy);
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Messages received and waiting.
     pub fn waiting(&self) -> usize {
-        self.shared.lock().session().map_or(0, Session::inbox_len)
+        let st = self.shared.lock();
+        st.parked.len() + st.session().map_or(0, Session::inbox_len)
     }
 
     /// Measures the round-trip time with a PING now.

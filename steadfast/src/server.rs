@@ -687,12 +687,18 @@ fn decide(
         }
         let id = SessionId(id_bytes);
         conn.accept_new(now, id, token);
+        // The handshake checked that every transform the client named is supported here.
+        let chain = conn
+            .session()
+            .and_then(|s| inner.config.transforms.select(s.transforms()))
+            .unwrap_or_default();
         let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
         let attached = std::mem::replace(conn, placeholder);
         let shared = PeerShared::new(
             Role::Server,
             name.clone(),
             Link::Attached(Box::new(attached)),
+            chain,
         );
         {
             let mut st = shared.lock();

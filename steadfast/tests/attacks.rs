@@ -128,6 +128,7 @@ fn hello(min: u16, max: u16, resume: Option<ResumeRequest>) -> Vec<u8> {
         resume,
         name: None,
         credentials: None,
+        transforms: Vec::new(),
     })
     .encode(&mut b);
     b

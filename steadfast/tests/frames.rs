@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use steadfast::proto::frame::{
     Close, DATA_PREFIX_LEN, Data, GoAway, HEADER_LEN, Hello, MAGIC, MAX_CREDENTIALS_LEN,
-    MAX_NAME_LEN, MAX_REASON_LEN, MIN_MAX_FRAME, Reject, Welcome, WelcomeKind, encode_data_header,
-    kind,
+    MAX_NAME_LEN, MAX_REASON_LEN, MAX_TRANSFORMS, MIN_MAX_FRAME, Reject, Welcome, WelcomeKind,
+    encode_data_header, kind,
 };
 use steadfast::proto::{
     CloseCode, Decoder, Frame, FrameError, Limits, RejectCode, ResumeRequest, ResumeToken, Seq,
@@ -238,10 +238,18 @@ fn arb_hello(s: Sizes, resume: bool) -> BoxedStrategy<Frame> {
         resume,
         arb_seq(),
         arb_opt_text(s.name),
-        arb_creds(s.cred),
+        (arb_creds(s.cred), arb_transforms()),
     )
         .prop_map(
-            |(min_version, max_version, limits, resume, first_seq, name, credentials)| {
+            |(
+                min_version,
+                max_version,
+                limits,
+                resume,
+                first_seq,
+                name,
+                (credentials, transforms),
+            )| {
                 Frame::Hello(Hello {
                     min_version,
                     max_version,
@@ -251,10 +259,16 @@ fn arb_hello(s: Sizes, resume: bool) -> BoxedStrategy<Frame> {
                     resume,
                     name,
                     credentials,
+                    transforms,
                 })
             },
         )
         .boxed()
+}
+
+/// Transform lists as the wire allows them: up to 8 names of 1 to 32 visible ASCII bytes.
+fn arb_transforms() -> impl Strategy<Value = Vec<String>> {
+    vec("[!-~]{1,32}", 0..=MAX_TRANSFORMS)
 }
 
 fn arb_welcome(resumed: bool) -> BoxedStrategy<Frame> {
@@ -270,14 +284,22 @@ fn arb_welcome(resumed: bool) -> BoxedStrategy<Frame> {
             .prop_map(|first_seq| WelcomeKind::New { first_seq })
             .boxed()
     };
-    (any::<u16>(), arb_id(), arb_token(), arb_limits(), kind)
-        .prop_map(|(version, session_id, token, limits, kind)| {
+    (
+        any::<u16>(),
+        arb_id(),
+        arb_token(),
+        arb_limits(),
+        kind,
+        arb_transforms(),
+    )
+        .prop_map(|(version, session_id, token, limits, kind, transforms)| {
             Frame::Welcome(Welcome {
                 version,
                 session_id,
                 token,
                 limits,
                 kind,
+                transforms,
             })
         })
         .boxed()
@@ -815,6 +837,7 @@ fn field_length_limits_on_decode() {
         first_seq: Seq(1),
         name: None,
         credentials: None,
+        transforms: Vec::new(),
     });
     let bytes = encode(&hello);
     let mut p = bytes[HEADER_LEN..bytes.len() - 2].to_vec();
@@ -853,6 +876,7 @@ fn overlong_fields_are_truncated_on_encode() {
         first_seq: Seq(1),
         name: Some(name),
         credentials: Some(Bytes::from(vec![1; 5_000])),
+        transforms: Vec::new(),
     });
     let Some(Frame::Hello(h)) = decode_one(&encode(&hello)).unwrap() else {
         panic!("not a HELLO");

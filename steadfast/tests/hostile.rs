@@ -86,6 +86,7 @@ fn hello_new(first_seq: Seq) -> Hello {
         first_seq,
         name: Some("mallory".into()),
         credentials: Some(Bytes::from_static(b"secret")),
+        transforms: Vec::new(),
     }
 }
 
@@ -124,6 +125,7 @@ fn welcome_new(version: u16, limits: Limits) -> Frame {
         token: ResumeToken(TOKEN),
         limits,
         kind: WelcomeKind::New { first_seq: Seq(1) },
+        transforms: Vec::new(),
     })
 }
 
@@ -544,6 +546,96 @@ fn server_refuses_disjoint_version_range_with_its_own_range() {
     server.handle_input(now, &enc(&[Frame::Hello(hello)]));
     assert_eq!(hello_event(&mut server).version, 4);
     assert!(transmit(&mut server, now).is_empty());
+}
+
+/// A HELLO for a new session naming `transforms`.
+fn hello_with_transforms(transforms: &[&str]) -> Vec<u8> {
+    let hello = Hello {
+        transforms: transforms.iter().map(|t| (*t).to_owned()).collect(),
+        ..hello_new(Seq(1))
+    };
+    enc(&[Frame::Hello(hello)])
+}
+
+#[test]
+fn server_accepts_a_transform_chain_whole_or_refuses_it_naming_the_transform() {
+    let now = Instant::now();
+    let cfg = Config::default()
+        .transforms(["lz4", "sign"])
+        .required_transforms(["sign"]);
+    let refused: [(&[&str], &str); 4] = [
+        (&["zstd", "sign"], "\"zstd\" is not supported"),
+        (&["lz4"], "\"sign\" is required"),
+        (&[], "\"sign\" is required"),
+        (&["sign", "sign"], "listed twice"),
+    ];
+    for (offer, why) in refused {
+        let mut server = Connection::accept(cfg.clone(), now).unwrap();
+        let r = expect_reject(
+            &mut server,
+            now,
+            &hello_with_transforms(offer),
+            RejectCode::Incompatible,
+        );
+        assert!(r.reason.contains(why), "{offer:?}: {}", r.reason);
+        assert!(!RejectCode::Incompatible.is_retryable());
+    }
+    // The client's order is kept (it need not be the server's).
+    let mut server = Connection::accept(cfg, now).unwrap();
+    server.handle_input(now, &hello_with_transforms(&["sign", "lz4"]));
+    hello_event(&mut server);
+    server.accept_new(now, SID, ResumeToken(TOKEN));
+    let out = sent(&mut server, now);
+    assert!(
+        matches!(&out[..], [Frame::Welcome(w)] if w.transforms == ["sign", "lz4"]),
+        "{out:?}"
+    );
+    assert_eq!(server.session().unwrap().transforms(), ["sign", "lz4"]);
+}
+
+#[test]
+fn a_resume_must_name_the_sessions_transforms_and_a_mismatch_leaves_it_untouched() {
+    let mut now = Instant::now();
+    let cfg = Config::default().transforms(["lz4"]);
+    let mut client =
+        Connection::connect(cfg.clone(), now, Session::client(&cfg, None), None).unwrap();
+    let mut server = Connection::accept(cfg.clone(), now).unwrap();
+    server.handle_input(now, &transmit(&mut client, now));
+    hello_event(&mut server);
+    server.accept_new(now, SID, ResumeToken(TOKEN));
+    pump(&mut now, &mut client, &mut server);
+    assert!(client.is_established() && server.is_established());
+    assert_eq!(client.session().unwrap().transforms(), ["lz4"]);
+    client.handle_disconnect();
+    server.handle_disconnect();
+    let session = server.take_session().unwrap();
+
+    // The right token, but no transforms: refused, and the session is given back as it was.
+    let mut other = Connection::accept(cfg.clone(), now).unwrap();
+    other.handle_input(now, &enc(&[hello_resume(SID, TOKEN, Seq(1))]));
+    hello_event(&mut other);
+    let back = *other
+        .accept_resume(now, session, ResumeToken(FRESH))
+        .unwrap_err();
+    let out = sent(&mut other, now);
+    assert!(
+        matches!(&out[..], [Frame::Reject(r)] if r.code == RejectCode::Incompatible
+            && r.reason.contains("lz4")),
+        "{out:?}"
+    );
+    assert!(back.verify_token(&ResumeToken(TOKEN)));
+    assert!(!back.verify_token(&ResumeToken(FRESH)));
+    assert_eq!(back.transforms(), ["lz4"]);
+
+    // The real client's resume names them and goes through.
+    let client_session = client.take_session().unwrap();
+    let mut client = Connection::connect(cfg.clone(), now, client_session, None).unwrap();
+    let mut server = Connection::accept(cfg, now).unwrap();
+    server.handle_input(now, &transmit(&mut client, now));
+    hello_event(&mut server);
+    server.accept_resume(now, back, ResumeToken(FRESH)).unwrap();
+    pump(&mut now, &mut client, &mut server);
+    assert!(client.is_established() && server.is_established());
 }
 
 #[test]
@@ -1237,6 +1329,16 @@ fn client_refuses_welcome_it_cannot_accept() {
                 received: Seq(1),
                 delivered: Seq(1),
             },
+            transforms: Vec::new(),
+        }),
+        // A chain the client does not apply.
+        Frame::Welcome(Welcome {
+            version: 1,
+            session_id: SID,
+            token: ResumeToken(TOKEN),
+            limits: l,
+            kind: WelcomeKind::New { first_seq: Seq(1) },
+            transforms: vec!["lz4".into()],
         }),
     ];
     for w in cases {

@@ -84,6 +84,7 @@ fn hello_new() -> Frame {
         first_seq: Seq(1),
         name: Some("raw".into()),
         credentials: None,
+        transforms: Vec::new(),
     })
 }
 
@@ -100,6 +101,7 @@ fn hello_resume(session_id: SessionId, token: ResumeToken, received: Seq) -> Fra
         first_seq: Seq(0),
         name: None,
         credentials: None,
+        transforms: Vec::new(),
     })
 }
 
@@ -508,6 +510,7 @@ async fn a_cancelled_connect_leaves_no_task_behind() {
             token: ResumeToken([2; 16]),
             limits: limits(),
             kind: WelcomeKind::New { first_seq: Seq(1) },
+            transforms: Vec::new(),
         })])
         .await;
         let closed = tokio::time::timeout(Duration::from_secs(2), async {

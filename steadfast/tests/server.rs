@@ -323,7 +323,7 @@ async fn a_slow_reader_slows_the_sender_without_growing_memory() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         max_waiting = max_waiting.max(peer.waiting());
-        for m in peer.recv_up_to(64) {
+        for m in peer.recv_up_to(64).unwrap() {
             assert_eq!(u64::from_be_bytes(m.body[..].try_into().unwrap()), i);
             i += 1;
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::frame::{MIN_MAX_FRAME, Seq, Window};
+use super::frame::{MAX_TRANSFORMS, MIN_MAX_FRAME, Seq, Window, is_valid_transform_name};
 
 /// The protocol versions this implementation speaks. §4.6
 pub const SUPPORTED_VERSIONS: (u16, u16) = (1, 1);
@@ -38,6 +38,8 @@ pub struct Config {
     pub(crate) transmit_batch: usize,
     pub(crate) initial_seq: Seq,
     pub(crate) versions: (u16, u16),
+    pub(crate) transforms: Vec<String>,
+    pub(crate) required_transforms: Vec<String>,
 }
 
 impl Default for Config {
@@ -59,6 +61,8 @@ impl Default for Config {
             transmit_batch: 128 << 10,
             initial_seq: Seq(1),
             versions: SUPPORTED_VERSIONS,
+            transforms: Vec::new(),
+            required_transforms: Vec::new(),
         }
     }
 }
@@ -155,6 +159,30 @@ impl Config {
         self
     }
 
+    /// Message transforms (§4.7), by name. A client lists the chain it applies to every message
+    /// body, in order, and the server must accept all of it; a server lists the transforms it
+    /// supports, in any order. Default: none. The runtime sets this from the transforms given
+    /// to its client and server configurations.
+    pub fn transforms<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.transforms = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Server side: transforms every client must apply (for example a signature); a HELLO
+    /// without all of them is refused with `Incompatible`. Each must also be supported. §4.7
+    pub fn required_transforms<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required_transforms = names.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Checks that the values are in range and consistent.
     ///
     /// # Errors
@@ -196,6 +224,33 @@ impl Config {
         }
         if self.versions.0 > self.versions.1 || self.versions.0 == 0 {
             return err(format!("bad version range {:?}", self.versions));
+        }
+        if let Some(bad) = self
+            .transforms
+            .iter()
+            .chain(&self.required_transforms)
+            .find(|n| !is_valid_transform_name(n))
+        {
+            return err(format!(
+                "transform name {bad:?} is not 1 to 32 bytes of visible ASCII"
+            ));
+        }
+        for (i, name) in self.transforms.iter().enumerate() {
+            if self.transforms[..i].contains(name) {
+                return err(format!("transform {name:?} is listed twice"));
+            }
+        }
+        if self.transforms.len() > MAX_TRANSFORMS {
+            return err(format!("more than {MAX_TRANSFORMS} transforms"));
+        }
+        if let Some(missing) = self
+            .required_transforms
+            .iter()
+            .find(|n| !self.transforms.contains(n))
+        {
+            return err(format!(
+                "transform {missing:?} is required but not among the supported transforms"
+            ));
         }
         Ok(())
     }

@@ -263,6 +263,7 @@ impl Connection {
             },
             name: session.name.clone(),
             credentials,
+            transforms: session.transforms.clone(),
         };
         let mut conn = Connection::new(config, Role::Client, now, State::AwaitingWelcome);
         conn.control.push_back(Frame::Hello(hello));
@@ -399,6 +400,7 @@ impl Connection {
             token.clone(),
             hello.first_seq,
             hello.name.clone(),
+            hello.transforms.clone(),
         );
         session.stats.connections += 1;
         self.control.push_back(Frame::Welcome(Welcome {
@@ -409,6 +411,7 @@ impl Connection {
             kind: WelcomeKind::New {
                 first_seq: session.acked,
             },
+            transforms: session.transforms.clone(),
         }));
         self.session = Some(session);
         self.establish(now, &hello.limits, false);
@@ -444,6 +447,14 @@ impl Connection {
             self.reject(RejectCode::ProtocolError, 0, "impossible resume position");
             return Err(Box::new(session));
         }
+        if hello.transforms != session.transforms {
+            let reason = format!(
+                "the resume lists transforms {:?}, the session uses {:?}",
+                hello.transforms, session.transforms
+            );
+            self.reject(RejectCode::Incompatible, 0, &reason);
+            return Err(Box::new(session));
+        }
         session.rotate_token(&req.token, fresh.clone());
         session.stats.connections += 1;
         self.control.push_back(Frame::Welcome(Welcome {
@@ -455,6 +466,7 @@ impl Connection {
                 received: session.received,
                 delivered: session.delivered,
             },
+            transforms: session.transforms.clone(),
         }));
         let resend_from = req.received;
         self.session = Some(session);
@@ -930,6 +942,10 @@ impl Connection {
             self.reject(RejectCode::ProtocolError, 0, why);
             return;
         }
+        if let Err(why) = check_transforms(&self.config, &h.transforms) {
+            self.reject(RejectCode::Incompatible, 0, &why);
+            return;
+        }
         self.version = common_hi;
         self.events.push_back(Event::Hello(HelloRequest {
             version: common_hi,
@@ -957,6 +973,14 @@ impl Connection {
         let Some(session) = self.session.as_mut() else {
             return;
         };
+        if w.transforms != session.transforms {
+            let detail = format!(
+                "WELCOME lists transforms {:?}, the session uses {:?}",
+                w.transforms, session.transforms
+            );
+            self.violation(CloseCode::ProtocolError, detail);
+            return;
+        }
         let resend_from = match (session.id, w.kind) {
             (None, WelcomeKind::New { first_seq }) => {
                 session.id = Some(w.session_id);
@@ -1249,6 +1273,30 @@ fn local_limits(config: &Config) -> Limits {
         max_message: config.max_message,
         window: config.window,
     }
+}
+
+/// Server side: a client's transform chain is accepted whole or not at all (§4.7): every
+/// transform in it must be supported here, and every required one must be in it.
+fn check_transforms(config: &Config, offered: &[String]) -> Result<(), String> {
+    if let Some(t) = offered.iter().find(|t| !config.transforms.contains(t)) {
+        return Err(format!(
+            "message transform {t:?} is not supported here (supported: {:?})",
+            config.transforms
+        ));
+    }
+    if let Some(t) = config
+        .required_transforms
+        .iter()
+        .find(|t| !offered.contains(t))
+    {
+        return Err(format!("message transform {t:?} is required here"));
+    }
+    for (i, t) in offered.iter().enumerate() {
+        if offered[..i].contains(t) {
+            return Err(format!("message transform {t:?} is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 fn check_limits(l: &Limits) -> Result<(), &'static str> {

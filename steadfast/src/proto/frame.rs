@@ -32,8 +32,12 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_CREDENTIALS_LEN: usize = 4_096;
 /// Longest human-readable reason in REJECT, GOAWAY and CLOSE, in bytes. §3.3
 pub const MAX_REASON_LEN: usize = 1_024;
+/// Most message transforms a HELLO or WELCOME may list. §4.7
+pub const MAX_TRANSFORMS: usize = 8;
+/// Longest transform name, in bytes (visible ASCII). §4.7
+pub const MAX_TRANSFORM_NAME_LEN: usize = 32;
 /// The smallest maximum frame size a peer may announce or configure: a HELLO with the longest
-/// name and credentials fits. §3.1
+/// name, credentials and transform list fits. §3.1
 pub const MIN_MAX_FRAME: u32 = 8_192;
 
 /// Frame type codes. §3.2
@@ -190,6 +194,8 @@ pub struct Hello {
     pub name: Option<String>,
     /// Optional credentials (opaque, at most 4,096 bytes).
     pub credentials: Option<Bytes>,
+    /// The message transforms the client applies, in order (§4.7). Empty: none.
+    pub transforms: Vec<String>,
 }
 
 /// How a WELCOME positions the session. §4.2
@@ -222,6 +228,8 @@ pub struct Welcome {
     pub limits: Limits,
     /// New or resumed, with positions.
     pub kind: WelcomeKind,
+    /// The session's message transforms, in order: the client's list, echoed (§4.7).
+    pub transforms: Vec<String>,
 }
 
 /// REJECT: the server refuses the handshake. §4.5
@@ -342,6 +350,9 @@ wire_enum! {
         ProtocolError = 0x0006,
         /// The server is shutting down. Retry after `retry_after_ms`.
         ShuttingDown = 0x0007,
+        /// The client's message transforms are not what the server supports or requires
+        /// (§4.7). Final.
+        Incompatible = 0x0008,
     }
 }
 
@@ -438,7 +449,15 @@ impl Frame {
                 let cred = h.credentials.as_deref().unwrap_or(&[]);
                 let cred = &cred[..cred.len().min(MAX_CREDENTIALS_LEN)];
                 let tail = if h.resume.is_some() { 40 } else { 8 };
-                let len = 4 + 4 + 16 + tail + 1 + name.len() + 2 + cred.len();
+                let len = 4
+                    + 4
+                    + 16
+                    + tail
+                    + 1
+                    + name.len()
+                    + 2
+                    + cred.len()
+                    + transforms_len(&h.transforms);
                 let flags = if h.resume.is_some() { flag::RESUME } else { 0 };
                 put_header(buf, len, kind::HELLO, flags);
                 buf.put_slice(&MAGIC);
@@ -457,13 +476,15 @@ impl Frame {
                 buf.put_slice(name);
                 buf.put_u16(cred.len() as u16);
                 buf.put_slice(cred);
+                put_transforms(buf, &h.transforms);
             }
             Frame::Welcome(w) => {
                 let (flags, tail) = match w.kind {
                     WelcomeKind::New { .. } => (0, 8),
                     WelcomeKind::Resumed { .. } => (flag::RESUMED, 16),
                 };
-                put_header(buf, 2 + 32 + 16 + tail, kind::WELCOME, flags);
+                let len = 2 + 32 + 16 + tail + transforms_len(&w.transforms);
+                put_header(buf, len, kind::WELCOME, flags);
                 buf.put_u16(w.version);
                 buf.put_slice(&w.session_id.0);
                 buf.put_slice(&w.token.0);
@@ -478,6 +499,7 @@ impl Frame {
                         buf.put_u64(delivered.0);
                     }
                 }
+                put_transforms(buf, &w.transforms);
             }
             Frame::Reject(r) => {
                 let reason = truncate_str(&r.reason, MAX_REASON_LEN);
@@ -576,6 +598,7 @@ impl Frame {
                 }
                 need(&p, cred_len, name)?;
                 let credentials = p.split_to(cred_len);
+                let transforms = get_transforms(&mut p, name)?;
                 Frame::Hello(Hello {
                     min_version,
                     max_version,
@@ -584,6 +607,7 @@ impl Frame {
                     first_seq,
                     name: (!peer_name.is_empty()).then_some(peer_name),
                     credentials: (!credentials.is_empty()).then_some(credentials),
+                    transforms,
                 })
             }
             kind::WELCOME => {
@@ -605,12 +629,14 @@ impl Frame {
                         first_seq: Seq(p.get_u64()),
                     }
                 };
+                let transforms = get_transforms(&mut p, name)?;
                 Frame::Welcome(Welcome {
                     version,
                     session_id,
                     token,
                     limits,
                     kind,
+                    transforms,
                 })
             }
             kind::REJECT => {
@@ -759,6 +785,57 @@ fn get_reason(p: &mut Bytes, name: &'static str) -> Result<String, FrameError> {
     std::str::from_utf8(&raw)
         .map(str::to_owned)
         .map_err(|_| FrameError::Malformed(name))
+}
+
+/// Whether `name` may name a message transform: 1 to 32 bytes of visible ASCII. §4.7
+pub fn is_valid_transform_name(name: &str) -> bool {
+    (1..=MAX_TRANSFORM_NAME_LEN).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The encoded size of a transform list: a count byte, then each name with its length byte.
+/// Invalid names and names beyond the maximum count are left out (configuration validation
+/// refuses them earlier).
+fn transforms_len(list: &[String]) -> usize {
+    let valid = list.iter().filter(|n| is_valid_transform_name(n));
+    1 + valid
+        .take(MAX_TRANSFORMS)
+        .map(|n| 1 + n.len())
+        .sum::<usize>()
+}
+
+fn put_transforms<B: BufMut>(buf: &mut B, list: &[String]) {
+    let valid: Vec<&String> = list
+        .iter()
+        .filter(|n| is_valid_transform_name(n))
+        .take(MAX_TRANSFORMS)
+        .collect();
+    buf.put_u8(valid.len() as u8);
+    for n in valid {
+        buf.put_u8(n.len() as u8);
+        buf.put_slice(n.as_bytes());
+    }
+}
+
+/// Reads the transform list that ends a HELLO or WELCOME. §4.7
+fn get_transforms(p: &mut Bytes, name: &'static str) -> Result<Vec<String>, FrameError> {
+    need(p, 1, name)?;
+    let count = p.get_u8() as usize;
+    if count > MAX_TRANSFORMS {
+        return Err(FrameError::Malformed(name));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        need(p, 1, name)?;
+        let len = p.get_u8() as usize;
+        need(p, len, name)?;
+        let raw = p.split_to(len);
+        let t = std::str::from_utf8(&raw).map_err(|_| FrameError::Malformed(name))?;
+        if !is_valid_transform_name(t) {
+            return Err(FrameError::Malformed(name));
+        }
+        out.push(t.to_owned());
+    }
+    Ok(out)
 }
 
 fn get_array(p: &mut Bytes) -> [u8; 16] {

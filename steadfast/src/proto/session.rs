@@ -56,6 +56,9 @@ pub enum SendError {
     /// The sequence space is used up (after 2⁶⁴ messages: never in practice).
     #[error("sequence numbers exhausted")]
     SequenceExhausted,
+    /// The session's message transform chain refused the body (§4.7); nothing was queued.
+    #[error(transparent)]
+    Transform(#[from] crate::transform::TransformError),
 }
 
 /// Counters of one session.
@@ -118,6 +121,8 @@ pub struct Session {
     pub(crate) closing: Option<(super::frame::CloseCode, String)>,
     /// Messages dropped from the inbox when this side's CLOSE went out (§7.2).
     pub(crate) discarded: usize,
+    /// The message transforms both ends apply, in order (§4.7): fixed for the session's life.
+    pub(crate) transforms: Vec<String>,
     pub(crate) stats: Stats,
 }
 
@@ -127,6 +132,7 @@ impl Session {
     pub fn client(config: &Config, name: Option<String>) -> Self {
         let mut s = Session::blank(Role::Client, config);
         s.name = name;
+        s.transforms = config.transforms.clone();
         s
     }
 
@@ -138,6 +144,7 @@ impl Session {
         token: ResumeToken,
         peer_first_seq: Seq,
         name: Option<String>,
+        transforms: Vec<String>,
     ) -> Self {
         let mut s = Session::blank(Role::Server, config);
         s.id = Some(id);
@@ -145,6 +152,7 @@ impl Session {
         // client's first frame after WELCOME.
         s.issued = Some(token);
         s.name = name;
+        s.transforms = transforms;
         s.received = peer_first_seq;
         s.delivered = peer_first_seq;
         s
@@ -173,8 +181,14 @@ impl Session {
             inbox_bytes: 0,
             closing: None,
             discarded: 0,
+            transforms: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// The message transforms both ends apply to every body, in order (§4.7).
+    pub fn transforms(&self) -> &[String] {
+        &self.transforms
     }
 
     /// The session's id, once a server has assigned one.
@@ -231,6 +245,17 @@ impl Session {
         });
         self.stats.queued += 1;
         Ok(seq)
+    }
+
+    /// The largest message this side may send now: its own maximum, and the peer's once known.
+    pub fn max_send_len(&self) -> usize {
+        self.peer_max_message
+            .map_or(self.max_message, |p| p.min(self.max_message)) as usize
+    }
+
+    /// The largest message this side accepts (its configured maximum).
+    pub fn max_recv_len(&self) -> usize {
+        self.max_message as usize
     }
 
     /// Whether a message of `len` bytes fits in the outbox now.

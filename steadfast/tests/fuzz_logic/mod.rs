@@ -1268,6 +1268,7 @@ fn every_frame() -> Vec<Frame> {
         first_seq: Seq(1),
         name: Some("alice".into()),
         credentials: Some(Bytes::from_static(b"secret")),
+        transforms: Vec::new(),
     };
     vec![
         Frame::Hello(hello.clone()),
@@ -1280,6 +1281,7 @@ fn every_frame() -> Vec<Frame> {
             first_seq: Seq(0),
             name: None,
             credentials: None,
+            transforms: Vec::new(),
             ..hello
         }),
         Frame::Welcome(Welcome {
@@ -1288,6 +1290,7 @@ fn every_frame() -> Vec<Frame> {
             token: token(1),
             limits,
             kind: WelcomeKind::New { first_seq: Seq(1) },
+            transforms: Vec::new(),
         }),
         Frame::Welcome(Welcome {
             version: 1,
@@ -1298,6 +1301,7 @@ fn every_frame() -> Vec<Frame> {
                 received: Seq(2),
                 delivered: Seq(2),
             },
+            transforms: Vec::new(),
         }),
         Frame::Reject(Reject {
             code: RejectCode::ServerFull,
@@ -1451,6 +1455,7 @@ fn handshake_seeds() -> Vec<Vec<u8>> {
         first_seq: Seq(0),
         name: None,
         credentials: None,
+        transforms: Vec::new(),
     })]);
     let split = Splits::encode(&[hello.len() as u16, u16::MAX]);
     seeds.push([&[0][..], &split, &hello, &encode(&[Frame::Ping(1)])].concat());
