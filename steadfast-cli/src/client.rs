@@ -19,7 +19,10 @@ const EXIT_TIMEOUT: u8 = 3;
 const EXIT_SESSION_LOST: u8 = 4;
 
 /// The client configuration from the command line's name, TLS and token options.
-fn client_config(name: Option<String>, sec: &ClientSecurity) -> Result<ClientConfig, String> {
+pub(crate) fn client_config(
+    name: Option<String>,
+    sec: &ClientSecurity,
+) -> Result<ClientConfig, String> {
     let mut config = ClientConfig::default();
     if let Some(n) = name {
         config = config.name(n);

@@ -8,12 +8,12 @@ use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
 use tokio::sync::mpsc;
 
-use crate::{Format, ServeArgs, fail, stop_signal};
+use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
 pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     let config = match security(
         ServerConfig::default().linger(Duration::from_secs(a.linger)),
-        &a,
+        &a.security,
     ) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -64,8 +64,11 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn security(mut config: ServerConfig, a: &ServeArgs) -> Result<ServerConfig, String> {
-    let sec = &a.security;
+/// The server configuration with the command line's TLS and token options applied.
+pub(crate) fn security(
+    mut config: ServerConfig,
+    sec: &ServerSecurity,
+) -> Result<ServerConfig, String> {
     if let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) {
         let tls = match &sec.tls_client_ca {
             Some(ca) => TlsServer::from_pem_files_with_client_ca(cert, key, ca),
@@ -134,13 +137,7 @@ async fn on_event(
 /// Takes every waiting message of `peer`, writes it, and flushes.
 async fn drain(peer: &Peer, out: &mut BufWriter<Stdout>, a: &ServeArgs) -> std::io::Result<()> {
     loop {
-        let batch = match peer.recv_up_to(1_024) {
-            Ok(batch) => batch,
-            Err(e) => {
-                eprintln!("{}: {e}", describe(peer));
-                continue;
-            }
-        };
+        let batch = peer.recv_up_to(1_024);
         if batch.is_empty() {
             break;
         }
