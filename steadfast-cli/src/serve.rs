@@ -137,7 +137,13 @@ async fn on_event(
 /// Takes every waiting message of `peer`, writes it, and flushes.
 async fn drain(peer: &Peer, out: &mut BufWriter<Stdout>, a: &ServeArgs) -> std::io::Result<()> {
     loop {
-        let batch = peer.recv_up_to(1_024);
+        let batch = match peer.recv_up_to(1_024) {
+            Ok(batch) => batch,
+            Err(e) => {
+                eprintln!("{}: {e}", describe(peer));
+                continue;
+            }
+        };
         if batch.is_empty() {
             break;
         }
