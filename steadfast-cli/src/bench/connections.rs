@@ -185,7 +185,10 @@ async fn serve(mut server: Server, mut queries: mpsc::Receiver<oneshot::Sender<(
 /// Sends every waiting message back to its sender.
 fn echo(peer: &Peer) {
     loop {
-        let batch = peer.recv_up_to(256);
+        // A body that does not decode is dropped: its sender sees no reply and counts it.
+        let Ok(batch) = peer.recv_up_to(256) else {
+            continue;
+        };
         if batch.is_empty() {
             return;
         }

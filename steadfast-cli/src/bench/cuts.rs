@@ -13,7 +13,7 @@ use steadfast::chaos::{Chaos, ChaosConfig};
 use steadfast::{Client, ClientConfig, ClientEvent, Peer, ServerEvent};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{Bodies, Ctx, Figures, Tally, bind, median, pair, rate, transfer};
+use super::{Bodies, Ctx, Figures, Tally, bind, median, pair, rate, receive, transfer};
 
 /// How often the link is cut.
 const CUT_EVERY: Duration = Duration::from_millis(100);
@@ -271,29 +271,14 @@ async fn send_until(
         .map_err(|e| format!("not every message was acknowledged: {e}"))
 }
 
-/// As [`super::receive`], also noting the time of the first delivery after the mark is armed.
-async fn receive_marked(peer: Peer, mark: Arc<Mark>, mut done: watch::Receiver<bool>) -> Tally {
-    let mut tally = Tally::default();
-    loop {
-        let first = tokio::select! {
-            biased;
-            m = peer.recv() => match m {
-                Ok(m) => m,
-                Err(_) => break,
-            },
-            _ = done.wait_for(|d| *d) => break,
-        };
+/// As [`receive`], also noting the time of the first delivery after the mark is armed.
+async fn receive_marked(peer: Peer, mark: Arc<Mark>, done: watch::Receiver<bool>) -> Tally {
+    let bar = indicatif::ProgressBar::hidden();
+    receive(peer, bar, done, move || {
         if mark.armed.swap(false, Ordering::SeqCst) {
             *mark.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             mark.seen.notify_waiters();
         }
-        tally.take(&first.body);
-        for m in peer.recv_up_to(4_096) {
-            tally.take(&m.body);
-        }
-    }
-    for m in peer.recv_up_to(usize::MAX) {
-        tally.take(&m.body);
-    }
-    tally
+    })
+    .await
 }

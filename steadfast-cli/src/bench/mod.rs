@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use steadfast::error::RecvError;
 use steadfast::tls::{DevCertificates, TlsClient, TlsServer};
 use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig, ServerEvent};
 use tokio::sync::watch;
@@ -690,30 +691,52 @@ async fn pair(
     })
 }
 
-/// Takes messages from `peer` into a tally (advancing `bar`) until `done` turns true and
-/// nothing is waiting.
-async fn receive(peer: Peer, bar: ProgressBar, mut done: watch::Receiver<bool>) -> Tally {
+/// Takes messages from `peer` into a tally (advancing `bar`, calling `on_arrival` when a
+/// message arrives after a wait) until `done` turns true and nothing is waiting.
+async fn receive(
+    peer: Peer,
+    bar: ProgressBar,
+    mut done: watch::Receiver<bool>,
+    mut on_arrival: impl FnMut(),
+) -> Tally {
     let mut tally = Tally::default();
     loop {
         let first = tokio::select! {
             biased;
             m = peer.recv() => match m {
-                Ok(m) => m,
-                Err(_) => break,
+                Ok(m) => Some(m),
+                Err(RecvError::Ended) => break,
+                Err(_) => None,
             },
             _ = done.wait_for(|d| *d) => break,
         };
-        tally.take(&first.body);
-        let batch = peer.recv_up_to(4_096);
-        for m in &batch {
-            tally.take(&m.body);
+        on_arrival();
+        match first {
+            Some(m) => tally.take(&m.body),
+            None => tally.malformed += 1,
         }
-        bar.inc(1 + batch.len() as u64);
+        let more = take_waiting(&peer, &mut tally);
+        bar.inc(1 + more);
     }
-    for m in peer.recv_up_to(usize::MAX) {
-        tally.take(&m.body);
-    }
+    while take_waiting(&peer, &mut tally) > 0 {}
     tally
+}
+
+/// Takes what is waiting (up to 4,096 messages) into the tally; how many were taken.
+fn take_waiting(peer: &Peer, tally: &mut Tally) -> u64 {
+    match peer.recv_up_to(4_096) {
+        Ok(batch) => {
+            for m in &batch {
+                tally.take(&m.body);
+            }
+            batch.len() as u64
+        }
+        // A body that did not decode through the session's transforms: not what was sent.
+        Err(_) => {
+            tally.malformed += 1;
+            1
+        }
+    }
 }
 
 /// Sends `n` counted messages through `peer` and waits for the last receipt (receipts are
@@ -744,7 +767,7 @@ async fn transfer(
     bar: ProgressBar,
 ) -> Result<(Duration, Tally), String> {
     let (done_tx, done_rx) = watch::channel(false);
-    let receiver = tokio::spawn(receive(pair.server_peer.clone(), bar, done_rx));
+    let receiver = tokio::spawn(receive(pair.server_peer.clone(), bar, done_rx, || {}));
     let sent = send_acknowledged(pair.client.peer(), n, size).await;
     let _ = done_tx.send(true);
     let tally = tokio::time::timeout(Duration::from_secs(10), receiver)
