@@ -69,6 +69,15 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::en
     rmp_serde::to_vec_named(value)
 }
 
+/// Decodes a MessagePack value (with or without field names) of type `T`, for payloads that
+/// did not come through a session (the [`raw`](crate::raw) layer, a file).
+///
+/// # Errors
+/// [`rmp_serde::decode::Error`] if `bytes` is not one.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
 impl Message {
     /// Decodes the body as a MessagePack value of type `T`.
     ///
