@@ -49,6 +49,11 @@ pub(crate) fn client_config(
     if let Some(f) = &sec.token_file {
         config = config.credentials(crate::read_token(f)?);
     }
+    config = match sec.compress {
+        Some(crate::Compression::Lz4) => config.transform(steadfast::transform::Lz4),
+        Some(crate::Compression::Zstd) => config.transform(steadfast::transform::Zstd::default()),
+        None => config,
+    };
     Ok(config)
 }
 

@@ -114,6 +114,19 @@ struct ClientSecurity {
     /// Send the token in this file (trailing newline removed) as credentials.
     #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// Compress every message body (a transform negotiated in the handshake; `serve`
+    /// accepts both).
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    compress: Option<Compression>,
+}
+
+/// A compression transform for message bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Compression {
+    /// LZ4: fast, a modest ratio.
+    Lz4,
+    /// Zstandard (level 3): a better ratio for more CPU.
+    Zstd,
 }
 
 /// TLS and authentication options of `serve`.

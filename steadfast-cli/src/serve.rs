@@ -12,7 +12,11 @@ use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
 pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     let config = match security(
-        ServerConfig::default().linger(Duration::from_secs(a.linger)),
+        ServerConfig::default()
+            .linger(Duration::from_secs(a.linger))
+            // Clients may compress their messages with either.
+            .transform(steadfast::transform::Lz4)
+            .transform(steadfast::transform::Zstd::default()),
         &a.security,
     ) {
         Ok(c) => c,

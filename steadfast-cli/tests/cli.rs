@@ -316,3 +316,37 @@ fn connect_console_and_operator_console() {
     sin.flush().unwrap();
     assert!(serve.child.wait().unwrap().success());
 }
+
+#[test]
+fn send_compresses_with_either_algorithm_and_serve_decodes() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut stdout = serve.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let mut expected = String::new();
+    for algorithm in ["lz4", "zstd"] {
+        let input: String = (0..500)
+            .map(|i| format!("{algorithm} line {i} {}\n", "abc".repeat(50)))
+            .collect();
+        let (code, err) = run_send(
+            &server,
+            input.as_bytes(),
+            &["--compress", algorithm, "--timeout", "60"],
+        );
+        assert_eq!(code, 0, "send --compress {algorithm} failed: {err}");
+        assert!(err.contains("500 messages sent, 500 acknowledged"), "{err}");
+        expected.push_str(&input);
+    }
+    serve.terminate();
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "serve exited {status:?}");
+    assert_eq!(reader.join().unwrap(), expected);
+    // An unknown algorithm is a usage error, not a connection attempt.
+    let (code, err) = run_send(&server, b"x\n", &["--compress", "gzip"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gzip"), "{err}");
+}
