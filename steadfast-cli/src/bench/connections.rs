@@ -46,6 +46,17 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
     let range = ephemeral_ports().unwrap_or(28_232);
     let per_port = (range * 7 / 10).max(1);
     let ports = (lingering + live).div_ceil(per_port) + 1;
+    // The baseline first, on a quiet machine.
+    ctx.ui.note(&format!(
+        "tokio echo server: {load} connections for {} s",
+        ctx.duration.as_secs()
+    ));
+    let (echo_round_trips, echo_lost, _) = echo_baseline(ctx, load).await?;
+    if echo_lost != 0 {
+        return Err("the echo baseline lost replies (a bug in the bench)".into());
+    }
+    settle_cpu().await;
+
     let config = ctx
         .setup
         .server
@@ -111,8 +122,9 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
     .await?;
     let rss2 = settle_rss().await;
 
+    settle_cpu().await;
     ctx.ui.note(&format!(
-        "{load} connections doing request/response for {} s",
+        "{load} connections doing request/response for {} s, the other sessions idle",
         ctx.duration.as_secs()
     ));
     let (round_trips, lost, duplicated) = run_load(&mut procs, load, ctx.duration).await?;
@@ -121,15 +133,6 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
     }
     server_task.abort();
     let _ = server_task.await;
-
-    ctx.ui.note(&format!(
-        "tokio echo server: {load} connections for {} s",
-        ctx.duration.as_secs()
-    ));
-    let (echo_round_trips, echo_lost, _) = echo_baseline(ctx, load).await?;
-    if echo_lost != 0 {
-        return Err("the echo baseline lost replies (a bug in the bench)".into());
-    }
 
     let secs = ctx.duration.as_secs_f64();
     let mut f = Figures::default();
@@ -439,6 +442,33 @@ async fn settle_rss() -> u64 {
         last = now;
     }
     last
+}
+
+/// Waits (at most 10 s) until this process is nearly idle: under 10 % of a core over
+/// 250 ms, so that one phase's teardown does not run into the next one's measurement.
+async fn settle_cpu() {
+    for _ in 0..40 {
+        let before = cpu_ticks();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (Some(a), Some(b)) = (before, cpu_ticks()) else {
+            return;
+        };
+        // Clock ticks are 10 ms: 2 ticks in 250 ms is 8 %.
+        if b.saturating_sub(a) <= 2 {
+            return;
+        }
+    }
+}
+
+/// User and system CPU time of this process, in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// The soft limit on open files of this process.

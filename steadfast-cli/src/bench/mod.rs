@@ -159,7 +159,6 @@ impl Setup {
             tls_client_key: sec.tls_client_key.clone(),
             tls_server_name: sec.tls_server_name.clone(),
             token_file: sec.token_file.clone(),
-            compress: None,
         };
         let mut server = crate::serve::security(ServerConfig::default(), &server_sec)?;
         let mut client = crate::client::client_config(None, &client_sec)?;
@@ -351,6 +350,9 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
         let r = match ctx.mode {
             Mode::Throughput => throughput::run(&ctx).await,
             Mode::Latency => latency::run(&ctx).await,
+            // Memory is measured in a fresh process each run: memory freed by one run and
+            // reused by the next would hide the next one's growth.
+            Mode::Connections if a.runs > 1 => run_in_child().await,
             Mode::Connections => connections::run(&ctx).await,
             Mode::Cuts => cuts::run(&ctx).await,
         };
@@ -379,6 +381,70 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// One run in a child process (`bench` again with `--runs 1 --json`), its figures read back.
+async fn run_in_child() -> Result<Figures, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        let s = a.to_string_lossy();
+        if s == "--runs" {
+            skip = true;
+            continue;
+        }
+        if s.starts_with("--runs=") || s == "--json" {
+            continue;
+        }
+        args.push(a);
+    }
+    let out = tokio::process::Command::new(exe)
+        .args(args)
+        .args(["--runs", "1", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot start a bench process: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last)
+        .map_err(|_| format!("a bench process failed ({})", out.status))?;
+    let serde_json::Value::Object(o) = v else {
+        return Err("a bench process printed no JSON object".into());
+    };
+    let mut f = Figures::default();
+    for (k, v) in &o {
+        let Some(x) = v.as_f64() else { continue };
+        match k.as_str() {
+            "lost" => f.lost = x as u64,
+            "duplicated" => f.duplicated = x as u64,
+            "size" | "count" | "runs" | "ratio" => {}
+            _ => {
+                // Field names are static in this program: find ours.
+                if let Some(key) = JSON_FIELDS.iter().chain(EXTRA_FIELDS).find(|f| **f == k) {
+                    f.set(key, x);
+                }
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// Fields some modes add besides [`JSON_FIELDS`].
+const EXTRA_FIELDS: &[&str] = &[
+    "load_connections",
+    "duration_secs",
+    "server_rss_bytes",
+    "raw_rtt_p90_us",
+    "raw_rtt_p999_us",
+    "raw_rtt_max_us",
+    "recovery_resent",
+];
 
 fn json_line(ctx: &Ctx, runs: usize, f: &Figures) -> String {
     let mut o = serde_json::Map::new();
