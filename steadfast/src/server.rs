@@ -317,9 +317,22 @@ impl Server {
             );
         }
         let peers = self.peers();
+        // Wait for the CLOSE exchanges; a session whose connection dropped meanwhile cannot
+        // be resumed any more (nothing is accepted): no need to wait for it.
         let grace = tokio::time::Instant::now() + Duration::from_secs(2);
         for p in &peers {
-            let _ = tokio::time::timeout_at(grace, p.ended()).await;
+            let _ = tokio::time::timeout_at(grace, async {
+                loop {
+                    let changed = p.shared.progress.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if p.is_ended() || !p.is_connected() {
+                        break;
+                    }
+                    changed.await;
+                }
+            })
+            .await;
         }
         self.inner.stop_all.cancel();
         self.inner.tracker.close();

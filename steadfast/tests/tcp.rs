@@ -181,3 +181,63 @@ async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
     drop(client);
     server.shutdown(Duration::from_millis(100)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_all_keeps_order_waits_for_room_and_stops_at_the_first_bad_body() {
+    // A small outbox: the batch must wait for acknowledgements many times over.
+    let small = Config::default().outbox(64, 1 << 20).max_message(64 << 10);
+    let (mut server, addr) = {
+        let s = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+            .await
+            .unwrap();
+        let a = s.local_addrs()[0].to_string();
+        (s, a)
+    };
+    let client = Client::connect(&addr, ClientConfig::default().protocol(small))
+        .await
+        .unwrap();
+    let Some(ServerEvent::Connected { peer }) = server.next_event().await else {
+        panic!("no Connected event")
+    };
+    let n = 10_000u64;
+    let reader = tokio::spawn(async move {
+        for i in 0..n {
+            let m = peer.recv().await.unwrap();
+            assert_eq!(u64::from_be_bytes(m.body[..].try_into().unwrap()), i);
+        }
+        peer
+    });
+    let last = client
+        .send_all((0..n).map(|i| i.to_be_bytes().to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), last)
+        .await
+        .unwrap()
+        .unwrap();
+    let peer = reader.await.unwrap();
+    assert_eq!(client.stats().acknowledged, n);
+    assert!(
+        client
+            .send_all(Vec::<Vec<u8>>::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A body above the limit: the ones before it are queued, it and the rest are not.
+    let too_big = vec![0u8; 65 << 10];
+    let err = client
+        .send_all([b"before".to_vec(), too_big, b"after".to_vec()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, steadfast::error::SendError::TooLarge { .. }),
+        "{err}"
+    );
+    assert_eq!(peer.recv().await.unwrap().body, "before");
+    client.send("next").await.unwrap();
+    assert_eq!(peer.recv().await.unwrap().body, "next");
+    client.close("done").await;
+}
