@@ -159,6 +159,7 @@ impl Setup {
             tls_client_key: sec.tls_client_key.clone(),
             tls_server_name: sec.tls_server_name.clone(),
             token_file: sec.token_file.clone(),
+            compress: None,
         };
         let mut server = crate::serve::security(ServerConfig::default(), &server_sec)?;
         let mut client = crate::client::client_config(None, &client_sec)?;
