@@ -652,6 +652,32 @@ impl Peer {
         Ok(out)
     }
 
+    /// With manual acknowledgement (`proto::Config::manual_ack`): acknowledges the taken
+    /// message `seq` and every message taken before it, telling the sender they are
+    /// processed (their receipts resolve). Returns how many were newly acknowledged (0 when
+    /// `seq` was acknowledged already, has not been taken, or the mode is off).
+    ///
+    /// ```no_run
+    /// # async fn f(peer: steadfast::Peer) -> Result<(), Box<dyn std::error::Error>> {
+    /// // ClientConfig::default().protocol(steadfast::proto::Config::default().manual_ack(true))
+    /// let m = peer.recv().await?;
+    /// // ... process m, store it ...
+    /// peer.acknowledge(m.seq);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn acknowledge(&self, seq: Seq) -> usize {
+        let n = self
+            .shared
+            .lock()
+            .session_mut()
+            .map_or(0, |s| s.acknowledge(seq));
+        if n > 0 {
+            self.shared.driver.notify_one();
+        }
+        n
+    }
+
     /// Messages received and waiting.
     pub fn waiting(&self) -> usize {
         let st = self.shared.lock();

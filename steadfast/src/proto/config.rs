@@ -40,6 +40,7 @@ pub struct Config {
     pub(crate) versions: (u16, u16),
     pub(crate) transforms: Vec<String>,
     pub(crate) required_transforms: Vec<String>,
+    pub(crate) manual_ack: bool,
 }
 
 impl Default for Config {
@@ -63,6 +64,7 @@ impl Default for Config {
             versions: SUPPORTED_VERSIONS,
             transforms: Vec::new(),
             required_transforms: Vec::new(),
+            manual_ack: false,
         }
     }
 }
@@ -180,6 +182,17 @@ impl Config {
         S: Into<String>,
     {
         self.required_transforms = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Manual acknowledgement (§5.2): taking a message from the inbox does not acknowledge it;
+    /// the application acknowledges it (and every message before it) when it has processed
+    /// it, with [`Session::acknowledge`](super::Session::acknowledge). So "acknowledged" can
+    /// mean "processed". Taken but unacknowledged messages still count against the window the
+    /// sender sees, and are not resent after a link fault (the resume reports them received).
+    /// Default: off (taking a message acknowledges it).
+    pub fn manual_ack(mut self, on: bool) -> Self {
+        self.manual_ack = on;
         self
     }
 

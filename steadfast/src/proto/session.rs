@@ -117,6 +117,10 @@ pub struct Session {
     pub(crate) delivered_bytes: u64,
     pub(crate) inbox: VecDeque<Message>,
     pub(crate) inbox_bytes: u64,
+    /// Manual acknowledgement: messages taken by the application and not yet acknowledged
+    /// (sequence number, body length), in order.
+    pub(crate) manual_ack: bool,
+    pub(crate) taken: VecDeque<(Seq, u64)>,
     /// A CLOSE this side sent (code and reason), kept so a resume can repeat it. §7.2
     pub(crate) closing: Option<(super::frame::CloseCode, String)>,
     /// Messages dropped from the inbox when this side's CLOSE went out (§7.2).
@@ -179,6 +183,8 @@ impl Session {
             delivered_bytes: 0,
             inbox: VecDeque::new(),
             inbox_bytes: 0,
+            manual_ack: config.manual_ack,
+            taken: VecDeque::new(),
             closing: None,
             discarded: 0,
             transforms: Vec::new(),
@@ -264,14 +270,47 @@ impl Session {
             && self.outbox_bytes + len as u64 <= self.outbox_max_bytes
     }
 
-    /// Takes the next received message, which acknowledges it to the peer (§5.2).
+    /// Takes the next received message, which acknowledges it to the peer (§5.2) — unless
+    /// manual acknowledgement is on ([`Session::acknowledge`]).
     pub fn recv(&mut self) -> Option<Message> {
         let msg = self.inbox.pop_front()?;
-        self.inbox_bytes -= msg.body.len() as u64;
-        self.delivered = Seq(msg.seq.0 + 1);
-        self.delivered_bytes += msg.body.len() as u64;
-        self.stats.delivered += 1;
+        let len = msg.body.len() as u64;
+        self.inbox_bytes -= len;
+        if self.manual_ack {
+            self.taken.push_back((msg.seq, len));
+        } else {
+            self.delivered = Seq(msg.seq.0 + 1);
+            self.delivered_bytes += len;
+            self.stats.delivered += 1;
+        }
         Some(msg)
+    }
+
+    /// Manual acknowledgement ([`Config::manual_ack`]): acknowledges the taken message `seq`
+    /// and every taken message before it (the ACK goes out from the connection, coalesced).
+    /// Returns how many messages this newly acknowledged: 0 if `seq` was already acknowledged
+    /// or has not been taken (or manual acknowledgement is off).
+    pub fn acknowledge(&mut self, seq: Seq) -> usize {
+        if self.taken.back().is_none_or(|(last, _)| *last < seq) {
+            return 0;
+        }
+        let mut n = 0;
+        while let Some(&(s, len)) = self.taken.front() {
+            if s > seq {
+                break;
+            }
+            self.taken.pop_front();
+            self.delivered = Seq(s.0 + 1);
+            self.delivered_bytes += len;
+            self.stats.delivered += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Manual acknowledgement: messages taken and not yet acknowledged.
+    pub fn taken_unacknowledged(&self) -> usize {
+        self.taken.len()
     }
 
     /// Messages received and waiting for the application.
