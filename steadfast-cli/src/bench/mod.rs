@@ -62,7 +62,7 @@ impl Mode {
             Mode::Throughput => 1_000_000,
             Mode::Latency => 20_000,
             Mode::Connections => 0,
-            Mode::Cuts => 1_000_000,
+            Mode::Cuts => 3_000_000,
         }
     }
 }
@@ -77,7 +77,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "64", value_name = "BYTES")]
     size: usize,
     /// Messages (throughput, cuts) or measured round trips (latency). Defaults: throughput
-    /// 1,000,000; latency 20,000; cuts 1,000,000.
+    /// 1,000,000; latency 20,000; cuts 3,000,000.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Connections mode: live sessions held open (by client processes, up to 9,000 each).
