@@ -13,8 +13,11 @@ use tracing::{Instrument, debug, info_span};
 use crate::config::ClientConfig;
 use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::ConnectError;
-use crate::peer::{EndReason, Link, Peer, PeerShared};
-use crate::proto::{Connection, ConnectionError, Message, Role, Session, SessionEnd};
+use crate::peer::{Durable, EndReason, Link, Peer, PeerShared};
+use crate::proto::{
+    Connection, ConnectionError, Message, Role, Session, SessionEnd, SessionRecord,
+};
+use crate::store::{CLIENT_KEY, StoreError};
 
 /// Something that happened to a client's session.
 #[derive(Debug)]
@@ -59,6 +62,40 @@ pub struct Client {
     task: JoinHandle<()>,
 }
 
+/// The session to start with: the stored one (to resume), a new one continuing a stored
+/// ended session's sequence numbers, or a new one. Also what the store holds of it.
+fn stored_session(config: &ClientConfig) -> Result<(Session, Option<SessionRecord>), ConnectError> {
+    let fresh = |proto: &crate::proto::Config| Session::client(proto, config.name.clone());
+    let Some(store) = &config.store else {
+        return Ok((fresh(&config.proto), None));
+    };
+    let mut stored = store.load()?;
+    if stored
+        .iter()
+        .any(|s| s.key != CLIENT_KEY || s.record.role != Role::Client)
+    {
+        return Err(StoreError::Foreign("the store holds sessions of a server".into()).into());
+    }
+    match stored.pop() {
+        None => Ok((fresh(&config.proto), None)),
+        Some(s) if s.ended => {
+            // Sequence numbers go on where the ended session stopped.
+            let proto = config.proto.clone().initial_seq(s.record.next_seq);
+            Ok((fresh(&proto), None))
+        }
+        Some(s) => {
+            let committed = s.record.clone();
+            let session = Session::restore(&config.proto, s.record, s.outbox)?;
+            debug!(
+                resumable = session.id().is_some(),
+                unacknowledged = session.outbox_len(),
+                "restored the stored session"
+            );
+            Ok((session, Some(committed)))
+        }
+    }
+}
+
 impl Client {
     /// Connects to `addr` (host:port; resolved again on every reconnect) and establishes a new
     /// session. Reconnection after later losses is automatic.
@@ -72,13 +109,16 @@ impl Client {
     ) -> Result<Client, ConnectError> {
         config.validate()?;
         let addr = addr.into();
-        let session = Session::client(&config.proto, config.name.clone());
+        let (session, committed) = stored_session(&config)?;
         let shared = PeerShared::new(
             Role::Client,
             config.name.clone(),
             Link::Detached(Box::new(session)),
             config.transforms.clone(),
         );
+        if let Some(store) = &config.store {
+            shared.lock().durable = Some(Durable::new(store.clone(), CLIENT_KEY, committed));
+        }
         let (events_tx, events) = mpsc::channel(256);
         let (first_tx, first_rx) = oneshot::channel();
         let span = info_span!("client", %addr);

@@ -33,6 +33,7 @@ pub struct ClientConfig {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) connect_timeout: Duration,
     pub(crate) transforms: Chain,
+    pub(crate) store: Option<Arc<dyn crate::store::SessionStore>>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsClient>,
 }
@@ -48,6 +49,7 @@ impl Default for ClientConfig {
             max_attempts: None,
             connect_timeout: Duration::from_secs(10),
             transforms: Chain::new(),
+            store: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -75,6 +77,15 @@ impl ClientConfig {
     pub fn transform(mut self, t: impl Transform + 'static) -> Self {
         self.transforms.push(Arc::new(t));
         self.proto = self.proto.transforms(self.transforms.names());
+        self
+    }
+
+    /// Keeps the session in `store` so that it survives a restart of the client process
+    /// ([`store`](crate::store)): `connect` resumes the stored session (its unacknowledged
+    /// messages go out again) or, if it had ended, starts a new one whose sequence numbers
+    /// continue the old one's. Default: none (the session lives in memory).
+    pub fn store(mut self, store: Arc<dyn crate::store::SessionStore>) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -163,6 +174,7 @@ pub struct ServerConfig {
     pub(crate) full_retry_after: Duration,
     pub(crate) event_capacity: usize,
     pub(crate) memory_budget: u64,
+    pub(crate) store: Option<Arc<dyn crate::store::SessionStore>>,
     pub(crate) auth: Option<Authenticator>,
     pub(crate) transforms: Chain,
     #[cfg(feature = "tls")]
@@ -221,6 +233,7 @@ impl Default for ServerConfig {
             full_retry_after: Duration::from_secs(1),
             event_capacity: 65_536,
             memory_budget: 1 << 30,
+            store: None,
             auth: None,
             transforms: Chain::new(),
             #[cfg(feature = "tls")]
@@ -236,6 +249,18 @@ impl ServerConfig {
         self.proto = proto
             .transforms(self.transforms.names())
             .required_transforms(required);
+        self
+    }
+
+    /// Keeps sessions in `store` so that they survive a restart of the server process
+    /// ([`store`](crate::store)): `bind` restores the stored sessions as lingering ones (their
+    /// linger time counted from when they were last seen), and [`Server::shutdown`] then sends
+    /// GOAWAY instead of CLOSE so that clients resume on the next server.
+    /// Default: none (sessions live in memory).
+    ///
+    /// [`Server::shutdown`]: crate::Server::shutdown
+    pub fn store(mut self, store: Arc<dyn crate::store::SessionStore>) -> Self {
+        self.store = Some(store);
         self
     }
 

@@ -48,9 +48,12 @@ pub(crate) enum Outcome {
     Replaced,
 }
 
+/// A change a store must commit before this turn's bytes are written.
+type Commit = Option<Box<(Arc<dyn crate::store::SessionStore>, crate::store::Change)>>;
+
 /// One turn of the driver loop, decided under the lock.
 enum Step {
-    Run(Option<Instant>, Option<Outcome>),
+    Run(Option<Instant>, Option<Outcome>, Commit),
     /// Taken over: write these last bytes and stop.
     Replaced(Vec<u8>),
 }
@@ -116,13 +119,42 @@ where
                     }
                     let outcome = handle_events(peer, &mut st, &mut progress);
                     st.account();
-                    Step::Run(deadline, outcome)
+                    // Durable before visible: what this turn changed is committed before its
+                    // bytes (DATA of new messages, ACKs of positions, proofs of tokens) go out.
+                    let commit = st.durable_change(false).map(Box::new);
+                    Step::Run(deadline, outcome, commit)
                 }
                 _ => Step::Replaced(Vec::new()),
             }
         };
         let (deadline, outcome) = match step {
-            Step::Run(d, o) => (d, o),
+            Step::Run(d, o, None) => (d, o),
+            Step::Run(d, o, Some(commit)) => {
+                let (store, change) = *commit;
+                match store.submit(vec![change]).await {
+                    Ok(Ok(())) => {}
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "store closed".to_owned(),
+                        };
+                        tracing::error!(%error, "session store commit failed: dropping the connection");
+                        // Nothing of this turn may go out.
+                        wbuf.clear();
+                        wpos = 0;
+                        let mut st = peer.lock();
+                        let current = st.generation == generation;
+                        if let Link::Attached(conn) = &mut st.link
+                            && current
+                        {
+                            conn.handle_disconnect();
+                        }
+                        drop(st);
+                        continue;
+                    }
+                }
+                (d, o)
+            }
             Step::Replaced(farewell) => {
                 let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
                     wr.write_all(&wbuf[wpos..]).await?;

@@ -46,6 +46,9 @@ pub enum ConnectError {
     /// The address could not be resolved or reached.
     #[error("could not connect: {0}")]
     Io(#[from] io::Error),
+    /// The session store could not be read, or holds something else.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The server refused the session.
     #[error("server refused the session ({code:?}): {reason}")]
     Rejected {
@@ -80,4 +83,7 @@ pub enum BindError {
     /// No listen address given.
     #[error("no listen address given")]
     NoAddress,
+    /// The session store could not be read, or holds something else.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

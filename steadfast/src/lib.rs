@@ -60,8 +60,10 @@
 //!   connection is noticed within 10 s on both sides, even during a large transfer (messages
 //!   are chunked; control frames go first).
 //!
-//! Across a *crash* of a process (not a link) sessions are lost unless durable state is used
-//! (not yet available).
+//! Across a *crash* of a process (not a link) sessions are lost unless a [`store`] keeps them:
+//! with a durable store, a message whose receipt resolved is never lost by a crash of either
+//! side, and a receiver may see again only messages it had received but not yet acknowledged
+//! (at-least-once across crashes, exactly-once across link faults).
 //!
 //! ## Cancel safety
 //!
@@ -82,6 +84,7 @@
 //! - `serde`: typed messages as MessagePack ([`typed`]).
 //! - `dev-certs`: development certificates for tests and local setups.
 //! - `lz4`, `zstd`: compression [`transform`]s, negotiated in the handshake.
+//! - `durable`: sessions that survive the death of the process ([`store::DurableStore`]).
 //!
 //! Also: [`raw`], the framing layer alone (no sessions), and [`blocking`], the same API for
 //! programs without an async runtime.
@@ -114,6 +117,8 @@ pub mod raw;
 pub mod rpc;
 #[cfg(feature = "runtime")]
 mod server;
+#[cfg(feature = "runtime")]
+pub mod store;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transform;

@@ -17,7 +17,10 @@ use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::{ReceiptError, RecvError, SendError};
-use crate::proto::{self, Connection, Message, Role, Seq, Session, SessionEnd, SessionId};
+use crate::proto::{
+    self, Connection, Message, Role, Seq, Session, SessionEnd, SessionId, SessionRecord,
+};
+use crate::store::{Change, SessionStore, StoreKey};
 use crate::transform::Chain;
 
 /// How a session ended, as the runtime reports it.
@@ -90,6 +93,31 @@ pub(crate) struct PeerState {
     pub(crate) parked: VecDeque<Message>,
     /// The session's transforms, to give unacknowledged messages back as they were sent.
     pub(crate) codec: Option<Codec>,
+    /// The store that keeps this session across crashes, with what it holds already.
+    pub(crate) durable: Option<Durable>,
+}
+
+/// A session's place in a [`SessionStore`] and what was committed there last.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) key: StoreKey,
+    /// The record as last committed (`None`: nothing committed yet).
+    pub(crate) committed: Option<SessionRecord>,
+}
+
+impl Durable {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        key: StoreKey,
+        committed: Option<SessionRecord>,
+    ) -> Self {
+        Durable {
+            store,
+            key,
+            committed,
+        }
+    }
 }
 
 /// A session's message transform chain and the receiver's bound on decoded bodies.
@@ -164,8 +192,78 @@ impl PeerState {
         self.accounted = now;
     }
 
+    /// What the store lacks of this session now (`None`: nothing changed, or no store). With
+    /// `force`, the record is written even if unchanged (to note the time, at a disconnect).
+    /// Counted as committed at once: the caller submits it before writing anything else.
+    pub(crate) fn durable_change(
+        &mut self,
+        force: bool,
+    ) -> Option<(Arc<dyn SessionStore>, Change)> {
+        let record = self.session()?.record();
+        let durable = self.durable.as_ref()?;
+        let stored_next = durable
+            .committed
+            .as_ref()
+            .map_or(record.acked, |c| c.next_seq.max(record.acked));
+        if !force && durable.committed.as_ref() == Some(&record) {
+            return None;
+        }
+        let new_messages: Vec<Message> =
+            self.session()?.outbox_from(stored_next).cloned().collect();
+        let durable = self.durable.as_mut()?;
+        durable.committed = Some(record.clone());
+        Some((
+            durable.store.clone(),
+            Change::Put {
+                key: durable.key,
+                record,
+                new_messages,
+                last_seen_ms: wall_clock_us() / 1_000,
+                ended: false,
+            },
+        ))
+    }
+
+    /// Tells the store the session ended: a server forgets it; a client keeps only where its
+    /// next session's sequence numbers start (`resume_at`), so that what was ever queued is
+    /// still known. Not waited for.
+    fn durable_end(&mut self, resume_at: Option<Seq>) {
+        let Some(durable) = self.durable.take() else {
+            return;
+        };
+        let change = match (&durable.committed, resume_at) {
+            (Some(c), resume_at) if c.role == Role::Client => {
+                let next = resume_at.unwrap_or(c.next_seq);
+                Change::Put {
+                    key: durable.key,
+                    record: SessionRecord {
+                        id: None,
+                        token: None,
+                        issued: None,
+                        next_seq: next,
+                        acked: next,
+                        delivered: Seq(0),
+                        ..c.clone()
+                    },
+                    new_messages: Vec::new(),
+                    last_seen_ms: wall_clock_us() / 1_000,
+                    ended: true,
+                }
+            }
+            _ => Change::Delete { key: durable.key },
+        };
+        drop(durable.store.submit(vec![change]));
+    }
+
     /// Ends the session: everything unacknowledged is kept for the application.
     pub(crate) fn end(&mut self, reason: EndReason, mut unacknowledged: Vec<Message>, acked: Seq) {
+        if matches!(reason, EndReason::ClientDropped | EndReason::Shutdown) {
+            // The process stops carrying the session, the session itself goes on: a store
+            // keeps it for the next run to resume.
+            self.durable = None;
+        } else {
+            self.durable_end(unacknowledged.first().map(|m| m.seq));
+        }
         if let Some(codec) = &self.codec {
             // Our own encodings: they decode (a failure keeps the body as it went out).
             for m in &mut unacknowledged {
@@ -244,6 +342,7 @@ impl PeerShared {
                 id,
                 parked: VecDeque::new(),
                 codec: codec.clone(),
+                durable: None,
             }),
             role,
             name,

@@ -18,11 +18,12 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::config::{AuthDecision, AuthRequest, ServerConfig};
 use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::{BindError, SendError};
-use crate::peer::{Budget, EndReason, Link, Peer, PeerShared, Receipt};
+use crate::peer::{Budget, Durable, EndReason, Link, Peer, PeerShared, Receipt};
 use crate::proto::{
-    CloseCode, Connection, ConnectionError, Event, HelloRequest, Message, RejectCode, ResumeToken,
-    Role, SessionId,
+    CloseCode, ConfigError, Connection, ConnectionError, Event, HelloRequest, Message, RejectCode,
+    ResumeToken, Role, Session, SessionId,
 };
+use crate::store::{SessionStore, StoreError};
 
 /// Something that happened on a server.
 #[derive(Debug)]
@@ -188,6 +189,10 @@ impl Server {
             }),
             config,
         });
+        if let Some(store) = &inner.config.store {
+            let n = restore_sessions(&inner, store)?;
+            debug!(sessions = n, "restored stored sessions");
+        }
         let mut bound = Vec::new();
         for l in listeners {
             let local = l.local_addr().map_err(|source| BindError::Io {
@@ -300,6 +305,11 @@ impl Server {
     /// acknowledged, then ends every session with CLOSE `Shutdown` and waits (briefly) for
     /// the exchanges to finish. Returns, per session, the messages it sent that were never
     /// acknowledged (they also stay on the peer handles).
+    ///
+    /// With a [store](ServerConfig::store) the sessions do not end: each connection gets
+    /// GOAWAY `Shutdown` (its client reconnects, with its backoff, until a server with the same
+    /// store is back) and the store keeps every session with its unacknowledged messages, so
+    /// nothing is returned.
     pub async fn shutdown(mut self, drain: Duration) -> Vec<(Peer, Vec<Message>)> {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.stop_accepting.cancel();
@@ -307,14 +317,24 @@ impl Server {
         for p in self.peers() {
             let _ = tokio::time::timeout_at(deadline, p.flush()).await;
         }
+        let keep = self.inner.config.store.is_some();
         for p in self.peers() {
-            end_peer(
-                &self.inner,
-                &p.shared,
-                CloseCode::Shutdown,
-                "server shutting down",
-                EndReason::Shutdown,
-            );
+            if keep {
+                let mut st = p.shared.lock();
+                if let Link::Attached(conn) = &mut st.link {
+                    conn.go_away(CloseCode::Shutdown, 0, "server restarting");
+                }
+                drop(st);
+                p.shared.wake_all();
+            } else {
+                end_peer(
+                    &self.inner,
+                    &p.shared,
+                    CloseCode::Shutdown,
+                    "server shutting down",
+                    EndReason::Shutdown,
+                );
+            }
         }
         let peers = self.peers();
         // Wait for the CLOSE exchanges; a session whose connection dropped meanwhile cannot
@@ -342,7 +362,7 @@ impl Server {
         for p in peers {
             abandon(&p.shared, EndReason::Shutdown);
             let unacked = p.unacknowledged();
-            if !unacked.is_empty() {
+            if !unacked.is_empty() && !keep {
                 lost.push((p, unacked));
             }
         }
@@ -586,6 +606,12 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
     match outcome {
         Outcome::Replaced => {}
         Outcome::Disconnected(error) => {
+            // A store notes when the session was last seen: its linger counts from here, also
+            // across a restart.
+            let change = peer.shared.lock().durable_change(true);
+            if let Some((store, change)) = change {
+                drop(store.submit(vec![change]));
+            }
             inner.emit(ServerEvent::Disconnected {
                 peer: peer.clone(),
                 error,
@@ -723,15 +749,10 @@ fn decide(
             st.budget = Some(inner.budget.clone());
             st.account();
         }
-        let weak = Arc::downgrade(inner);
-        let _ = shared
-            .forget
-            .set(crate::peer::ForgetHook(Box::new(move |peer| {
-                if let Some(inner) = weak.upgrade() {
-                    let id = peer.lock().id;
-                    inner.forget(id, peer);
-                }
-            })));
+        if let Some(store) = &inner.config.store {
+            shared.lock().durable = Some(Durable::new(store.clone(), id.0, None));
+        }
+        install_forget(inner, &shared);
         reg.sessions.insert(id, shared.clone());
         if let Some(name) = name {
             reg.names.insert(name, id);
@@ -816,6 +837,78 @@ fn decide(
             None
         }
     }
+}
+
+/// Lets the application's `close` on a peer remove it from the registry.
+fn install_forget(inner: &Arc<Inner>, shared: &Arc<PeerShared>) {
+    let weak = Arc::downgrade(inner);
+    let _ = shared
+        .forget
+        .set(crate::peer::ForgetHook(Box::new(move |peer| {
+            if let Some(inner) = weak.upgrade() {
+                let id = peer.lock().id;
+                inner.forget(id, peer);
+            }
+        })));
+}
+
+/// Brings back the sessions a store kept: each lingers, resumable, for what is left of its
+/// linger time counted from when it was last seen (expired ones end at once, handing their
+/// unacknowledged messages to the application as usual).
+fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result<usize, BindError> {
+    let stored = store.load()?;
+    let now_ms = crate::peer::wall_clock_us() / 1_000;
+    let linger = inner.config.linger;
+    let linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX);
+    let mut reg = inner.registry();
+    let count = stored.len();
+    for s in stored {
+        let (Role::Server, Some(id), false) = (s.record.role, s.record.id, s.ended) else {
+            return Err(StoreError::Foreign("the store holds a client's session".into()).into());
+        };
+        let committed = s.record.clone();
+        let session = Session::restore(&inner.config.proto, s.record, s.outbox)
+            .map_err(|e| StoreError::Corrupt(e.0))?;
+        let Some(chain) = inner.config.transforms.select(session.transforms()) else {
+            return Err(ConfigError(format!(
+                "a stored session uses the transforms {:?}; configure them",
+                session.transforms()
+            ))
+            .into());
+        };
+        let name = session.name().map(str::to_owned);
+        let shared = PeerShared::new(
+            Role::Server,
+            name.clone(),
+            Link::Detached(Box::new(session)),
+            chain,
+        );
+        let generation = {
+            let mut st = shared.lock();
+            st.id = Some(id);
+            st.budget = Some(inner.budget.clone());
+            st.durable = Some(Durable::new(store.clone(), id.0, Some(committed)));
+            st.account();
+            st.generation
+        };
+        install_forget(inner, &shared);
+        reg.sessions.insert(id, shared.clone());
+        if let Some(name) = name {
+            reg.names.insert(name, id);
+        }
+        let left = Duration::from_millis(
+            (s.last_seen_ms.saturating_add(linger_ms)).saturating_sub(now_ms),
+        );
+        let peer = Peer { shared };
+        let inner2 = inner.clone();
+        inner.tracker.spawn(async move {
+            tokio::select! {
+                () = inner2.stop_all.cancelled() => {}
+                () = tokio::time::sleep(left) => expire(&inner2, &peer, generation, linger),
+            }
+        });
+    }
+    Ok(count)
 }
 
 fn expire(inner: &Arc<Inner>, peer: &Peer, generation: u64, linger: Duration) {

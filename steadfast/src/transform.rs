@@ -164,6 +164,7 @@ impl Chain {
 
     /// The transforms named by `names`, in that order, picked from this chain (used as the set
     /// a server supports). `None` if one is missing.
+    #[cfg(feature = "runtime")]
     pub(crate) fn select(&self, names: &[String]) -> Option<Chain> {
         let steps = names
             .iter()
@@ -305,6 +306,7 @@ mod tests {
         assert_eq!(chain.names(), ["a", "b"]);
     }
 
+    #[cfg(feature = "runtime")]
     #[test]
     fn select_picks_in_the_given_order_or_nothing() {
         let mut set = Chain::new();

@@ -50,4 +50,4 @@ pub use frame::{
     CloseCode, Frame, FrameError, Limits, RejectCode, ResumeRequest, ResumeToken, Seq, SessionId,
     Window,
 };
-pub use session::{Message, Role, SendError, Session, Stats};
+pub use session::{Message, Role, SendError, Session, SessionRecord, Stats};

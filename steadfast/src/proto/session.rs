@@ -26,6 +26,33 @@ pub struct Message {
     pub body: Bytes,
 }
 
+/// What a store keeps of a session so that it survives the death of its process (PROTOCOL.md
+/// §13): identity, tokens and positions. The outbox is kept beside it, message by message.
+///
+/// Restoring gives a session whose inbox is empty and whose `received` position is its
+/// `delivered` one: messages received but not delivered before a crash are received again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Which end.
+    pub role: Role,
+    /// The session id (`None` for a client session no server has accepted yet).
+    pub id: Option<SessionId>,
+    /// Client: the token to present. Server: the token the client is proven to hold.
+    pub token: Option<ResumeToken>,
+    /// Server: the token of the last WELCOME, not yet proven held.
+    pub issued: Option<ResumeToken>,
+    /// The client's name.
+    pub name: Option<String>,
+    /// The session's message transforms.
+    pub transforms: Vec<String>,
+    /// The sequence number the next message sent will get.
+    pub next_seq: Seq,
+    /// Every own message below this was acknowledged.
+    pub acked: Seq,
+    /// Every peer message below this was delivered (and acknowledged, or about to be).
+    pub delivered: Seq,
+}
+
 /// Which end of the session this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -195,6 +222,81 @@ impl Session {
     /// The message transforms both ends apply to every body, in order (§4.7).
     pub fn transforms(&self) -> &[String] {
         &self.transforms
+    }
+
+    /// The durable part of the session (see [`SessionRecord`]).
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            role: self.role,
+            id: self.id,
+            token: self.token.clone(),
+            issued: self.issued.clone(),
+            name: self.name.clone(),
+            transforms: self.transforms.clone(),
+            next_seq: self.next_seq,
+            acked: self.acked,
+            delivered: self.delivered,
+        }
+    }
+
+    /// The messages of the outbox from `seq` on (the ones a store has not kept yet).
+    pub fn outbox_from(&self, seq: Seq) -> impl Iterator<Item = &Message> {
+        let skip = seq.0.saturating_sub(self.acked.0);
+        self.outbox
+            .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+    }
+
+    /// A session restored from a store: `record` and its unacknowledged messages, which must
+    /// be the contiguous run from `record.acked` to `record.next_seq`.
+    ///
+    /// # Errors
+    /// [`super::ConfigError`] naming the inconsistency (a gap, a message out of range,
+    /// positions in the wrong order): the store is corrupt.
+    pub fn restore(
+        config: &Config,
+        record: SessionRecord,
+        outbox: Vec<Message>,
+    ) -> Result<Session, super::ConfigError> {
+        let bad = |why: String| Err(super::ConfigError(format!("stored session: {why}")));
+        if record.acked > record.next_seq {
+            return bad(format!(
+                "acknowledged position {} beyond the next sequence number {}",
+                record.acked, record.next_seq
+            ));
+        }
+        if record.acked.0.saturating_add(outbox.len() as u64) != record.next_seq.0 {
+            return bad(format!(
+                "{} stored messages do not fill {}..{}",
+                outbox.len(),
+                record.acked,
+                record.next_seq
+            ));
+        }
+        for (i, m) in outbox.iter().enumerate() {
+            if m.seq.0 != record.acked.0 + i as u64 {
+                return bad(format!(
+                    "message {} stored where {} belongs",
+                    m.seq,
+                    record.acked.0 + i as u64
+                ));
+            }
+        }
+        let mut s = Session::blank(record.role, config);
+        s.id = record.id;
+        s.token = record.token;
+        s.issued = record.issued;
+        s.name = record.name;
+        s.transforms = record.transforms;
+        s.next_seq = record.next_seq;
+        s.acked = record.acked;
+        // Anything up to next_seq may have been transmitted before the crash.
+        s.sent_high = record.next_seq;
+        s.received = record.delivered;
+        s.delivered = record.delivered;
+        s.outbox_bytes = outbox.iter().map(|m| m.body.len() as u64).sum();
+        s.outbox = outbox.into();
+        Ok(s)
     }
 
     /// The session's id, once a server has assigned one.

@@ -1,0 +1,346 @@
+//! Sessions kept in a store survive the death of the `Server` or `Client` that carried them:
+//! restarts inside one process with a `MemoryStore`, and the on-disk `DurableStore`'s checks.
+//! (Real process kills are in the CLI's tests.)
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use steadfast::store::{MemoryStore, SessionStore};
+use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig, ServerEvent};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn n(m: &steadfast::Message) -> u64 {
+    u64::from_be_bytes(m.body[..8].try_into().unwrap())
+}
+
+fn body(i: u64) -> Vec<u8> {
+    i.to_be_bytes().to_vec()
+}
+
+async fn next_peer(server: &mut Server) -> Peer {
+    loop {
+        match tokio::time::timeout(WAIT, server.next_event())
+            .await
+            .unwrap()
+        {
+            Some(ServerEvent::Connected { peer } | ServerEvent::Resumed { peer }) => return peer,
+            Some(_) => continue,
+            None => panic!("server stopped"),
+        }
+    }
+}
+
+/// Binds `addr` again once the dropped server's listener is gone (its task ends shortly after
+/// the drop): a condition with a deadline.
+async fn rebind(addr: std::net::SocketAddr, config: ServerConfig) -> Server {
+    for _ in 0..500 {
+        match Server::bind([addr], config.clone()).await {
+            Ok(s) => return s,
+            Err(steadfast::error::BindError::Io { .. }) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("{addr} stayed in use")
+}
+
+fn fast_client(store: Option<Arc<dyn SessionStore>>) -> ClientConfig {
+    let c = ClientConfig::default().backoff(Duration::from_millis(5), Duration::from_millis(50));
+    match store {
+        Some(s) => c.store(s),
+        None => c,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_resumes_its_sessions_and_loses_nothing_acknowledged() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let server = Server::bind(
+        ["127.0.0.1:0"],
+        ServerConfig::default().store(store.clone()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    let mut server = server;
+    let client = Client::connect(addr.to_string(), fast_client(None))
+        .await
+        .unwrap();
+    let peer = next_peer(&mut server).await;
+
+    // The server's application takes the first 50 of 100; their receipts resolve.
+    let mut receipts = Vec::new();
+    for i in 0..100 {
+        receipts.push(client.send(body(i)).await.unwrap());
+    }
+    for i in 0..50 {
+        assert_eq!(
+            n(&tokio::time::timeout(WAIT, peer.recv())
+                .await
+                .unwrap()
+                .unwrap()),
+            i
+        );
+    }
+    tokio::time::timeout(WAIT, receipts.remove(49))
+        .await
+        .unwrap()
+        .unwrap();
+    // The server sends 10 the client does not read yet.
+    for i in 0..10 {
+        peer.send(body(1_000 + i)).await.unwrap();
+    }
+    tokio::time::timeout(WAIT, async {
+        while client.waiting() < 10 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // The server dies (dropped, nothing graceful) and a new one starts on the same store.
+    drop(peer);
+    drop(server);
+    let mut server = rebind(addr, ServerConfig::default().store(store.clone())).await;
+    assert_eq!(
+        server.peers().len(),
+        1,
+        "the stored session is back, lingering"
+    );
+    let peer = next_peer(&mut server).await;
+    // Exactly the ones not taken before come, in order, once.
+    for i in 50..100 {
+        assert_eq!(
+            n(&tokio::time::timeout(WAIT, peer.recv())
+                .await
+                .unwrap()
+                .unwrap()),
+            i
+        );
+    }
+    tokio::time::timeout(WAIT, receipts.pop().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(receipts.iter().all(|r| r.is_acknowledged()));
+    // The client reads its 10 once (a resend after the restart is dropped as a duplicate).
+    for i in 0..10 {
+        assert_eq!(n(&client.recv().await.unwrap()), 1_000 + i);
+    }
+    peer.send(body(2_000)).await.unwrap();
+    assert_eq!(n(&client.recv().await.unwrap()), 2_000);
+    assert_eq!(client.waiting(), 0);
+    client.close("done").await;
+    // A closed session is forgotten by the store.
+    tokio::time::timeout(WAIT, async {
+        while !store.load().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_resends_what_was_not_acknowledged_and_continues_its_numbers() {
+    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let client = Client::connect(&addr, fast_client(Some(store.clone())))
+        .await
+        .unwrap();
+    let peer = next_peer(&mut server).await;
+    let mut last = None;
+    for i in 0..100 {
+        last = Some(client.send(body(i)).await.unwrap());
+    }
+    for i in 0..30 {
+        assert_eq!(n(&peer.recv().await.unwrap()), i);
+    }
+    // Wait until all 100 are stored and sent (the server has received them all).
+    tokio::time::timeout(WAIT, async {
+        while peer.waiting() < 70 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let last = last.unwrap();
+    assert!(!last.is_acknowledged());
+    // The client process "dies".
+    drop(client);
+    // A new client with the same store resumes the same session.
+    let client = Client::connect(&addr, fast_client(Some(store.clone())))
+        .await
+        .unwrap();
+    let same = next_peer(&mut server).await;
+    assert_eq!(same.id(), peer.id(), "resumed, not a new session");
+    for i in 30..100 {
+        assert_eq!(
+            n(&tokio::time::timeout(WAIT, same.recv())
+                .await
+                .unwrap()
+                .unwrap()),
+            i
+        );
+    }
+    tokio::time::timeout(WAIT, client.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    // A graceful end; the next session's numbers continue the old ones (what was ever
+    // queued is known across runs).
+    client.close("done").await;
+    let stored = store.load().unwrap();
+    assert!(stored[0].ended);
+    let client = Client::connect(&addr, fast_client(Some(store.clone())))
+        .await
+        .unwrap();
+    let receipt = client.send(body(100)).await.unwrap();
+    let fresh = next_peer(&mut server).await;
+    assert_ne!(fresh.id(), peer.id(), "a new session after the end");
+    let m = fresh.recv().await.unwrap();
+    assert_eq!((n(&m), m.seq.0, receipt.seq().0), (100, 101, 101));
+    client.close("done").await;
+}
+
+#[cfg(feature = "durable")]
+mod on_disk {
+    use super::*;
+    use steadfast::store::{DurableStore, StoreError, StoreRole};
+
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "steadfast-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn foreign_locked_other_role_and_damaged_state_are_refused_and_left_alone() {
+        let dir = TempDir::new("checks");
+        // Another role's state.
+        drop(DurableStore::open(&dir.0, StoreRole::Server).unwrap());
+        let err = DurableStore::open(&dir.0, StoreRole::Client).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Foreign(why) if why.contains("server state")),
+            "{err}"
+        );
+        // One process at a time.
+        let held = DurableStore::open(&dir.0, StoreRole::Server).unwrap();
+        let err = DurableStore::open(&dir.0, StoreRole::Server).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io(why) if why.contains("in use")),
+            "{err}"
+        );
+        drop(held);
+        // A file that is not ours is not overwritten.
+        let other = TempDir::new("foreign");
+        std::fs::create_dir_all(&other.0).unwrap();
+        let file = other.0.join("steadfast.redb");
+        std::fs::write(&file, b"someone else's data, not a database").unwrap();
+        assert!(DurableStore::open(&other.0, StoreRole::Server).is_err());
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            b"someone else's data, not a database"
+        );
+        // Damage in the middle of a real state file is detected when opening or loading.
+        let path = dir.0.join("steadfast.redb");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0xa5;
+        }
+        bytes.truncate(bytes.len() - 100);
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = DurableStore::open(&dir.0, StoreRole::Server);
+        let loaded = opened.as_ref().map(|s| s.load());
+        assert!(
+            !matches!(loaded, Ok(Ok(_))),
+            "a damaged state file was accepted"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_on_disk_resumes_after_a_restart() {
+        let dir = TempDir::new("server");
+        let store: Arc<dyn SessionStore> =
+            Arc::new(DurableStore::open(&dir.0, StoreRole::Server).unwrap());
+        let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default().store(store))
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let client = Client::connect(addr.to_string(), fast_client(None))
+            .await
+            .unwrap();
+        let peer = next_peer(&mut server).await;
+        let mut last = None;
+        for i in 0..1_000 {
+            last = Some(client.send(body(i)).await.unwrap());
+        }
+        for i in 0..400 {
+            assert_eq!(n(&peer.recv().await.unwrap()), i);
+        }
+        drop(peer);
+        drop(server);
+        // The database file is closed once the old server's tasks are gone; retry briefly.
+        let store = {
+            let mut tries = 0;
+            loop {
+                match DurableStore::open(&dir.0, StoreRole::Server) {
+                    Ok(s) => break s,
+                    Err(e) if tries < 200 => {
+                        tries += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        let mut server = rebind(addr, ServerConfig::default().store(Arc::new(store))).await;
+        let peer = next_peer(&mut server).await;
+        // Messages taken before the restart may come again only if their ACK had not been
+        // committed; from there on every message comes once, in order.
+        let first = n(&tokio::time::timeout(WAIT, peer.recv())
+            .await
+            .unwrap()
+            .unwrap());
+        assert!(
+            first <= 400,
+            "skipped messages: first after restart is {first}"
+        );
+        for i in first + 1..1_000 {
+            assert_eq!(
+                n(&tokio::time::timeout(WAIT, peer.recv())
+                    .await
+                    .unwrap()
+                    .unwrap()),
+                i
+            );
+        }
+        tokio::time::timeout(WAIT, last.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        client.close("done").await;
+    }
+}
