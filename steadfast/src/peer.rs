@@ -777,6 +777,14 @@ impl Peer {
         n
     }
 
+    /// The sequence number the next message sent will get (`None` once the session ended).
+    /// With a store, numbers continue across runs of the program: a client whose stored
+    /// session starts at the default initial number 1 has queued `next_seq - 1` messages in
+    /// all its runs.
+    pub fn next_seq(&self) -> Option<Seq> {
+        self.shared.lock().session().map(Session::next_seq)
+    }
+
     /// Messages received and waiting.
     pub fn waiting(&self) -> usize {
         let st = self.shared.lock();
