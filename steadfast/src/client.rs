@@ -213,6 +213,8 @@ async fn run(
         match connected {
             Err(e) => {
                 if let Some(tx) = first.take() {
+                    // Not reached: a stored session stays as it is for the next attempt.
+                    shared.lock().durable = None;
                     end(&shared, EndReason::GaveUp(1), None);
                     let _ = tx.send(Err(ConnectError::Io(e)));
                     return;
@@ -263,6 +265,8 @@ async fn run(
                     Outcome::Replaced => return,
                     Outcome::Disconnected(error) => {
                         if let Some(tx) = first.take() {
+                            // The session itself was not refused: a stored one stays as it is.
+                            shared.lock().durable = None;
                             end(&shared, EndReason::GaveUp(1), None);
                             let err = match error {
                                 ConnectionError::Rejected { code, reason, .. } => {

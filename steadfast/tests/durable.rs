@@ -175,6 +175,19 @@ async fn a_restarted_client_resends_what_was_not_acknowledged_and_continues_its_
     assert!(!last.is_acknowledged());
     // The client process "dies".
     drop(client);
+    // A first attempt that cannot reach anything leaves the stored session as it was.
+    let before = store.load().unwrap();
+    assert!(
+        Client::connect("127.0.0.1:1", fast_client(Some(store.clone())))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.load().unwrap(), before);
+    assert!(
+        !before[0].ended && before[0].outbox.len() == 70,
+        "{:?}",
+        before[0].record
+    );
     // A new client with the same store resumes the same session.
     let client = Client::connect(&addr, fast_client(Some(store.clone())))
         .await
