@@ -18,7 +18,7 @@ use crate::proto::{ConnectionError, Event, Seq, SessionEnd};
 const READ_CHUNK: usize = 64 << 10;
 /// The read buffer of a quiet connection: buffers grow under load and shrink back when the
 /// connection is idle, so thousands of idle sessions cost little memory.
-const READ_SMALL: usize = 2 << 10;
+const READ_SMALL: usize = 512;
 /// Write-buffer capacity kept across idle periods.
 const WRITE_KEEP: usize = 4 << 10;
 /// How long a closing connection may take to write its last frames.
