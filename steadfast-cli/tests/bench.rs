@@ -99,14 +99,69 @@ fn throughput_reports_both_rates_and_no_loss() {
     let v = bench_json("throughput", &["--count", "2000", "--size", "32"]);
     assert_eq!(v["count"], 2000);
     assert_eq!(v["size"], 32);
-    assert!(number(&v, "msgs_per_sec") > 0.0);
+    let send = number(&v, "send_msgs_per_sec");
+    let send_all = number(&v, "send_all_msgs_per_sec");
+    assert!(send > 0.0 && send_all > 0.0, "{v}");
+    // msgs_per_sec is the better of the two APIs, and `api` names it.
+    assert_eq!(number(&v, "msgs_per_sec"), send.max(send_all), "{v}");
+    let api = if send_all > send { "send_all" } else { "send" };
+    assert_eq!(v["api"], api, "{v}");
     assert!(number(&v, "raw_msgs_per_sec") > 0.0);
     assert!(number(&v, "ratio_vs_raw") > 0.0);
+    assert!(number(&v, "peak_rss_bytes") > 0.0, "{v}");
+    assert_eq!(v["durable"], false);
+    assert!(v["durable_msgs_per_sec"].is_null(), "{v}");
     assert!(
         v["rtt_p50_us"].is_null(),
         "throughput measures no round trips: {v}"
     );
     assert!(v["connections"].is_null());
+}
+
+#[test]
+fn throughput_at_one_kib() {
+    let v = bench_json("throughput", &["--count", "1000", "--size", "1024"]);
+    assert_eq!(v["size"], 1024);
+    assert!(number(&v, "send_msgs_per_sec") > 0.0, "{v}");
+    assert!(number(&v, "send_all_msgs_per_sec") > 0.0, "{v}");
+}
+
+#[test]
+fn durable_throughput_next_to_in_memory() {
+    let before = state_dirs();
+    let v = bench_json("throughput", &["--count", "1000", "--durable"]);
+    assert_eq!(v["durable"], true);
+    assert!(number(&v, "durable_msgs_per_sec") > 0.0, "{v}");
+    assert_eq!(
+        number(&v, "memory_msgs_per_sec"),
+        number(&v, "send_all_msgs_per_sec"),
+        "{v}"
+    );
+    assert!(number(&v, "ratio_durable_vs_memory") > 0.0, "{v}");
+    assert!(number(&v, "msgs_per_sec") > 0.0, "{v}");
+    // The temporary state directories are gone.
+    let after = state_dirs();
+    assert!(
+        after.iter().all(|d| before.contains(d)),
+        "left behind: {after:?}"
+    );
+
+    let (status, _, err) = bench(&["latency", "--durable", "--count", "10"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--durable"), "{err}");
+}
+
+/// The bench's state directories in the temporary directory now.
+fn state_dirs() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("steadfast-bench-"))
+        })
+        .collect()
 }
 
 #[test]

@@ -96,6 +96,11 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object on the last stdout line (and no progress bar).
     #[arg(long)]
     json: bool,
+    /// Throughput mode: also run the steadfast side with durable session stores
+    /// (`DurableStore`, synced to disk, in temporary state directories) on both server and
+    /// client, next to the in-memory figure of the same run.
+    #[arg(long)]
+    durable: bool,
     #[command(flatten)]
     security: BenchSecurity,
 }
@@ -274,6 +279,11 @@ const JSON_FIELDS: &[&str] = &[
     "cuts",
     "recovery_ms",
     "recovery_bound_ms",
+    "send_msgs_per_sec",
+    "send_all_msgs_per_sec",
+    "memory_msgs_per_sec",
+    "durable_msgs_per_sec",
+    "peak_rss_bytes",
 ];
 
 /// How the progress bars show (hidden with `--json` or when stderr is not a terminal).
@@ -312,6 +322,7 @@ struct Ctx {
     connections: usize,
     lingering: usize,
     duration: Duration,
+    durable: bool,
     setup: Setup,
     ui: Ui,
 }
@@ -335,6 +346,7 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
         connections: a.connections,
         lingering: a.lingering,
         duration: Duration::from_secs(a.duration.max(1)),
+        durable: a.durable,
         setup,
         ui: Ui {
             hidden: a.json || !std::io::stderr().is_terminal(),
@@ -342,6 +354,9 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
     };
     if ctx.count == 0 && ctx.mode != Mode::Connections {
         return fail("--count must be at least 1");
+    }
+    if ctx.durable && ctx.mode != Mode::Throughput {
+        return fail("--durable applies to the throughput mode only");
     }
     let mut runs = Vec::new();
     for run in 0..a.runs {
@@ -445,6 +460,7 @@ const EXTRA_FIELDS: &[&str] = &[
     "raw_rtt_p999_us",
     "raw_rtt_max_us",
     "recovery_resent",
+    "ratio_durable_vs_memory",
 ];
 
 fn json_line(ctx: &Ctx, runs: usize, f: &Figures) -> String {
@@ -458,6 +474,15 @@ fn json_line(ctx: &Ctx, runs: usize, f: &Figures) -> String {
     o.insert("count".into(), count);
     o.insert("runs".into(), runs.into());
     o.insert("tls".into(), ctx.setup.tls.into());
+    if ctx.mode == Mode::Throughput {
+        // Which API gave `msgs_per_sec`: the one with the higher median.
+        let api = match (f.get("send_msgs_per_sec"), f.get("send_all_msgs_per_sec")) {
+            (Some(s), Some(b)) if b > s => "send_all",
+            _ => "send",
+        };
+        o.insert("api".into(), api.into());
+        o.insert("durable".into(), ctx.durable.into());
+    }
     for k in JSON_FIELDS {
         o.insert((*k).into(), json_number(k, f.get(k)));
     }
@@ -489,12 +514,24 @@ fn json_number(key: &str, v: Option<f64>) -> serde_json::Value {
 fn summary_line(mode: Mode, f: &Figures) -> String {
     let g = |k: &str| f.get(k).unwrap_or(f64::NAN);
     match mode {
-        Mode::Throughput => format!(
-            "steadfast {} msgs/s, raw {} msgs/s, ratio {:.2}",
-            group(g("msgs_per_sec")),
-            group(g("raw_msgs_per_sec")),
-            g("ratio_vs_raw")
-        ),
+        Mode::Throughput => {
+            let mut s = format!(
+                "steadfast send {} msgs/s, send_all {} msgs/s, raw {} msgs/s, ratio {:.2}, \
+                 peak RSS {} KiB",
+                group(g("send_msgs_per_sec")),
+                group(g("send_all_msgs_per_sec")),
+                group(g("raw_msgs_per_sec")),
+                g("ratio_vs_raw"),
+                group(g("peak_rss_bytes") / 1024.0)
+            );
+            if f.get("durable_msgs_per_sec").is_some() {
+                s.push_str(&format!(
+                    ", durable {} msgs/s",
+                    group(g("durable_msgs_per_sec"))
+                ));
+            }
+            s
+        }
         Mode::Latency => format!(
             "rtt p50 {:.1} us p99 {:.1} us; raw p50 {:.1} us p99 {:.1} us",
             g("rtt_p50_us"),
@@ -536,14 +573,39 @@ fn print_human(ctx: &Ctx, runs: usize, f: &Figures) {
                 ctx.size
             );
             row(
-                "steadfast, acknowledged",
-                format!("{} msgs/s", group(g("msgs_per_sec"))),
+                "steadfast, acknowledged: send",
+                format!("{} msgs/s", group(g("send_msgs_per_sec"))),
+            );
+            row(
+                "steadfast, acknowledged: send_all",
+                format!("{} msgs/s", group(g("send_all_msgs_per_sec"))),
             );
             row(
                 "raw length-prefixed tokio TCP",
                 format!("{} msgs/s", group(g("raw_msgs_per_sec"))),
             );
-            row("ratio", format!("{:.2}", g("ratio_vs_raw")));
+            row(
+                "ratio (the better API / raw)",
+                format!("{:.2}", g("ratio_vs_raw")),
+            );
+            if f.get("durable_msgs_per_sec").is_some() {
+                row(
+                    "durable stores (send_all)",
+                    format!("{} msgs/s", group(g("durable_msgs_per_sec"))),
+                );
+                row(
+                    "in memory (send_all)",
+                    format!("{} msgs/s", group(g("memory_msgs_per_sec"))),
+                );
+                row(
+                    "ratio (durable / in memory)",
+                    format!("{:.2}", g("ratio_durable_vs_memory")),
+                );
+            }
+            row(
+                "peak RSS of this process",
+                format!("{} KiB", group(g("peak_rss_bytes") / 1024.0)),
+            );
         }
         Mode::Latency => {
             println!(
@@ -827,16 +889,68 @@ async fn send_acknowledged(peer: &Peer, n: u64, size: usize) -> Result<Duration,
     Ok(start.elapsed())
 }
 
-/// A one-way acknowledged transfer of `n` messages: the time, and what the receiver saw.
+/// Messages per `Peer::send_all` call (as in the library's throughput bench).
+const SEND_ALL_RUN: u64 = 1_024;
+
+/// Sends `n` counted messages through `peer` with `Peer::send_all`, in runs of
+/// [`SEND_ALL_RUN`] bodies made before the call, and waits for the last receipt. Returns the
+/// time from the first send to that receipt.
+async fn send_all_acknowledged(peer: &Peer, n: u64, size: usize) -> Result<Duration, String> {
+    let mut bodies = Bodies::new(size);
+    let mut run: Vec<Bytes> = Vec::with_capacity(SEND_ALL_RUN as usize);
+    let start = std::time::Instant::now();
+    let mut last = None;
+    let mut i = 0;
+    while i < n {
+        let end = n.min(i + SEND_ALL_RUN);
+        run.extend((i..end).map(|j| bodies.next(j)));
+        let r = peer
+            .send_all(run.drain(..))
+            .await
+            .map_err(|e| format!("send_all failed: {e}"))?;
+        last = r.or(last);
+        i = end;
+    }
+    if let Some(r) = last {
+        r.await.map_err(|e| format!("receipt failed: {e}"))?;
+    }
+    Ok(start.elapsed())
+}
+
+/// How the sending side hands messages to steadfast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    /// `Peer::send`, one message per call.
+    Send,
+    /// `Peer::send_all`, runs of [`SEND_ALL_RUN`] messages per call.
+    SendAll,
+}
+
+/// A one-way acknowledged transfer of `n` messages, one `send` each: the time, and what the
+/// receiver saw.
 async fn transfer(
     pair: &Pair,
     n: u64,
     size: usize,
     bar: ProgressBar,
 ) -> Result<(Duration, Tally), String> {
+    transfer_with(pair, n, size, bar, Api::Send).await
+}
+
+/// A one-way acknowledged transfer of `n` messages sent through `api`.
+async fn transfer_with(
+    pair: &Pair,
+    n: u64,
+    size: usize,
+    bar: ProgressBar,
+    api: Api,
+) -> Result<(Duration, Tally), String> {
     let (done_tx, done_rx) = watch::channel(false);
     let receiver = tokio::spawn(receive(pair.server_peer.clone(), bar, done_rx, || {}));
-    let sent = send_acknowledged(pair.client.peer(), n, size).await;
+    let sent = match api {
+        Api::Send => send_acknowledged(pair.client.peer(), n, size).await,
+        Api::SendAll => send_all_acknowledged(pair.client.peer(), n, size).await,
+    };
     let _ = done_tx.send(true);
     let tally = tokio::time::timeout(Duration::from_secs(10), receiver)
         .await
@@ -865,6 +979,21 @@ fn median(v: &mut [f64]) -> f64 {
     } else {
         (v[m - 1] + v[m]) / 2.0
     }
+}
+
+/// This process's peak resident set size (`VmHWM` in `/proc/self/status`), in bytes; `None`
+/// where there is no such file. Per process: compare runs of separate processes.
+fn peak_rss_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024.0)
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
