@@ -419,6 +419,8 @@ mod durable {
     ///   at a time (the database file is locked).
     /// - **Disk use**: acknowledged messages and ended sessions are deleted as they go; the
     ///   file is compacted when opened.
+    /// - **Secrets at rest**: the file holds resume tokens and message bodies; on Unix the
+    ///   directory is created with mode 0700 and the file set to 0600.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -472,7 +474,13 @@ mod durable {
         /// [`StoreError::Corrupt`] or [`StoreError::Database`] if the data is damaged.
         pub fn open(dir: impl AsRef<Path>, role: StoreRole) -> Result<Self, StoreError> {
             let dir = dir.as_ref();
-            std::fs::create_dir_all(dir)
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            // Resume tokens are secrets: the directory and the file are the owner's only.
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(dir)
                 .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
             let path = dir.join(FILE);
             let existed = path.exists();
@@ -495,6 +503,12 @@ mod durable {
                 other => db_err(other),
             })?;
             Self::check_or_mark(&db, role, existed, &path)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+            }
             // Reclaim the space of deleted messages and sessions.
             db.compact().map_err(db_err)?;
             let db = Arc::new(db);

@@ -254,6 +254,18 @@ mod on_disk {
         let dir = TempDir::new("checks");
         // Another role's state.
         drop(DurableStore::open(&dir.0, StoreRole::Server).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode(&dir.0),
+                0o700,
+                "tokens at rest: the directory is private"
+            );
+            assert_eq!(mode(&dir.0.join("steadfast.redb")), 0o600);
+        }
         let err = DurableStore::open(&dir.0, StoreRole::Client).unwrap_err();
         assert!(
             matches!(&err, StoreError::Foreign(why) if why.contains("server state")),
