@@ -2,10 +2,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use steadfast::error::ConnectError;
+use steadfast::store::{DurableStore, SessionStore, StoreRole};
 use steadfast::tls::TlsClient;
 use steadfast::{Client, ClientConfig, ClientEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -84,6 +86,7 @@ async fn connect_retrying(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            Err(ConnectError::Store(e)) => return Err(format!("--state: {e}")),
             Err(e) => return Err(format!("{addr}: {e}")),
         }
     }
@@ -91,15 +94,40 @@ async fn connect_retrying(
 
 pub(crate) async fn send(a: SendArgs) -> ExitCode {
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
-    let config = match client_config(a.name.clone(), &a.security) {
+    let mut config = match client_config(a.name.clone(), &a.security) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    if let Some(dir) = &a.state {
+        match open_state(dir) {
+            Ok(store) => config = config.store(store),
+            Err(e) => return fail(e),
+        }
+    }
     let mut client = match connect_retrying(&a.addr, config, deadline).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
     let peer = client.peer().clone();
+    // With a state directory, sequence numbers continue across runs from 1, one message per
+    // input line: the lines of earlier runs are exactly the first `next_seq - 1` (those not
+    // acknowledged yet are in the restored session and go out again by themselves).
+    let skip = match (&a.state, peer.next_seq()) {
+        (Some(_), Some(next)) => next.0.saturating_sub(1),
+        _ => 0,
+    };
+    if a.state.is_some() {
+        let unacked = peer.stats().in_flight;
+        eprintln!(
+            "skipping the first {skip} input lines: already sent in earlier runs (--state){}",
+            if unacked > 0 {
+                format!("; {unacked} of them not acknowledged yet, sent again")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let mut skipped = 0u64;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new_spinner();
         b.set_style(
@@ -135,6 +163,17 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
                         "error: session lost ({reason}): {} of {sent} messages were not acknowledged and were not resent",
                         unacknowledged.len()
                     );
+                    if let (Some(_), Some(first), Some(last)) =
+                        (&a.state, unacknowledged.first(), unacknowledged.last())
+                    {
+                        // Sequence numbers are input line numbers; the next session reuses
+                        // the numbers of the messages handed back, so a new run skips only
+                        // the lines before them.
+                        eprintln!(
+                            "error: input lines {}..={} were not acknowledged; a new run with this --state sends them again",
+                            first.seq.0, last.seq.0
+                        );
+                    }
                     return ExitCode::from(EXIT_SESSION_LOST);
                 }
                 Some(ClientEvent::Reconnecting { attempt, delay }) => {
@@ -153,6 +192,7 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
                 return ExitCode::from(EXIT_TIMEOUT);
             }
             line = lines.next_segment(), if !eof => match line {
+                Ok(Some(_)) if skipped < skip => skipped += 1,
                 Ok(Some(mut l)) => {
                     if l.last() == Some(&b'\r') {
                         l.pop();
@@ -162,7 +202,14 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
                     }
                     sent += 1;
                 }
-                Ok(None) => eof = true,
+                Ok(None) => {
+                    eof = true;
+                    if skipped < skip {
+                        note(&bar, &format!(
+                            "warning: the input has {skipped} lines but {skip} were sent in earlier runs with this --state: is it the same input?"
+                        ));
+                    }
+                }
                 Err(e) => {
                     bar.finish_and_clear();
                     return fail(format!("reading stdin: {e}"));
@@ -170,7 +217,13 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
             },
             r = peer.flush(), if eof => {
                 if r.is_ok() {
-                    break;
+                    // `Peer::flush` waits only for messages queued by this process: messages
+                    // restored from --state that are still unacknowledged (a run that sends
+                    // no new line) are waited for here, until the outbox is empty.
+                    if peer.stats().in_flight == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         }
@@ -178,8 +231,25 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
     bar.finish_and_clear();
     // End the session with CLOSE; everything is acknowledged already.
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("done")).await;
-    eprintln!("{sent} messages sent, {sent} acknowledged");
+    if skip > 0 {
+        eprintln!(
+            "{sent} messages sent, {sent} acknowledged ({skipped} input lines skipped as already sent)"
+        );
+    } else {
+        eprintln!("{sent} messages sent, {sent} acknowledged");
+    }
     ExitCode::SUCCESS
+}
+
+/// Opens a client state directory and reads it once, so that damage is reported before
+/// connecting.
+fn open_state(dir: &std::path::Path) -> Result<Arc<dyn SessionStore>, String> {
+    let store = DurableStore::open(dir, StoreRole::Client)
+        .map_err(|e| crate::serve::state_error(dir, &e))?;
+    store
+        .load()
+        .map_err(|e| crate::serve::state_error(dir, &e))?;
+    Ok(Arc::new(store))
 }
 
 /// A status line: above the progress bar on a terminal, a plain stderr line otherwise.

@@ -27,8 +27,9 @@ enum Command {
     Serve(ServeArgs),
     /// Send each line of stdin as one message; exit 0 only when every one is acknowledged.
     ///
-    /// Exit status: 0 all acknowledged; 1 error (bad address, refused); 3 --timeout reached
-    /// first; 4 the session was lost (the server forgot it), nothing is resent silently.
+    /// Exit status: 0 all acknowledged; 1 error (bad address, refused, unusable --state); 3
+    /// --timeout reached first; 4 the session was lost (the server forgot it), nothing is
+    /// resent silently.
     Send(SendArgs),
     /// An interactive console: type a line to send it; see arrivals and receipts;
     /// /status, /quit.
@@ -174,6 +175,14 @@ struct ServeArgs {
     /// An operator console on this terminal (/help lists the commands).
     #[arg(long)]
     console: bool,
+    /// Keep sessions in this state directory (created if missing) so that they survive a
+    /// crash or restart of this process: restarted with the same DIR, the server restores them
+    /// and clients resume. A message is acknowledged only once its line is written and stdout
+    /// flushed; after a crash, lines written but not yet acknowledged may come again. On
+    /// Ctrl-C or SIGTERM clients are told to reconnect to the next server (GOAWAY). A damaged
+    /// or foreign directory is refused and left untouched.
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
     #[command(flatten)]
     security: ServerSecurity,
 }
@@ -188,6 +197,14 @@ struct SendArgs {
     /// A peer name shown to the server.
     #[arg(long)]
     name: Option<String>,
+    /// Keep the session in this state directory (created if missing) so that it survives a
+    /// crash or restart of this process. Run again with the same DIR and the same input: the
+    /// stored session resumes (its unacknowledged lines go out again by themselves) and the
+    /// input lines already sent in earlier runs are skipped (their count is printed on
+    /// stderr), so no line is sent twice. A damaged or foreign directory is refused and left
+    /// untouched.
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
     #[command(flatten)]
     security: ClientSecurity,
 }

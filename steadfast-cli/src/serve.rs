@@ -1,8 +1,10 @@
 //! `steadfast serve`: messages to stdout, everything else to stderr, an optional console.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use steadfast::store::{DurableStore, SessionStore, StoreRole};
 use steadfast::tls::TlsServer;
 use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
@@ -11,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
 pub(crate) async fn run(a: ServeArgs) -> ExitCode {
-    let config = match security(
+    let mut config = match security(
         ServerConfig::default()
             .linger(Duration::from_secs(a.linger))
             // Clients may compress their messages with either.
@@ -22,10 +24,32 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    if let Some(dir) = &a.state {
+        // Opened and read once here, so that damage is one clear line before anything else.
+        let store =
+            match DurableStore::open(dir, StoreRole::Server).and_then(|s| s.load().map(|_| s)) {
+                Ok(s) => s,
+                Err(e) => return fail(state_error(dir, &e)),
+            };
+        eprintln!("state in {}", store.path().display());
+        // A message is acknowledged once its line is written and flushed (see `drain`), so a
+        // crash after the acknowledgement loses nothing and a crash before it brings the
+        // message again.
+        config = config
+            .store(Arc::new(store))
+            .protocol(steadfast::proto::Config::default().manual_ack(true));
+    }
     let mut server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
         Ok(s) => s,
+        Err(steadfast::error::BindError::Store(e)) => {
+            let dir = a.state.as_deref().unwrap_or(std::path::Path::new("?"));
+            return fail(state_error(dir, &e));
+        }
         Err(e) => return fail(e),
     };
+    if a.state.is_some() {
+        eprintln!("restored {} sessions", server.peers().len());
+    }
     for addr in server.local_addrs() {
         eprintln!("listening on {addr}");
     }
@@ -138,25 +162,39 @@ async fn on_event(
     Ok(())
 }
 
-/// Takes every waiting message of `peer`, writes it, and flushes.
+/// One line for a state directory that cannot be used (never a multi-line message).
+pub(crate) fn state_error(dir: &std::path::Path, e: &steadfast::store::StoreError) -> String {
+    format!("--state {}: {e}", dir.display()).replace(['\n', '\r'], " ")
+}
+
+/// Takes every waiting message of `peer`, writes it, and flushes; then acknowledges what was
+/// written (with `--state` acknowledgement is manual: "acknowledged" means "written and
+/// flushed"; otherwise taking a message acknowledged it and `acknowledge` does nothing).
 async fn drain(peer: &Peer, out: &mut BufWriter<Stdout>, a: &ServeArgs) -> std::io::Result<()> {
     loop {
         let batch = match peer.recv_up_to(1_024) {
             Ok(batch) => batch,
             Err(e) => {
                 eprintln!("{}: {e}", describe(peer));
+                if let steadfast::error::RecvError::Transform { seq, .. } = e {
+                    // Reported (taken, undecodable): done with, like a written line.
+                    out.flush().await?;
+                    peer.acknowledge(seq);
+                }
                 continue;
             }
         };
-        if batch.is_empty() {
+        let Some(last) = batch.last().map(|m| m.seq) else {
             break;
-        }
+        };
         for m in batch {
             write(out, a.format, peer, &m).await?;
             if a.echo {
                 let _ = peer.send(m.body).await;
             }
         }
+        out.flush().await?;
+        peer.acknowledge(last);
     }
     out.flush().await
 }
