@@ -25,14 +25,13 @@
 //! `Server` or `Client` value inside one process, which is what tests need) and, with the
 //! `durable` feature, [`DurableStore`] (an embedded redb database in a state directory).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BufMut, Bytes};
 use tokio::sync::oneshot;
 
-use crate::proto::{Message, ResumeToken, Role, Seq, SessionId, SessionRecord};
+use crate::proto::{Message, SessionRecord};
 
 /// The key of a stored session: the session id on a server; a fixed key on a client (whose
 /// session has no id before its first WELCOME).
@@ -180,201 +179,217 @@ impl SessionStore for MemoryStore {
 
 // ------------------------------------------------------------------------ encoding
 
-/// Version byte of the record encoding.
-const RECORD_V1: u8 = 1;
+/// The on-disk layout of records and messages (used by the durable store).
+#[cfg(feature = "durable")]
+mod encoding {
+    use std::collections::BTreeMap;
 
-/// Encodes a record with its bookkeeping (a versioned, length-checked layout).
-pub(crate) fn encode_record(record: &SessionRecord, last_seen_ms: u64, ended: bool) -> Vec<u8> {
-    let mut b = Vec::with_capacity(128);
-    b.put_u8(RECORD_V1);
-    b.put_u8(match record.role {
-        Role::Client => 0,
-        Role::Server => 1,
-    });
-    let flags = u8::from(record.id.is_some())
-        | u8::from(record.token.is_some()) << 1
-        | u8::from(record.issued.is_some()) << 2
-        | u8::from(ended) << 3;
-    b.put_u8(flags);
-    if let Some(id) = record.id {
-        b.put_slice(&id.0);
-    }
-    if let Some(t) = &record.token {
-        b.put_slice(&t.0);
-    }
-    if let Some(t) = &record.issued {
-        b.put_slice(&t.0);
-    }
-    b.put_u64(record.next_seq.0);
-    b.put_u64(record.acked.0);
-    b.put_u64(record.delivered.0);
-    b.put_u64(last_seen_ms);
-    let name = record.name.as_deref().unwrap_or("").as_bytes();
-    b.put_u8(name.len().min(255) as u8);
-    b.put_slice(&name[..name.len().min(255)]);
-    b.put_u8(record.transforms.len().min(255) as u8);
-    for t in record.transforms.iter().take(255) {
-        b.put_u8(t.len().min(255) as u8);
-        b.put_slice(&t.as_bytes()[..t.len().min(255)]);
-    }
-    b
-}
+    use bytes::{Buf, BufMut, Bytes};
 
-/// Decodes what [`encode_record`] wrote.
-pub(crate) fn decode_record(mut b: &[u8]) -> Result<(SessionRecord, u64, bool), StoreError> {
-    fn need(b: &[u8], n: usize) -> Result<(), StoreError> {
-        if b.len() < n {
-            Err(StoreError::Corrupt("truncated session record".into()))
-        } else {
-            Ok(())
+    use super::{Message, SessionRecord, StoreError, StoreKey, StoredSession};
+    use crate::proto::{ResumeToken, Role, Seq, SessionId};
+
+    /// Version byte of the record encoding.
+    const RECORD_V1: u8 = 1;
+
+    /// Encodes a record with its bookkeeping (a versioned, length-checked layout).
+    pub(crate) fn encode_record(record: &SessionRecord, last_seen_ms: u64, ended: bool) -> Vec<u8> {
+        let mut b = Vec::with_capacity(128);
+        b.put_u8(RECORD_V1);
+        b.put_u8(match record.role {
+            Role::Client => 0,
+            Role::Server => 1,
+        });
+        let flags = u8::from(record.id.is_some())
+            | u8::from(record.token.is_some()) << 1
+            | u8::from(record.issued.is_some()) << 2
+            | u8::from(ended) << 3;
+        b.put_u8(flags);
+        if let Some(id) = record.id {
+            b.put_slice(&id.0);
         }
+        if let Some(t) = &record.token {
+            b.put_slice(&t.0);
+        }
+        if let Some(t) = &record.issued {
+            b.put_slice(&t.0);
+        }
+        b.put_u64(record.next_seq.0);
+        b.put_u64(record.acked.0);
+        b.put_u64(record.delivered.0);
+        b.put_u64(last_seen_ms);
+        let name = record.name.as_deref().unwrap_or("").as_bytes();
+        b.put_u8(name.len().min(255) as u8);
+        b.put_slice(&name[..name.len().min(255)]);
+        b.put_u8(record.transforms.len().min(255) as u8);
+        for t in record.transforms.iter().take(255) {
+            b.put_u8(t.len().min(255) as u8);
+            b.put_slice(&t.as_bytes()[..t.len().min(255)]);
+        }
+        b
     }
-    fn take16(b: &mut &[u8]) -> Result<[u8; 16], StoreError> {
-        need(b, 16)?;
-        let mut a = [0u8; 16];
-        b.copy_to_slice(&mut a);
-        Ok(a)
-    }
-    fn text(b: &mut &[u8]) -> Result<String, StoreError> {
-        need(b, 1)?;
-        let n = b.get_u8() as usize;
-        need(b, n)?;
-        let s = std::str::from_utf8(&b[..n])
-            .map_err(|_| StoreError::Corrupt("a stored name is not UTF-8".into()))?
-            .to_owned();
-        b.advance(n);
-        Ok(s)
-    }
-    need(b, 3)?;
-    if b.get_u8() != RECORD_V1 {
-        return Err(StoreError::Corrupt("unknown session record version".into()));
-    }
-    let role = match b.get_u8() {
-        0 => Role::Client,
-        1 => Role::Server,
-        _ => {
+
+    /// Decodes what [`encode_record`] wrote.
+    pub(crate) fn decode_record(mut b: &[u8]) -> Result<(SessionRecord, u64, bool), StoreError> {
+        fn need(b: &[u8], n: usize) -> Result<(), StoreError> {
+            if b.len() < n {
+                Err(StoreError::Corrupt("truncated session record".into()))
+            } else {
+                Ok(())
+            }
+        }
+        fn take16(b: &mut &[u8]) -> Result<[u8; 16], StoreError> {
+            need(b, 16)?;
+            let mut a = [0u8; 16];
+            b.copy_to_slice(&mut a);
+            Ok(a)
+        }
+        fn text(b: &mut &[u8]) -> Result<String, StoreError> {
+            need(b, 1)?;
+            let n = b.get_u8() as usize;
+            need(b, n)?;
+            let s = std::str::from_utf8(&b[..n])
+                .map_err(|_| StoreError::Corrupt("a stored name is not UTF-8".into()))?
+                .to_owned();
+            b.advance(n);
+            Ok(s)
+        }
+        need(b, 3)?;
+        if b.get_u8() != RECORD_V1 {
+            return Err(StoreError::Corrupt("unknown session record version".into()));
+        }
+        let role = match b.get_u8() {
+            0 => Role::Client,
+            1 => Role::Server,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "unknown role in a session record".into(),
+                ));
+            }
+        };
+        let flags = b.get_u8();
+        if flags & !0x0f != 0 {
             return Err(StoreError::Corrupt(
-                "unknown role in a session record".into(),
+                "unknown flags in a session record".into(),
             ));
         }
-    };
-    let flags = b.get_u8();
-    if flags & !0x0f != 0 {
-        return Err(StoreError::Corrupt(
-            "unknown flags in a session record".into(),
-        ));
-    }
-    let id = if flags & 1 != 0 {
-        Some(SessionId(take16(&mut b)?))
-    } else {
-        None
-    };
-    let token = if flags & 2 != 0 {
-        Some(ResumeToken(take16(&mut b)?))
-    } else {
-        None
-    };
-    let issued = if flags & 4 != 0 {
-        Some(ResumeToken(take16(&mut b)?))
-    } else {
-        None
-    };
-    need(b, 32)?;
-    let next_seq = Seq(b.get_u64());
-    let acked = Seq(b.get_u64());
-    let delivered = Seq(b.get_u64());
-    let last_seen_ms = b.get_u64();
-    let name = text(&mut b)?;
-    need(b, 1)?;
-    let count = b.get_u8();
-    let mut transforms = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        transforms.push(text(&mut b)?);
-    }
-    if !b.is_empty() {
-        return Err(StoreError::Corrupt(
-            "trailing bytes in a session record".into(),
-        ));
-    }
-    let record = SessionRecord {
-        role,
-        id,
-        token,
-        issued,
-        name: (!name.is_empty()).then_some(name),
-        transforms,
-        next_seq,
-        acked,
-        delivered,
-    };
-    Ok((record, last_seen_ms, flags & 8 != 0))
-}
-
-/// The key of an outbox message: the session's key, then the sequence number (big-endian, so
-/// the database's order is the outbox's order).
-fn message_key(key: &StoreKey, seq: Seq) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(key);
-    k[16..].copy_from_slice(&seq.0.to_be_bytes());
-    k
-}
-
-fn encode_message(m: &Message) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + m.body.len());
-    v.put_u64(m.timestamp_us);
-    v.put_slice(&m.body);
-    v
-}
-
-fn decode_message(key: &[u8], value: &[u8]) -> Result<Message, StoreError> {
-    if key.len() != 24 || value.len() < 8 {
-        return Err(StoreError::Corrupt("malformed stored message".into()));
-    }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&key[16..]);
-    let mut v = value;
-    let timestamp_us = v.get_u64();
-    Ok(Message {
-        seq: Seq(u64::from_be_bytes(seq)),
-        timestamp_us,
-        body: Bytes::copy_from_slice(v),
-    })
-}
-
-/// Groups stored messages by session key, checking each is complete.
-fn assemble(
-    records: Vec<(StoreKey, SessionRecord, u64, bool)>,
-    mut messages: BTreeMap<StoreKey, Vec<Message>>,
-) -> Result<Vec<StoredSession>, StoreError> {
-    let mut out = Vec::with_capacity(records.len());
-    for (key, record, last_seen_ms, ended) in records {
-        let outbox = messages.remove(&key).unwrap_or_default();
-        let expected = record.next_seq.0.saturating_sub(record.acked.0);
-        if outbox.len() as u64 != expected
-            || outbox
-                .iter()
-                .enumerate()
-                .any(|(i, m)| m.seq.0 != record.acked.0 + i as u64)
-        {
-            return Err(StoreError::Corrupt(format!(
-                "a session's stored outbox does not hold its {expected} unacknowledged messages"
-            )));
+        let id = if flags & 1 != 0 {
+            Some(SessionId(take16(&mut b)?))
+        } else {
+            None
+        };
+        let token = if flags & 2 != 0 {
+            Some(ResumeToken(take16(&mut b)?))
+        } else {
+            None
+        };
+        let issued = if flags & 4 != 0 {
+            Some(ResumeToken(take16(&mut b)?))
+        } else {
+            None
+        };
+        need(b, 32)?;
+        let next_seq = Seq(b.get_u64());
+        let acked = Seq(b.get_u64());
+        let delivered = Seq(b.get_u64());
+        let last_seen_ms = b.get_u64();
+        let name = text(&mut b)?;
+        need(b, 1)?;
+        let count = b.get_u8();
+        let mut transforms = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            transforms.push(text(&mut b)?);
         }
-        out.push(StoredSession {
-            key,
-            record,
-            outbox,
-            last_seen_ms,
-            ended,
-        });
+        if !b.is_empty() {
+            return Err(StoreError::Corrupt(
+                "trailing bytes in a session record".into(),
+            ));
+        }
+        let record = SessionRecord {
+            role,
+            id,
+            token,
+            issued,
+            name: (!name.is_empty()).then_some(name),
+            transforms,
+            next_seq,
+            acked,
+            delivered,
+        };
+        Ok((record, last_seen_ms, flags & 8 != 0))
     }
-    if !messages.is_empty() {
-        return Err(StoreError::Corrupt(
-            "stored messages of an unknown session".into(),
-        ));
+
+    /// The key of an outbox message: the session's key, then the sequence number (big-endian, so
+    /// the database's order is the outbox's order).
+    pub(crate) fn message_key(key: &StoreKey, seq: Seq) -> [u8; 24] {
+        let mut k = [0u8; 24];
+        k[..16].copy_from_slice(key);
+        k[16..].copy_from_slice(&seq.0.to_be_bytes());
+        k
     }
-    Ok(out)
+
+    pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + m.body.len());
+        v.put_u64(m.timestamp_us);
+        v.put_slice(&m.body);
+        v
+    }
+
+    pub(crate) fn decode_message(key: &[u8], value: &[u8]) -> Result<Message, StoreError> {
+        if key.len() != 24 || value.len() < 8 {
+            return Err(StoreError::Corrupt("malformed stored message".into()));
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&key[16..]);
+        let mut v = value;
+        let timestamp_us = v.get_u64();
+        Ok(Message {
+            seq: Seq(u64::from_be_bytes(seq)),
+            timestamp_us,
+            body: Bytes::copy_from_slice(v),
+        })
+    }
+
+    /// Groups stored messages by session key, checking each is complete.
+    pub(crate) fn assemble(
+        records: Vec<(StoreKey, SessionRecord, u64, bool)>,
+        mut messages: BTreeMap<StoreKey, Vec<Message>>,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        let mut out = Vec::with_capacity(records.len());
+        for (key, record, last_seen_ms, ended) in records {
+            let outbox = messages.remove(&key).unwrap_or_default();
+            let expected = record.next_seq.0.saturating_sub(record.acked.0);
+            if outbox.len() as u64 != expected
+                || outbox
+                    .iter()
+                    .enumerate()
+                    .any(|(i, m)| m.seq.0 != record.acked.0 + i as u64)
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "a session's stored outbox does not hold its {expected} unacknowledged messages"
+                )));
+            }
+            out.push(StoredSession {
+                key,
+                record,
+                outbox,
+                last_seen_ms,
+                ended,
+            });
+        }
+        if !messages.is_empty() {
+            return Err(StoreError::Corrupt(
+                "stored messages of an unknown session".into(),
+            ));
+        }
+        Ok(out)
+    }
 }
+
+#[cfg(feature = "durable")]
+use encoding::{assemble, decode_message, encode_message, message_key};
+#[cfg(feature = "durable")]
+pub(crate) use encoding::{decode_record, encode_record};
 
 // ------------------------------------------------------------------------ durable store
 
@@ -386,9 +401,12 @@ mod durable {
     use std::path::{Path, PathBuf};
     use std::sync::mpsc;
 
+    use std::collections::BTreeMap;
+
     use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
     use super::*;
+    use crate::proto::Seq;
 
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
@@ -717,7 +735,10 @@ pub use durable::StoreRole;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::proto::{ResumeToken, Role, Seq, SessionId};
 
     fn record() -> SessionRecord {
         SessionRecord {
@@ -733,6 +754,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "durable")]
     #[test]
     fn records_round_trip_and_damage_is_detected() {
         let r = record();
