@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use steadfast::error::ConnectError;
-use steadfast::store::{DurableStore, SessionStore, StoreRole};
+use steadfast::store::{SessionStore, StoreRole};
 use steadfast::tls::TlsClient;
 use steadfast::{Client, ClientConfig, ClientEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -93,16 +93,32 @@ async fn connect_retrying(
 }
 
 pub(crate) async fn send(a: SendArgs) -> ExitCode {
+    let store = match &a.state {
+        Some(dir) => match open_state(dir) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let code = send_lines(a, store.clone()).await;
+    if let Some(store) = store {
+        // The end of a session (closed, or lost with its messages handed back) is recorded
+        // in the store without being waited for. The store's writer takes changes in order,
+        // so once an empty change set is answered everything before it is on disk and the
+        // next run starts from there.
+        let _ = tokio::time::timeout(Duration::from_secs(5), store.submit(Vec::new())).await;
+    }
+    code
+}
+
+async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCode {
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
     let mut config = match client_config(a.name.clone(), &a.security) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if let Some(dir) = &a.state {
-        match open_state(dir) {
-            Ok(store) => config = config.store(store),
-            Err(e) => return fail(e),
-        }
+    if let Some(store) = store {
+        config = config.store(store);
     }
     let mut client = match connect_retrying(&a.addr, config, deadline).await {
         Ok(c) => c,
@@ -244,12 +260,7 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
 /// Opens a client state directory and reads it once, so that damage is reported before
 /// connecting.
 fn open_state(dir: &std::path::Path) -> Result<Arc<dyn SessionStore>, String> {
-    let store = DurableStore::open(dir, StoreRole::Client)
-        .map_err(|e| crate::serve::state_error(dir, &e))?;
-    store
-        .load()
-        .map_err(|e| crate::serve::state_error(dir, &e))?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(crate::serve::open_state(dir, StoreRole::Client)?))
 }
 
 /// A status line: above the progress bar on a terminal, a plain stderr line otherwise.

@@ -178,7 +178,8 @@ struct ServeArgs {
     /// Keep sessions in this state directory (created if missing) so that they survive a
     /// crash or restart of this process: restarted with the same DIR, the server restores them
     /// and clients resume. A message is acknowledged only once its line is written and stdout
-    /// flushed; after a crash, lines written but not yet acknowledged may come again. On
+    /// flushed; after a crash, lines written but not yet acknowledged come again (the last one
+    /// written may have been cut short by a kill). On
     /// Ctrl-C or SIGTERM clients are told to reconnect to the next server (GOAWAY). A damaged
     /// or foreign directory is refused and left untouched.
     #[arg(long, value_name = "DIR")]

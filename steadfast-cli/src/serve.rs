@@ -25,12 +25,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if let Some(dir) = &a.state {
-        // Opened and read once here, so that damage is one clear line before anything else.
-        let store =
-            match DurableStore::open(dir, StoreRole::Server).and_then(|s| s.load().map(|_| s)) {
-                Ok(s) => s,
-                Err(e) => return fail(state_error(dir, &e)),
-            };
+        let store = match open_state(dir, StoreRole::Server) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
         eprintln!("state in {}", store.path().display());
         // A message is acknowledged once its line is written and flushed (see `drain`), so a
         // crash after the acknowledgement loses nothing and a crash before it brings the
@@ -160,6 +158,19 @@ async fn on_event(
         _ => {}
     }
     Ok(())
+}
+
+/// Opens a state directory and reads it once, so that damage is one clear error line before
+/// anything else happens.
+pub(crate) fn open_state(dir: &std::path::Path, role: StoreRole) -> Result<DurableStore, String> {
+    // A damaged file can trip an assertion inside the database; the store catches that and
+    // reports the damage, so the default hook's panic message and backtrace on stderr would
+    // only bury the one line that says what is wrong. Nothing else runs yet at this point.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = DurableStore::open(dir, role).and_then(|s| s.load().map(|_| s));
+    std::panic::set_hook(hook);
+    opened.map_err(|e| state_error(dir, &e))
 }
 
 /// One line for a state directory that cannot be used (never a multi-line message).
