@@ -284,7 +284,7 @@ fn sigkill_of_server_and_sender_again_and_again_loses_nothing() {
     let server_state = dir.0.join("server-state");
     let client_state = dir.0.join("client-state");
     let out = dir.0.join("out.txt");
-    const LINES: usize = 50_000;
+    const LINES: usize = 100_000;
     let (input_path, input) = numbered_input(&dir.0, LINES);
 
     let (mut server, addr) = start_server("127.0.0.1:0", &server_state, &out);
@@ -298,7 +298,7 @@ fn sigkill_of_server_and_sender_again_and_again_loses_nothing() {
     // What each restarted sender skipped (must never go down: numbers are stored first).
     let mut skips: Vec<u64> = Vec::new();
     let mut sender_done = false;
-    const EVENTS: u64 = 18;
+    const EVENTS: u64 = 20;
     let total = file_len(&input_path);
     for event in 0..EVENTS {
         // Kill at pseudo-random points spread over the stream: somewhere in the event's
