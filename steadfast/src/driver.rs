@@ -143,6 +143,10 @@ where
                         wbuf.clear();
                         wpos = 0;
                         let mut st = peer.lock();
+                        // Unknown what the store holds now: the next commit stores it all.
+                        if let Some(d) = st.durable.as_mut() {
+                            d.committed = None;
+                        }
                         let current = st.generation == generation;
                         if let Link::Attached(conn) = &mut st.link
                             && current

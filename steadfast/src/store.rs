@@ -149,6 +149,9 @@ fn apply(map: &mut HashMap<StoreKey, StoredSession>, change: Change) {
             });
             entry.outbox.retain(|m| m.seq >= record.acked);
             entry.outbox.extend(new_messages);
+            // A group stored again after a failed commit overlaps what is there.
+            entry.outbox.sort_by_key(|m| m.seq);
+            entry.outbox.dedup_by_key(|m| m.seq);
             entry.outbox.retain(|m| m.seq < record.next_seq);
             entry.record = record;
             entry.last_seen_ms = last_seen_ms;
@@ -319,35 +322,72 @@ mod encoding {
         Ok((record, last_seen_ms, flags & 8 != 0))
     }
 
-    /// The key of an outbox message: the session's key, then the sequence number (big-endian, so
-    /// the database's order is the outbox's order).
-    pub(crate) fn message_key(key: &StoreKey, seq: Seq) -> [u8; 24] {
+    /// The key of an outbox segment: the session's key, then the sequence number of its first
+    /// message (big-endian, so the database's order is the outbox's order).
+    pub(crate) fn segment_key(key: &StoreKey, first: Seq) -> [u8; 24] {
         let mut k = [0u8; 24];
         k[..16].copy_from_slice(key);
-        k[16..].copy_from_slice(&seq.0.to_be_bytes());
+        k[16..].copy_from_slice(&first.0.to_be_bytes());
         k
     }
 
-    pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
-        let mut v = Vec::with_capacity(8 + m.body.len());
-        v.put_u64(m.timestamp_us);
-        v.put_slice(&m.body);
+    /// A segment: the consecutive messages one commit added (one database entry for all of
+    /// them: the store's cost is per commit, not per message). Layout: count (u32), then per
+    /// message its timestamp (u64), body length (u32) and body.
+    pub(crate) fn encode_segment(messages: &[Message]) -> Vec<u8> {
+        let bytes: usize = messages.iter().map(|m| 12 + m.body.len()).sum();
+        let mut v = Vec::with_capacity(4 + bytes);
+        v.put_u32(u32::try_from(messages.len()).unwrap_or(u32::MAX));
+        for m in messages {
+            v.put_u64(m.timestamp_us);
+            v.put_u32(u32::try_from(m.body.len()).unwrap_or(u32::MAX));
+            v.put_slice(&m.body);
+        }
         v
     }
 
-    pub(crate) fn decode_message(key: &[u8], value: &[u8]) -> Result<Message, StoreError> {
-        if key.len() != 24 || value.len() < 8 {
-            return Err(StoreError::Corrupt("malformed stored message".into()));
+    /// The sequence number one past a segment's last message.
+    pub(crate) fn segment_end(key: &[u8], value: &[u8]) -> Option<u64> {
+        let first = u64::from_be_bytes(key.get(16..24)?.try_into().ok()?);
+        let count = u32::from_be_bytes(value.get(..4)?.try_into().ok()?);
+        first.checked_add(u64::from(count))
+    }
+
+    pub(crate) fn decode_segment(key: &[u8], value: &[u8]) -> Result<Vec<Message>, StoreError> {
+        let bad = || StoreError::Corrupt("malformed stored message segment".into());
+        if key.len() != 24 || value.len() < 4 {
+            return Err(bad());
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&key[16..]);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&key[16..]);
+        let first = u64::from_be_bytes(first);
         let mut v = value;
-        let timestamp_us = v.get_u64();
-        Ok(Message {
-            seq: Seq(u64::from_be_bytes(seq)),
-            timestamp_us,
-            body: Bytes::copy_from_slice(v),
-        })
+        let count = v.get_u32();
+        // Each message takes at least 12 bytes: the count cannot promise more than is there.
+        if u64::from(count) * 12 > v.len() as u64 {
+            return Err(bad());
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for i in 0..u64::from(count) {
+            if v.len() < 12 {
+                return Err(bad());
+            }
+            let timestamp_us = v.get_u64();
+            let len = v.get_u32() as usize;
+            if v.len() < len {
+                return Err(bad());
+            }
+            out.push(Message {
+                seq: Seq(first.checked_add(i).ok_or_else(bad)?),
+                timestamp_us,
+                body: Bytes::copy_from_slice(&v[..len]),
+            });
+            v.advance(len);
+        }
+        if !v.is_empty() {
+            return Err(bad());
+        }
+        Ok(out)
     }
 
     /// Groups stored messages by session key, checking each is complete.
@@ -357,7 +397,12 @@ mod encoding {
     ) -> Result<Vec<StoredSession>, StoreError> {
         let mut out = Vec::with_capacity(records.len());
         for (key, record, last_seen_ms, ended) in records {
-            let outbox = messages.remove(&key).unwrap_or_default();
+            // Segments may overlap (a group re-stored after a failed commit) and reach below
+            // the acknowledged position (partly acknowledged): keep each needed message once.
+            let mut outbox = messages.remove(&key).unwrap_or_default();
+            outbox.sort_by_key(|m| m.seq);
+            outbox.dedup_by_key(|m| m.seq);
+            outbox.retain(|m| m.seq >= record.acked && m.seq < record.next_seq);
             let expected = record.next_seq.0.saturating_sub(record.acked.0);
             if outbox.len() as u64 != expected
                 || outbox
@@ -387,7 +432,7 @@ mod encoding {
 }
 
 #[cfg(feature = "durable")]
-use encoding::{assemble, decode_message, encode_message, message_key};
+use encoding::{assemble, decode_segment, encode_segment, segment_end, segment_key};
 #[cfg(feature = "durable")]
 pub(crate) use encoding::{decode_record, encode_record};
 
@@ -646,23 +691,28 @@ mod durable {
                         last_seen_ms,
                         ended,
                     } => {
-                        let from = message_key(key, Seq(0));
-                        let below = message_key(key, record.acked);
+                        // Segments wholly acknowledged go; a partly acknowledged one stays
+                        // until its last message is.
+                        let from = segment_key(key, Seq(0));
+                        let below = segment_key(key, record.acked);
+                        let acked = record.acked.0;
                         outbox
-                            .retain_in(&from[..]..&below[..], |_, _| false)
+                            .retain_in(&from[..]..&below[..], |k, v| {
+                                segment_end(k, v).is_none_or(|end| end > acked)
+                            })
                             .map_err(db_err)?;
-                        for m in new_messages {
-                            let k = message_key(key, m.seq);
+                        if let Some(first) = new_messages.first() {
+                            let k = segment_key(key, first.seq);
                             outbox
-                                .insert(&k[..], &encode_message(m)[..])
+                                .insert(&k[..], &encode_segment(new_messages)[..])
                                 .map_err(db_err)?;
                         }
                         let value = encode_record(record, *last_seen_ms, *ended);
                         sessions.insert(&key[..], &value[..]).map_err(db_err)?;
                     }
                     Change::Delete { key } => {
-                        let from = message_key(key, Seq(0));
-                        let to = message_key(key, Seq(u64::MAX));
+                        let from = segment_key(key, Seq(0));
+                        let to = segment_key(key, Seq(u64::MAX));
                         outbox
                             .retain_in(&from[..]..=&to[..], |_, _| false)
                             .map_err(db_err)?;
@@ -719,10 +769,10 @@ mod durable {
             let mut messages: BTreeMap<StoreKey, Vec<Message>> = BTreeMap::new();
             for entry in outbox.iter().map_err(db_err)? {
                 let (k, v) = entry.map_err(db_err)?;
-                let m = decode_message(k.value(), v.value())?;
+                let segment = decode_segment(k.value(), v.value())?;
                 let mut key = [0u8; 16];
                 key.copy_from_slice(&k.value()[..16]);
-                messages.entry(key).or_default().push(m);
+                messages.entry(key).or_default().extend(segment);
             }
             assemble(records, messages)
         }
@@ -769,6 +819,28 @@ mod tests {
         let mut other_version = bytes;
         other_version[0] = 9;
         assert!(decode_record(&other_version).is_err());
+    }
+
+    #[cfg(feature = "durable")]
+    #[test]
+    fn segments_round_trip_and_damage_is_detected() {
+        let msgs: Vec<Message> = (5..9u64)
+            .map(|s| Message {
+                seq: Seq(s),
+                timestamp_us: s * 10,
+                body: Bytes::from(vec![s as u8; s as usize]),
+            })
+            .collect();
+        let key = encoding::segment_key(&[7; 16], Seq(5));
+        let value = encode_segment(&msgs);
+        assert_eq!(decode_segment(&key, &value).unwrap(), msgs);
+        assert_eq!(segment_end(&key, &value), Some(9));
+        for cut in 0..value.len() {
+            assert!(decode_segment(&key, &value[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = value.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_segment(&key, &huge).is_err());
     }
 
     #[test]
