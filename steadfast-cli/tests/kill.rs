@@ -537,9 +537,6 @@ fn sigterm_sends_goaway_and_the_sender_resumes_on_the_next_server() {
 }
 
 #[test]
-#[ignore = "library bug: a client session that ends with unacknowledged messages leaves \
-            their rows in the DurableStore, which then fails to load (\"stored outbox does \
-            not hold its 0 unacknowledged messages\")"]
 fn after_a_lost_session_the_next_run_sends_the_unacknowledged_lines_again() {
     let dir = TempDir::new("lost");
     let client_state = dir.0.join("client-state");

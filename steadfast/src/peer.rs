@@ -95,6 +95,8 @@ pub(crate) struct PeerState {
     pub(crate) codec: Option<Codec>,
     /// The store that keeps this session across crashes, with what it holds already.
     pub(crate) durable: Option<Durable>,
+    /// The store's answer to the write that recorded the session's end (`close` waits for it).
+    pub(crate) end_written: Option<oneshot::Receiver<Result<(), crate::store::StoreError>>>,
 }
 
 /// A session's place in a [`SessionStore`] and what was committed there last.
@@ -252,7 +254,7 @@ impl PeerState {
             }
             _ => Change::Delete { key: durable.key },
         };
-        drop(durable.store.submit(vec![change]));
+        self.end_written = Some(durable.store.submit(vec![change]));
     }
 
     /// Ends the session: everything unacknowledged is kept for the application.
@@ -343,6 +345,7 @@ impl PeerShared {
                 parked: VecDeque::new(),
                 codec: codec.clone(),
                 durable: None,
+                end_written: None,
             }),
             role,
             name,
@@ -851,7 +854,9 @@ impl Peer {
                         Err(ReceiptError::SessionLost(e.reason.clone()))
                     };
                 }
-                (Some(s), None) if s.stats().queued == 0 => return Ok(()),
+                // Nothing unacknowledged (restored sessions count: their outbox came from a
+                // store, not from `send`).
+                (Some(s), None) if s.outbox_len() == 0 => return Ok(()),
                 (Some(s), None) => Seq(s.next_seq().0 - 1),
                 (None, None) => return Ok(()),
             }
@@ -904,6 +909,12 @@ impl Peer {
             (hook.0)(&self.shared);
         }
         self.ended().await;
+        // With a store: return once the end is on disk (a process that exits right after
+        // `close` must not leave the ended session stored as live).
+        let written = self.shared.lock().end_written.take();
+        if let Some(w) = written {
+            let _ = w.await;
+        }
     }
 
     /// Waits until the session has ended and returns why.

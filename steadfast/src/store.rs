@@ -701,6 +701,19 @@ mod durable {
                                 segment_end(k, v).is_none_or(|end| end > acked)
                             })
                             .map_err(db_err)?;
+                        // Nothing is stored from `next_seq` on: after a session ended with
+                        // unacknowledged messages its record moves `next_seq` back to the
+                        // first of them (the next session reuses those numbers).
+                        let next = segment_key(key, record.next_seq);
+                        let top = segment_key(key, Seq(u64::MAX));
+                        outbox
+                            .retain_in(&next[..]..=&top[..], |_, _| false)
+                            .map_err(db_err)?;
+                        if *ended {
+                            outbox
+                                .retain_in(&from[..]..=&top[..], |_, _| false)
+                                .map_err(db_err)?;
+                        }
                         if let Some(first) = new_messages.first() {
                             let k = segment_key(key, first.seq);
                             outbox

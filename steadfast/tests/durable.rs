@@ -371,3 +371,98 @@ mod on_disk {
         client.close("done").await;
     }
 }
+
+#[cfg(feature = "durable")]
+mod on_disk_records {
+    use bytes::Bytes;
+    use steadfast::Message;
+    use steadfast::proto::{ResumeToken, Role, Seq, SessionId, SessionRecord};
+    use steadfast::store::{CLIENT_KEY, Change, DurableStore, SessionStore, StoreRole};
+
+    fn msg(seq: u64, tag: &str) -> Message {
+        Message {
+            seq: Seq(seq),
+            timestamp_us: seq,
+            body: Bytes::from(format!("{tag} {seq}")),
+        }
+    }
+
+    fn record(next: u64, acked: u64, live: bool) -> SessionRecord {
+        SessionRecord {
+            role: Role::Client,
+            id: live.then_some(SessionId([9; 16])),
+            token: live.then_some(ResumeToken([8; 16])),
+            issued: None,
+            name: None,
+            transforms: Vec::new(),
+            next_seq: Seq(next),
+            acked: Seq(acked),
+            delivered: Seq(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_with_messages_out_leaves_nothing_stale_for_the_next_one() {
+        let dir = std::env::temp_dir().join(format!(
+            "steadfast-stale-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let store = DurableStore::open(&dir, StoreRole::Client).unwrap();
+        let put = |record, new_messages, ended| Change::Put {
+            key: CLIENT_KEY,
+            record,
+            new_messages,
+            last_seen_ms: 1,
+            ended,
+        };
+        // A live session stored 1..11 in two commit groups, 1..4 acknowledged.
+        store
+            .submit(vec![put(
+                record(6, 1, true),
+                (1..6).map(|s| msg(s, "old")).collect(),
+                false,
+            )])
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .submit(vec![put(
+                record(11, 4, true),
+                (6..11).map(|s| msg(s, "old")).collect(),
+                false,
+            )])
+            .await
+            .unwrap()
+            .unwrap();
+        // It ends with 4..11 unacknowledged: the next session starts again at 4.
+        store
+            .submit(vec![put(record(4, 4, false), Vec::new(), true)])
+            .await
+            .unwrap()
+            .unwrap();
+        let loaded = store.load().unwrap();
+        assert!(loaded[0].ended && loaded[0].outbox.is_empty());
+        // The next session reuses 4..8 with other bodies.
+        store
+            .submit(vec![put(
+                record(8, 4, true),
+                (4..8).map(|s| msg(s, "new")).collect(),
+                false,
+            )])
+            .await
+            .unwrap()
+            .unwrap();
+        drop(store);
+        let store = DurableStore::open(&dir, StoreRole::Client).unwrap();
+        let loaded = store.load().unwrap();
+        let bodies: Vec<String> = loaded[0]
+            .outbox
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        assert_eq!(bodies, ["new 4", "new 5", "new 6", "new 7"]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
