@@ -559,6 +559,15 @@ mod durable {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
                     StoreError::Io(format!("{} is in use by another process", path.display()))
                 }
+                // An existing file the database cannot make sense of: not (intact) state.
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if existed && io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    StoreError::Foreign(format!(
+                        "{} is not a steadfast state file ({io})",
+                        path.display()
+                    ))
+                }
                 redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
                     StoreError::Io(format!("{}: {io}", path.display()))
                 }

@@ -284,7 +284,11 @@ mod on_disk {
         std::fs::create_dir_all(&other.0).unwrap();
         let file = other.0.join("steadfast.redb");
         std::fs::write(&file, b"someone else's data, not a database").unwrap();
-        assert!(DurableStore::open(&other.0, StoreRole::Server).is_err());
+        let err = DurableStore::open(&other.0, StoreRole::Server).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Foreign(_) | StoreError::Corrupt(_)),
+            "{err}"
+        );
         assert_eq!(
             std::fs::read(&file).unwrap(),
             b"someone else's data, not a database"
