@@ -199,6 +199,8 @@ async fn run(
 ) {
     let mut first = Some(first);
     let mut attempt = 0u32;
+    // A session from a store that a server accepted before: its first connection resumes.
+    let restored = shared.lock().session().and_then(Session::id).is_some();
     loop {
         let connected =
             match tokio::time::timeout(config.connect_timeout, open(&addr, &config)).await {
@@ -246,6 +248,13 @@ async fn run(
                         }
                         .unacknowledged();
                         if let Some(tx) = first.take() {
+                            if restored {
+                                let _ = tx.send(Err(ConnectError::SessionLost {
+                                    reason: EndReason::Protocol(reason),
+                                    unacknowledged,
+                                }));
+                                return;
+                            }
                             let err = match &reason {
                                 SessionEnd::Rejected { code, reason } => ConnectError::Rejected {
                                     code: *code,

@@ -48,12 +48,12 @@ pub(crate) enum Outcome {
     Replaced,
 }
 
-/// A change a store must commit before this turn's bytes are written.
-type Commit = Option<Box<(Arc<dyn crate::store::SessionStore>, crate::store::Change)>>;
+/// Store writes that must be on disk before this turn's bytes are written.
+type Pending = Vec<crate::peer::StoreAnswer>;
 
 /// One turn of the driver loop, decided under the lock.
 enum Step {
-    Run(Option<Instant>, Option<Outcome>, Commit),
+    Run(Option<Instant>, Option<Outcome>, Pending),
     /// Taken over: write these last bytes and stop.
     Replaced(Vec<u8>),
 }
@@ -121,41 +121,45 @@ where
                     st.account();
                     // Durable before visible: what this turn changed is committed before its
                     // bytes (DATA of new messages, ACKs of positions, proofs of tokens) go out.
-                    let commit = st.durable_change(false).map(Box::new);
-                    Step::Run(deadline, outcome, commit)
+                    let pending: Pending = st
+                        .durable_commit(false)
+                        .into_iter()
+                        .chain(st.unsettled.take())
+                        .collect();
+                    Step::Run(deadline, outcome, pending)
                 }
                 _ => Step::Replaced(Vec::new()),
             }
         };
         let (deadline, outcome) = match step {
-            Step::Run(d, o, None) => (d, o),
-            Step::Run(d, o, Some(commit)) => {
-                let (store, change) = *commit;
-                match store.submit(vec![change]).await {
-                    Ok(Ok(())) => {}
-                    failed => {
-                        let error = match failed {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "store closed".to_owned(),
-                        };
-                        tracing::error!(%error, "session store commit failed: dropping the connection");
-                        // Nothing of this turn may go out.
-                        wbuf.clear();
-                        wpos = 0;
-                        let mut st = peer.lock();
-                        // Unknown what the store holds now: the next commit stores it all.
-                        if let Some(d) = st.durable.as_mut() {
-                            d.committed = None;
-                        }
-                        let current = st.generation == generation;
-                        if let Link::Attached(conn) = &mut st.link
-                            && current
-                        {
-                            conn.handle_disconnect();
-                        }
-                        drop(st);
-                        continue;
+            Step::Run(d, o, pending) => {
+                for answer in pending {
+                    let error = match answer.await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "store closed".to_owned(),
+                    };
+                    tracing::error!(%error, "session store commit failed: dropping the connection");
+                    // Nothing of this turn may go out; the session detaches (resumable) and
+                    // the next connection's first commit stores it all again.
+                    let mut st = peer.lock();
+                    if let Some(d) = st.durable.as_mut() {
+                        d.committed = None;
                     }
+                    if st.generation != generation {
+                        return Outcome::Replaced;
+                    }
+                    if let Link::Attached(conn) = &mut st.link {
+                        conn.handle_disconnect();
+                    }
+                    let outcome = handle_events(peer, &mut st, &mut progress);
+                    st.account();
+                    drop(st);
+                    for p in progress.drain(..) {
+                        on_progress(p);
+                    }
+                    peer.wake_all();
+                    return outcome.unwrap_or(Outcome::Disconnected(ConnectionError::Reset));
                 }
                 (d, o)
             }

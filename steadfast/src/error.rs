@@ -49,6 +49,18 @@ pub enum ConnectError {
     /// The session store could not be read, or holds something else.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A session restored from the store was refused or ended on its first connection (the
+    /// server no longer knows it, for example): like [`ClientEvent::SessionLost`], it hands
+    /// back every message it had not delivered; the store records the end.
+    ///
+    /// [`ClientEvent::SessionLost`]: crate::ClientEvent::SessionLost
+    #[error("the stored session is lost: {reason}")]
+    SessionLost {
+        /// Why.
+        reason: EndReason,
+        /// The messages sent in this or earlier runs and never acknowledged, in order.
+        unacknowledged: Vec<crate::proto::Message>,
+    },
     /// The server refused the session.
     #[error("server refused the session ({code:?}): {reason}")]
     Rejected {

@@ -96,8 +96,14 @@ pub(crate) struct PeerState {
     /// The store that keeps this session across crashes, with what it holds already.
     pub(crate) durable: Option<Durable>,
     /// The store's answer to the write that recorded the session's end (`close` waits for it).
-    pub(crate) end_written: Option<oneshot::Receiver<Result<(), crate::store::StoreError>>>,
+    pub(crate) end_written: Option<StoreAnswer>,
+    /// A store write made during a driver turn, outside the driver's own commit: the driver
+    /// waits for it too before writing.
+    pub(crate) unsettled: Option<StoreAnswer>,
 }
+
+/// When a store write is on disk.
+pub(crate) type StoreAnswer = oneshot::Receiver<Result<(), crate::store::StoreError>>;
 
 /// A session's place in a [`SessionStore`] and what was committed there last.
 #[derive(Debug)]
@@ -194,36 +200,35 @@ impl PeerState {
         self.accounted = now;
     }
 
-    /// What the store lacks of this session now (`None`: nothing changed, or no store). With
-    /// `force`, the record is written even if unchanged (to note the time, at a disconnect).
-    /// Counted as committed at once: the caller submits it before writing anything else.
-    pub(crate) fn durable_change(
-        &mut self,
-        force: bool,
-    ) -> Option<(Arc<dyn SessionStore>, Change)> {
+    /// Submits what the store lacks of this session now, under the session's lock (so that
+    /// commits reach the store in the order of the changes); the answer says when it is on
+    /// disk. `None`: nothing changed, or no store. `lingering`: the session has just lost its
+    /// connection (the record is written even if unchanged, noting the time its linger counts
+    /// from, also across a restart).
+    pub(crate) fn durable_commit(&mut self, lingering: bool) -> Option<StoreAnswer> {
+        // No store: nothing to build (the common, in-memory case).
+        self.durable.as_ref()?;
         let record = self.session()?.record();
         let durable = self.durable.as_ref()?;
         let stored_next = durable
             .committed
             .as_ref()
             .map_or(record.acked, |c| c.next_seq.max(record.acked));
-        if !force && durable.committed.as_ref() == Some(&record) {
+        if !lingering && durable.committed.as_ref() == Some(&record) {
             return None;
         }
         let new_messages: Vec<Message> =
             self.session()?.outbox_from(stored_next).cloned().collect();
         let durable = self.durable.as_mut()?;
         durable.committed = Some(record.clone());
-        Some((
-            durable.store.clone(),
-            Change::Put {
-                key: durable.key,
-                record,
-                new_messages,
-                last_seen_ms: wall_clock_us() / 1_000,
-                ended: false,
-            },
-        ))
+        Some(durable.store.submit(vec![Change::Put {
+            key: durable.key,
+            record,
+            new_messages,
+            last_seen_ms: wall_clock_us() / 1_000,
+            ended: false,
+            lingering,
+        }]))
     }
 
     /// Tells the store the session ended: a server forgets it; a client keeps only where its
@@ -250,11 +255,15 @@ impl PeerState {
                     new_messages: Vec::new(),
                     last_seen_ms: wall_clock_us() / 1_000,
                     ended: true,
+                    lingering: false,
                 }
             }
             _ => Change::Delete { key: durable.key },
         };
         self.end_written = Some(durable.store.submit(vec![change]));
+        // A barrier behind it (the store commits in order): the driver waits for it before
+        // writing the turn's last frames (a CLOSE reply must not outrun the recorded end).
+        self.unsettled = Some(durable.store.submit(Vec::new()));
     }
 
     /// Ends the session: everything unacknowledged is kept for the application.
@@ -346,6 +355,7 @@ impl PeerShared {
                 codec: codec.clone(),
                 durable: None,
                 end_written: None,
+                unsettled: None,
             }),
             role,
             name,

@@ -608,9 +608,13 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
         Outcome::Disconnected(error) => {
             // A store notes when the session was last seen: its linger counts from here, also
             // across a restart.
-            let change = peer.shared.lock().durable_change(true);
-            if let Some((store, change)) = change {
-                drop(store.submit(vec![change]));
+            {
+                let mut st = peer.shared.lock();
+                // Only while this connection's session is still detached: a resume may have
+                // taken it over meanwhile, and its driver commits for it.
+                if st.generation == generation && matches!(st.link, Link::Detached(_)) {
+                    drop(st.durable_commit(true));
+                }
             }
             inner.emit(ServerEvent::Disconnected {
                 peer: peer.clone(),
@@ -896,9 +900,13 @@ fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result
         if let Some(name) = name {
             reg.names.insert(name, id);
         }
-        let left = Duration::from_millis(
-            (s.last_seen_ms.saturating_add(linger_ms)).saturating_sub(now_ms),
-        );
+        // A session that was lingering when last seen lingers for what is left; one that was
+        // connected lost its connection with the process: a full linger from now.
+        let left = if s.lingering {
+            Duration::from_millis((s.last_seen_ms.saturating_add(linger_ms)).saturating_sub(now_ms))
+        } else {
+            linger
+        };
         let peer = Peer { shared };
         let inner2 = inner.clone();
         inner.tracker.spawn(async move {

@@ -55,6 +55,10 @@ pub struct StoredSession {
     /// Client: the session ended; only its counters are kept (the next session continues its
     /// sequence numbers, so "how many messages were ever queued" survives).
     pub ended: bool,
+    /// The session had lost its connection at `last_seen_ms`: its linger counts from then.
+    /// Otherwise it was connected when its process stopped, and lingers in full from the
+    /// restart (the crash was its disconnect).
+    pub lingering: bool,
 }
 
 /// One change to a store.
@@ -73,6 +77,9 @@ pub enum Change {
         last_seen_ms: u64,
         /// Client: the session ended (see [`StoredSession::ended`]).
         ended: bool,
+        /// The session has no connection since `last_seen_ms` (see
+        /// [`StoredSession::lingering`]).
+        lingering: bool,
     },
     /// Forget a session and its outbox.
     Delete {
@@ -139,6 +146,7 @@ fn apply(map: &mut HashMap<StoreKey, StoredSession>, change: Change) {
             new_messages,
             last_seen_ms,
             ended,
+            lingering,
         } => {
             let entry = map.entry(key).or_insert_with(|| StoredSession {
                 key,
@@ -146,6 +154,7 @@ fn apply(map: &mut HashMap<StoreKey, StoredSession>, change: Change) {
                 outbox: Vec::new(),
                 last_seen_ms,
                 ended,
+                lingering,
             });
             entry.outbox.retain(|m| m.seq >= record.acked);
             entry.outbox.extend(new_messages);
@@ -156,6 +165,7 @@ fn apply(map: &mut HashMap<StoreKey, StoredSession>, change: Change) {
             entry.record = record;
             entry.last_seen_ms = last_seen_ms;
             entry.ended = ended;
+            entry.lingering = lingering;
         }
         Change::Delete { key } => {
             map.remove(&key);
@@ -196,7 +206,12 @@ mod encoding {
     const RECORD_V1: u8 = 1;
 
     /// Encodes a record with its bookkeeping (a versioned, length-checked layout).
-    pub(crate) fn encode_record(record: &SessionRecord, last_seen_ms: u64, ended: bool) -> Vec<u8> {
+    pub(crate) fn encode_record(
+        record: &SessionRecord,
+        last_seen_ms: u64,
+        ended: bool,
+        lingering: bool,
+    ) -> Vec<u8> {
         let mut b = Vec::with_capacity(128);
         b.put_u8(RECORD_V1);
         b.put_u8(match record.role {
@@ -206,7 +221,8 @@ mod encoding {
         let flags = u8::from(record.id.is_some())
             | u8::from(record.token.is_some()) << 1
             | u8::from(record.issued.is_some()) << 2
-            | u8::from(ended) << 3;
+            | u8::from(ended) << 3
+            | u8::from(lingering) << 4;
         b.put_u8(flags);
         if let Some(id) = record.id {
             b.put_slice(&id.0);
@@ -233,7 +249,9 @@ mod encoding {
     }
 
     /// Decodes what [`encode_record`] wrote.
-    pub(crate) fn decode_record(mut b: &[u8]) -> Result<(SessionRecord, u64, bool), StoreError> {
+    pub(crate) fn decode_record(
+        mut b: &[u8],
+    ) -> Result<(SessionRecord, u64, bool, bool), StoreError> {
         fn need(b: &[u8], n: usize) -> Result<(), StoreError> {
             if b.len() < n {
                 Err(StoreError::Corrupt("truncated session record".into()))
@@ -271,7 +289,7 @@ mod encoding {
             }
         };
         let flags = b.get_u8();
-        if flags & !0x0f != 0 {
+        if flags & !0x1f != 0 {
             return Err(StoreError::Corrupt(
                 "unknown flags in a session record".into(),
             ));
@@ -319,7 +337,7 @@ mod encoding {
             acked,
             delivered,
         };
-        Ok((record, last_seen_ms, flags & 8 != 0))
+        Ok((record, last_seen_ms, flags & 8 != 0, flags & 16 != 0))
     }
 
     /// The key of an outbox segment: the session's key, then the sequence number of its first
@@ -392,11 +410,11 @@ mod encoding {
 
     /// Groups stored messages by session key, checking each is complete.
     pub(crate) fn assemble(
-        records: Vec<(StoreKey, SessionRecord, u64, bool)>,
+        records: Vec<(StoreKey, SessionRecord, u64, bool, bool)>,
         mut messages: BTreeMap<StoreKey, Vec<Message>>,
     ) -> Result<Vec<StoredSession>, StoreError> {
         let mut out = Vec::with_capacity(records.len());
-        for (key, record, last_seen_ms, ended) in records {
+        for (key, record, last_seen_ms, ended, lingering) in records {
             // Segments may overlap (a group re-stored after a failed commit) and reach below
             // the acknowledged position (partly acknowledged): keep each needed message once.
             let mut outbox = messages.remove(&key).unwrap_or_default();
@@ -420,6 +438,7 @@ mod encoding {
                 outbox,
                 last_seen_ms,
                 ended,
+                lingering,
             });
         }
         if !messages.is_empty() {
@@ -699,6 +718,7 @@ mod durable {
                         new_messages,
                         last_seen_ms,
                         ended,
+                        lingering,
                     } => {
                         // Segments wholly acknowledged go; a partly acknowledged one stays
                         // until its last message is.
@@ -729,7 +749,7 @@ mod durable {
                                 .insert(&k[..], &encode_segment(new_messages)[..])
                                 .map_err(db_err)?;
                         }
-                        let value = encode_record(record, *last_seen_ms, *ended);
+                        let value = encode_record(record, *last_seen_ms, *ended, *lingering);
                         sessions.insert(&key[..], &value[..]).map_err(db_err)?;
                     }
                     Change::Delete { key } => {
@@ -785,8 +805,8 @@ mod durable {
                     .value()
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("malformed session key".into()))?;
-                let (record, last_seen, ended) = decode_record(v.value())?;
-                records.push((key, record, last_seen, ended));
+                let (record, last_seen, ended, lingering) = decode_record(v.value())?;
+                records.push((key, record, last_seen, ended, lingering));
             }
             let mut messages: BTreeMap<StoreKey, Vec<Message>> = BTreeMap::new();
             for entry in outbox.iter().map_err(db_err)? {
@@ -830,8 +850,8 @@ mod tests {
     #[test]
     fn records_round_trip_and_damage_is_detected() {
         let r = record();
-        let bytes = encode_record(&r, 1_234, false);
-        assert_eq!(decode_record(&bytes).unwrap(), (r, 1_234, false));
+        let bytes = encode_record(&r, 1_234, false, true);
+        assert_eq!(decode_record(&bytes).unwrap(), (r, 1_234, false, true));
         for cut in 0..bytes.len() {
             assert!(decode_record(&bytes[..cut]).is_err(), "truncated at {cut}");
         }
@@ -882,6 +902,7 @@ mod tests {
             new_messages: vec![msg(7), msg(8)],
             last_seen_ms: 1,
             ended: false,
+            lingering: false,
         }]));
         r.acked = Seq(8);
         r.next_seq = Seq(10);
@@ -891,6 +912,7 @@ mod tests {
             new_messages: vec![msg(9)],
             last_seen_ms: 2,
             ended: false,
+            lingering: false,
         }]));
         let loaded = store.load().unwrap();
         assert_eq!(loaded.len(), 1);

@@ -419,6 +419,7 @@ mod on_disk_records {
             new_messages,
             last_seen_ms: 1,
             ended,
+            lingering: false,
         };
         // A live session stored 1..11 in two commit groups, 1..4 acknowledged.
         store
@@ -468,5 +469,148 @@ mod on_disk_records {
         assert_eq!(bodies, ["new 4", "new 5", "new 6", "new 7"]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+mod review {
+    //! Found by review: each failed before its fix.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use steadfast::ClientEvent;
+    use steadfast::error::ConnectError;
+    use steadfast::store::{Change, StoreError, StoredSession};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connected_idle_session_survives_a_server_crash_longer_after_than_linger() {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let config = ServerConfig::default()
+            .store(store.clone())
+            .linger(Duration::from_secs(1));
+        let mut server = Server::bind(["127.0.0.1:0"], config.clone()).await.unwrap();
+        let addr = server.local_addrs()[0];
+        let mut client = Client::connect(addr.to_string(), fast_client(None))
+            .await
+            .unwrap();
+        let peer = next_peer(&mut server).await;
+        peer.send(b"hello".to_vec()).await.unwrap();
+        assert_eq!(client.recv().await.unwrap().body, "hello");
+        // Connected and idle for longer than the linger time: nothing to commit meanwhile.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(client.is_connected());
+        while client.try_next_event().is_some() {}
+        drop(peer);
+        drop(server);
+        let _server = rebind(addr, config).await;
+        let got = tokio::time::timeout(WAIT, async {
+            loop {
+                match client.next_event().await {
+                    Some(ClientEvent::Connected { resumed }) => return Ok(resumed),
+                    Some(ClientEvent::SessionLost { reason, .. }) => return Err(reason.to_string()),
+                    Some(_) => {}
+                    None => return Err("no events".to_string()),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, Ok(true), "the crash counts as the disconnect");
+    }
+
+    /// A store whose commits fail while `fail` is set.
+    #[derive(Debug, Default)]
+    struct FlakyStore {
+        inner: MemoryStore,
+        fail: AtomicBool,
+    }
+
+    impl SessionStore for FlakyStore {
+        fn load(&self) -> Result<Vec<StoredSession>, StoreError> {
+            self.inner.load()
+        }
+        fn submit(&self, c: Vec<Change>) -> oneshot::Receiver<Result<(), StoreError>> {
+            if self.fail.load(Ordering::SeqCst) {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(StoreError::Io("disk full".into())));
+                return rx;
+            }
+            self.inner.submit(c)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_commits_drop_the_connection_and_the_client_comes_back() {
+        let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let store = Arc::new(FlakyStore::default());
+        let client = Client::connect(addr.to_string(), fast_client(Some(store.clone())))
+            .await
+            .unwrap();
+        let peer = next_peer(&mut server).await;
+        store.fail.store(true, Ordering::SeqCst);
+        let receipt = client.send(b"x".to_vec()).await.unwrap();
+        // The client keeps trying (each attempt's first commit fails) until the store works.
+        tokio::time::timeout(WAIT, async {
+            while client.stats().connections < 4 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!receipt.is_acknowledged());
+        store.fail.store(false, Ordering::SeqCst);
+        let m = tokio::time::timeout(WAIT, peer.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.body, "x");
+        tokio::time::timeout(WAIT, receipt).await.unwrap().unwrap();
+        client.close("done").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restored_session_refused_on_its_first_connection_hands_its_messages_back() {
+        let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let client = Client::connect(addr.to_string(), fast_client(Some(store.clone())))
+            .await
+            .unwrap();
+        let peer = next_peer(&mut server).await;
+        for i in 0..10u8 {
+            client.send(vec![i]).await.unwrap();
+        }
+        tokio::time::timeout(WAIT, async {
+            while peer.waiting() < 10 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // Both die; the server had no store, so the session is gone with it.
+        drop(client);
+        drop(peer);
+        drop(server);
+        assert_eq!(store.load().unwrap()[0].outbox.len(), 10);
+        let _server = rebind(addr, ServerConfig::default()).await;
+        let err = Client::connect(addr.to_string(), fast_client(Some(store.clone())))
+            .await
+            .err()
+            .unwrap();
+        let ConnectError::SessionLost { unacknowledged, .. } = err else {
+            panic!("{err}")
+        };
+        let bodies: Vec<u8> = unacknowledged.iter().map(|m| m.body[0]).collect();
+        assert_eq!(bodies, (0..10).collect::<Vec<u8>>());
+        // The store recorded the end: the next run starts a new session at the first of them.
+        let stored = store.load().unwrap();
+        assert!(stored[0].ended && stored[0].record.next_seq.0 == 1);
     }
 }
