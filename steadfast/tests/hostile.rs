@@ -517,6 +517,64 @@ fn server_refuses_hello_with_bad_magic() {
 }
 
 #[test]
+fn server_refuses_a_transform_list_beyond_its_bounds() {
+    let now = Instant::now();
+    let cfg = Config::default().transforms(["a", "b", "c", "d", "e", "f", "g", "h"]);
+    // A HELLO with the longest list allowed (8 names), as encoded: its last byte is the last
+    // name's only byte.
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let valid = hello_with_transforms(&names);
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = valid.clone();
+        edit(&mut v);
+        let len = (v.len() - HEADER_LEN) as u32;
+        v[..4].copy_from_slice(&len.to_be_bytes());
+        v
+    };
+    // The list's count byte: 8 names of 2 bytes each follow it.
+    let count_at = valid.len() - 8 * 2 - 1;
+    assert_eq!(valid[count_at], 8);
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "nine names",
+            with(&|v| {
+                v[count_at] = 9;
+                v.extend_from_slice(&[1, b'i']);
+            }),
+        ),
+        (
+            "a name that is not visible ASCII",
+            with(&|v| {
+                let last = v.len() - 1;
+                v[last] = b' ';
+            }),
+        ),
+        (
+            "an empty name",
+            with(&|v| {
+                let last = v.len() - 2;
+                v[last] = 0;
+                v.pop();
+            }),
+        ),
+        (
+            "a list cut short",
+            with(&|v| {
+                v.pop();
+            }),
+        ),
+    ];
+    for (_what, bytes) in cases {
+        let mut server = Connection::accept(cfg.clone(), now).unwrap();
+        expect_reject(&mut server, now, &bytes, RejectCode::ProtocolError);
+    }
+    // Control: the untouched HELLO is accepted.
+    let mut server = Connection::accept(cfg, now).unwrap();
+    server.handle_input(now, &valid);
+    assert_eq!(hello_event(&mut server).name.as_deref(), Some("mallory"));
+}
+
+#[test]
 fn server_refuses_disjoint_version_range_with_its_own_range() {
     let now = Instant::now();
     let cfg = Config::default().versions(3, 4);
