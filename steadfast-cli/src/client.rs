@@ -120,7 +120,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     if let Some(store) = store {
         config = config.store(store);
     }
-    let mut client = match connect_retrying(&a.addr, config, deadline).await {
+    let client = match connect_retrying(&a.addr, config, deadline).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -277,7 +277,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let mut client = match connect_retrying(&a.addr, config, None).await {
+    let client = match connect_retrying(&a.addr, config, None).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

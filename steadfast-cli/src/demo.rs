@@ -30,7 +30,7 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
     let proto = Config::default()
         .idle_timeout(Duration::from_secs(2))
         .keepalive_interval(Duration::from_millis(500));
-    let mut server = match Server::bind(
+    let server = match Server::bind(
         ["127.0.0.1:0"],
         ServerConfig::default().protocol(proto.clone()),
     )

@@ -37,7 +37,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             .store(Arc::new(store))
             .protocol(steadfast::proto::Config::default().manual_ack(true));
     }
-    let mut server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
+    let server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
         Ok(s) => s,
         Err(steadfast::error::BindError::Store(e)) => {
             let dir = a.state.as_deref().unwrap_or(std::path::Path::new("?"));
@@ -120,7 +120,7 @@ async fn read_lines(tx: mpsc::Sender<String>) {
 }
 
 async fn on_event(
-    server: &Server,
+    _server: &Server,
     ev: ServerEvent,
     out: &mut BufWriter<Stdout>,
     a: &ServeArgs,
@@ -149,12 +149,6 @@ async fn on_event(
             unacknowledged.len()
         ),
         ServerEvent::MessagesWaiting { peer } => drain(&peer, out, a).await?,
-        ServerEvent::Lagged(n) => {
-            eprintln!("warning: {n} events dropped; reading every peer");
-            for p in server.peers() {
-                drain(&p, out, a).await?;
-            }
-        }
         _ => {}
     }
     Ok(())

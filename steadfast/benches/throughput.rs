@@ -109,7 +109,7 @@ async fn raw_framing(n: u64) -> Duration {
 /// the clock stops when the last receipt resolves (every message taken by the receiving
 /// application and acknowledged).
 async fn steadfast_acked(n: u64, batched: bool) -> Duration {
-    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+    let server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
         .await
         .expect("bind");
     let addr = server.local_addrs()[0].to_string();

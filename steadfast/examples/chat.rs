@@ -85,7 +85,7 @@ fn chat_router(room: Arc<Mutex<Room>>) -> Router {
 }
 
 /// Runs the server until `expected` sessions have ended; returns how many it saw.
-async fn serve(mut server: Server, expected: usize) -> usize {
+async fn serve(server: Server, expected: usize) -> usize {
     let room: Arc<Mutex<Room>> = Arc::default();
     let router = chat_router(room.clone());
     let mut ended = 0;

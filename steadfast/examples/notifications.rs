@@ -10,7 +10,7 @@ use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+    let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
     let addr = server.local_addrs()[0].to_string();
     let mut clients = Vec::new();
     for name in ["north", "south", "east"] {

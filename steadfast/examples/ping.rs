@@ -32,7 +32,7 @@ async fn answer(peer: Peer) -> Result<u32, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+    let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
     let addr = server.local_addrs()[0].to_string();
     // The server: one task per session.
     let server_task = tokio::spawn(async move {

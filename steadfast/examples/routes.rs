@@ -17,7 +17,7 @@ struct Post {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+    let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
     let client = Client::connect(
         server.local_addrs()[0].to_string(),
         ClientConfig::default().name("ada"),

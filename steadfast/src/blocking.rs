@@ -24,8 +24,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 
+use crate::error::EndReason;
 use crate::error::{BindError, ConnectError, ReceiptError, RecvError, SendError};
-use crate::peer::EndReason;
 use crate::proto::{ConnectionError, Message, SessionId};
 use crate::{ClientConfig, ClientEvent, PeerStats, ServerConfig};
 
@@ -283,8 +283,6 @@ pub enum ServerEvent {
         /// Its handle.
         peer: Peer,
     },
-    /// Events were dropped because the application lagged.
-    Lagged(u64),
 }
 
 /// A blocking server (see [`crate::Server`]).
@@ -336,7 +334,7 @@ impl Server {
     pub fn next_event_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
         let rt = self.rt.clone();
         let ev = rt.block_on(async {
-            let server = self.inner.as_mut()?;
+            let server = self.inner.as_ref()?;
             tokio::time::timeout(timeout, server.next_event())
                 .await
                 .ok()
@@ -372,7 +370,6 @@ impl Server {
             crate::ServerEvent::MessagesWaiting { peer } => ServerEvent::MessagesWaiting {
                 peer: self.wrap(peer),
             },
-            crate::ServerEvent::Lagged(n) => ServerEvent::Lagged(n),
         })
     }
 

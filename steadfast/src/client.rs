@@ -1,22 +1,24 @@
 //! The client: connects, and after any loss reconnects with jittered exponential backoff and
 //! resumes its session, resending exactly what the server lacks.
 
+use std::collections::VecDeque;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 
 use crate::config::ClientConfig;
 use crate::driver::{self, BoxStream, Outcome, Progress};
-use crate::error::ConnectError;
-use crate::peer::{Durable, EndReason, Link, Peer, PeerShared};
+use crate::error::{ConnectError, EndReason};
+use crate::peer::{Peer, Receiving};
 use crate::proto::{
     Connection, ConnectionError, Message, Role, Session, SessionEnd, SessionRecord,
 };
+use crate::session::{Durable, Link, PeerShared};
 use crate::store::{CLIENT_KEY, StoreError};
 
 /// Something that happened to a client's session.
@@ -53,13 +55,150 @@ pub enum ClientEvent {
 
 /// A connected client. It dereferences to its [`Peer`] handle (`send`, `recv`, `stats`, …).
 ///
-/// Dropping the `Client` stops its connection task: [`Peer::flush`] or [`Peer::close`] first
-/// to be sure everything arrived.
-#[derive(Debug)]
+/// A cheap handle: clones share the session. The session ends with [`Peer::close`] (on any
+/// clone), or when the last `Client` handle is dropped: that stops the connection task
+/// (call [`Peer::flush`] or [`Peer::close`] first to be sure everything arrived), and [`Peer`]
+/// handles taken from it then report the session ended ([`EndReason::ClientDropped`]).
+#[derive(Clone, Debug)]
 pub struct Client {
     peer: Peer,
-    events: mpsc::Receiver<ClientEvent>,
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    peer: Peer,
+    events: Arc<ClientEvents>,
     task: JoinHandle<()>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Handles the application kept must learn that nothing carries the session any more.
+        self.peer.shared.abandon(EndReason::ClientDropped);
+        self.events.close();
+    }
+}
+
+/// A client's events: never dropped. At most one of each kind waits to be read; a repeated
+/// one of a kind already waiting is folded into it and reads as the latest (the newest
+/// error, the newest attempt), so the queue holds at most four events.
+#[derive(Debug, Default)]
+struct ClientEvents {
+    state: Mutex<Waiting>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    order: VecDeque<Kind>,
+    resumed: bool,
+    error: Option<ConnectionError>,
+    attempt: u32,
+    delay: Duration,
+    lost: Option<(EndReason, Vec<Message>)>,
+    closed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Connected,
+    Disconnected,
+    Reconnecting,
+    Lost,
+}
+
+impl ClientEvents {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, event: ClientEvent) {
+        {
+            let mut w = self.lock();
+            if w.closed {
+                return;
+            }
+            let kind = match event {
+                ClientEvent::Connected { resumed } => {
+                    w.resumed = resumed;
+                    Kind::Connected
+                }
+                ClientEvent::Disconnected { error } => {
+                    w.error = Some(error);
+                    Kind::Disconnected
+                }
+                ClientEvent::Reconnecting { attempt, delay } => {
+                    w.attempt = attempt;
+                    w.delay = delay;
+                    Kind::Reconnecting
+                }
+                ClientEvent::SessionLost {
+                    reason,
+                    unacknowledged,
+                } => {
+                    w.lost = Some((reason, unacknowledged));
+                    Kind::Lost
+                }
+            };
+            if !w.order.contains(&kind) {
+                w.order.push_back(kind);
+            }
+        }
+        self.ready.notify_waiters();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_waiters();
+    }
+
+    fn try_next(&self) -> Option<ClientEvent> {
+        let mut w = self.lock();
+        let kind = w.order.pop_front()?;
+        Some(match kind {
+            Kind::Connected => ClientEvent::Connected { resumed: w.resumed },
+            Kind::Disconnected => ClientEvent::Disconnected {
+                error: w.error.take().unwrap_or(ConnectionError::Reset),
+            },
+            Kind::Reconnecting => ClientEvent::Reconnecting {
+                attempt: w.attempt,
+                delay: w.delay,
+            },
+            Kind::Lost => {
+                let (reason, unacknowledged) = w.lost.take()?;
+                ClientEvent::SessionLost {
+                    reason,
+                    unacknowledged,
+                }
+            }
+        })
+    }
+
+    async fn next(&self) -> Option<ClientEvent> {
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = self.try_next() {
+                return Some(e);
+            }
+            if self.lock().closed {
+                return None;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Closes the event queue when the connection task ends, however it ends.
+struct CloseOnExit(Arc<ClientEvents>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// The session to start with: the stored one (to resume), a new one continuing a stored
@@ -115,25 +254,33 @@ impl Client {
             config.name.clone(),
             Link::Detached(Box::new(session)),
             config.transforms.clone(),
+            &Receiving::new(&config.proto, 1),
         );
         if let Some(store) = &config.store {
             shared.lock().durable = Some(Durable::new(store.clone(), CLIENT_KEY, committed));
         }
-        let (events_tx, events) = mpsc::channel(256);
+        let events = Arc::new(ClientEvents::default());
         let (first_tx, first_rx) = oneshot::channel();
         let span = info_span!("client", %addr);
         let mut guard = AbortOnDrop(Some(tokio::spawn(
-            run(shared.clone(), config, addr, events_tx, first_tx).instrument(span),
+            run(shared.clone(), config, addr, events.clone(), first_tx).instrument(span),
         )));
         match first_rx.await {
-            Ok(Ok(())) => Ok(Client {
-                peer: Peer { shared },
-                events,
-                task: guard
+            Ok(Ok(())) => {
+                let task = guard
                     .0
                     .take()
-                    .ok_or_else(|| ConnectError::Handshake("no task".into()))?,
-            }),
+                    .ok_or_else(|| ConnectError::Handshake("no task".into()))?;
+                let peer = Peer { shared };
+                Ok(Client {
+                    inner: Arc::new(ClientInner {
+                        peer: peer.clone(),
+                        events,
+                        task,
+                    }),
+                    peer,
+                })
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectError::Handshake("connection task ended".into())),
         }
@@ -144,14 +291,23 @@ impl Client {
         &self.peer
     }
 
-    /// The next event, or `None` once the session is over and every event was read.
-    pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        self.events.recv().await
+    /// The next event, or `None` once the session is over and every event was read. Events
+    /// are never dropped (see [`ClientEvent`]); clones share them (each is read once).
+    pub async fn next_event(&self) -> Option<ClientEvent> {
+        self.inner.events.next().await
     }
 
     /// The next event if one is ready.
-    pub fn try_next_event(&mut self) -> Option<ClientEvent> {
-        self.events.try_recv().ok()
+    pub fn try_next_event(&self) -> Option<ClientEvent> {
+        self.inner.events.try_next()
+    }
+
+    /// The events as a [`Stream`](futures_core::Stream) (see [`Client::next_event`]).
+    pub fn events(&self) -> impl futures_core::Stream<Item = ClientEvent> + Send + 'static {
+        futures_util::stream::unfold(self.clone(), |client| async move {
+            let event = client.next_event().await?;
+            Some((event, client))
+        })
     }
 }
 
@@ -160,14 +316,6 @@ impl Deref for Client {
 
     fn deref(&self) -> &Peer {
         &self.peer
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-        // Handles the application kept must learn that nothing carries the session any more.
-        crate::server::abandon(&self.peer.shared, EndReason::ClientDropped);
     }
 }
 
@@ -194,9 +342,10 @@ async fn run(
     shared: Arc<PeerShared>,
     config: ClientConfig,
     addr: String,
-    events: mpsc::Sender<ClientEvent>,
+    events: Arc<ClientEvents>,
     first: oneshot::Sender<Result<(), ConnectError>>,
 ) {
+    let _close = CloseOnExit(events.clone());
     let mut first = Some(first);
     let mut attempt = 0u32;
     // A session from a store that a server accepted before: its first connection resumes.
@@ -234,7 +383,7 @@ async fn run(
                         if let Some(tx) = first.take() {
                             let _ = tx.send(Ok(()));
                         }
-                        let _ = events.try_send(ClientEvent::Connected { resumed });
+                        events.push(ClientEvent::Connected { resumed });
                     }
                 })
                 .await;
@@ -265,7 +414,7 @@ async fn run(
                             let _ = tx.send(Err(err));
                             return;
                         }
-                        let _ = events.try_send(ClientEvent::SessionLost {
+                        events.push(ClientEvent::SessionLost {
                             reason: EndReason::Protocol(reason),
                             unacknowledged,
                         });
@@ -293,7 +442,7 @@ async fn run(
                             }
                             _ => Duration::ZERO,
                         };
-                        let _ = events.try_send(ClientEvent::Disconnected { error });
+                        events.push(ClientEvent::Disconnected { error });
                     }
                 }
             }
@@ -301,14 +450,14 @@ async fn run(
         attempt += 1;
         if config.max_attempts.is_some_and(|max| attempt > max) {
             let unacknowledged = end(&shared, EndReason::GaveUp(attempt - 1), Some(()));
-            let _ = events.try_send(ClientEvent::SessionLost {
+            events.push(ClientEvent::SessionLost {
                 reason: EndReason::GaveUp(attempt - 1),
                 unacknowledged,
             });
             return;
         }
         let delay = retry_after + backoff(attempt - 1, config.backoff_initial, config.backoff_max);
-        let _ = events.try_send(ClientEvent::Reconnecting { attempt, delay });
+        events.push(ClientEvent::Reconnecting { attempt, delay });
         tokio::time::sleep(delay).await;
     }
 }
@@ -353,35 +502,25 @@ fn attach(
         *session,
         config.credentials.clone(),
     ) {
-        Ok(conn) => {
-            st.link = Link::Attached(Box::new(conn));
-            st.generation += 1;
-            st.addr = addr;
-            Some(st.generation)
-        }
+        Ok(conn) => Some(st.attach(conn, addr)),
         Err(_) => None,
     }
 }
 
 /// Ends the session from the client side (no connection); returns the unacknowledged
 /// messages if `take` is set (otherwise they stay on the handle).
-fn end(shared: &PeerShared, reason: EndReason, take: Option<()>) -> Vec<Message> {
-    let mut unacked = {
+fn end(shared: &Arc<PeerShared>, reason: EndReason, take: Option<()>) -> Vec<Message> {
+    let unacked = {
         let mut st = shared.lock();
-        let (acked, unacked) = match st.session_mut() {
-            Some(s) => (s.acked(), s.take_unacknowledged()),
-            None => return Vec::new(),
-        };
-        st.end(reason, unacked, acked);
+        if !st.end_here(reason) {
+            return Vec::new();
+        }
         if take.is_some() {
-            st.ending
-                .as_ref()
-                .and_then(|e| e.unacknowledged.clone())
-                .unwrap_or_default()
+            st.unacknowledged()
         } else {
             Vec::new()
         }
     };
-    shared.wake_all();
-    std::mem::take(&mut unacked)
+    shared.settle();
+    unacked
 }

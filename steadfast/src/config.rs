@@ -10,9 +10,14 @@
 //! | max connections | 10,000 | room for real traffic, below the per-process file limit of 20,000 |
 //! | max sessions (live and lingering) | 100,000 | lingering sessions are small |
 //! | max concurrent handshakes | 1,024 | a flood of silent connections cannot starve real ones |
+//! | max handshakes per address | 64 | one address cannot take every handshake slot |
+//! | max sessions per address | 1,024 | one address cannot take every session slot |
+//! | admission at a limit | evict the oldest pending handshake / lingering session of the address over its share | an idle attacker cannot lock others out |
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,6 +169,11 @@ impl ClientConfig {
 /// | max connections | 10,000 | room for real traffic, below the per-process file limit |
 /// | max sessions (live and lingering) | 100,000 | lingering sessions are small |
 /// | max concurrent handshakes | 1,024 | a flood of silent connections cannot starve real ones |
+/// | max handshakes per address | 64 | one address cannot take every handshake slot |
+/// | max sessions per address | 1,024 | one address cannot take every session slot |
+/// | admission at a limit | [`AdmissionPolicy::EvictOldest`] | an idle attacker cannot lock others out |
+/// | memory budget | 1 GiB | queued, reassembled and decoding bytes of all sessions |
+/// | lifecycle events | on | never dropped; read them or turn them off |
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub(crate) proto: proto::Config,
@@ -171,8 +181,11 @@ pub struct ServerConfig {
     pub(crate) max_connections: usize,
     pub(crate) max_sessions: usize,
     pub(crate) max_handshakes: usize,
+    pub(crate) max_handshakes_per_addr: usize,
+    pub(crate) max_sessions_per_addr: usize,
+    pub(crate) admission: AdmissionPolicy,
+    pub(crate) lifecycle_events: bool,
     pub(crate) full_retry_after: Duration,
-    pub(crate) event_capacity: usize,
     pub(crate) memory_budget: u64,
     pub(crate) store: Option<Arc<dyn crate::store::SessionStore>>,
     pub(crate) auth: Option<Authenticator>,
@@ -199,6 +212,21 @@ pub struct AuthRequest<'a> {
     pub resuming: bool,
 }
 
+/// What a server does when a new connection or session meets a limit (see
+/// [`ServerConfig::max_handshakes_per_addr`] and [`ServerConfig::max_sessions_per_addr`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdmissionPolicy {
+    /// Make room: the oldest pending handshake (a connection that has not sent its HELLO) or
+    /// the oldest *lingering* session of the address that is over its share is evicted (the
+    /// session ends as `Expired`, its unacknowledged messages in the event) and the newcomer
+    /// is let in. When no address is over its share, the newcomer is refused.
+    #[default]
+    EvictOldest,
+    /// Refuse the newcomer (REJECT `ServerFull`, or a closed socket for handshakes).
+    Refuse,
+}
+
 /// An authenticator's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthDecision {
@@ -210,10 +238,13 @@ pub enum AuthDecision {
     Refuse(String),
 }
 
+/// The answer of an asynchronous authenticator.
+pub type AuthFuture = Pin<Box<dyn Future<Output = AuthDecision> + Send + 'static>>;
+
 /// The application's check of a client's credentials.
 #[derive(Clone)]
 pub(crate) struct Authenticator(
-    pub(crate) Arc<dyn Fn(&AuthRequest<'_>) -> AuthDecision + Send + Sync>,
+    pub(crate) Arc<dyn Fn(&AuthRequest<'_>) -> AuthFuture + Send + Sync>,
 );
 
 impl fmt::Debug for Authenticator {
@@ -230,8 +261,11 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_sessions: 100_000,
             max_handshakes: 1_024,
+            max_handshakes_per_addr: 64,
+            max_sessions_per_addr: 1_024,
+            admission: AdmissionPolicy::EvictOldest,
+            lifecycle_events: true,
             full_retry_after: Duration::from_secs(1),
-            event_capacity: 65_536,
             memory_budget: 1 << 30,
             store: None,
             auth: None,
@@ -304,9 +338,46 @@ impl ServerConfig {
         self
     }
 
-    /// Most handshakes in progress at once; more connections are refused. Default 1,024.
+    /// Most handshakes in progress at once (connections that have not sent their HELLO,
+    /// TLS handshakes included); at the limit see [`ServerConfig::admission`]. Default 1,024.
     pub fn max_handshakes(mut self, n: usize) -> Self {
         self.max_handshakes = n;
+        self
+    }
+
+    /// Most handshakes in progress at once from one IP address; at the limit the address's
+    /// oldest pending handshake is evicted (or, with [`AdmissionPolicy::Refuse`], the new
+    /// connection is closed). Default 64.
+    pub fn max_handshakes_per_addr(mut self, n: usize) -> Self {
+        self.max_handshakes_per_addr = n;
+        self
+    }
+
+    /// Most sessions, live and lingering, created from one IP address; at the limit the
+    /// address's oldest lingering session is evicted (reported as `Expired`) or, when none
+    /// lingers or with [`AdmissionPolicy::Refuse`], the new session is refused with REJECT
+    /// `ServerFull`. Resumes are never refused for it. Behind a load balancer or a NAT every
+    /// client shares one address: raise it there. Default 1,024.
+    pub fn max_sessions_per_addr(mut self, n: usize) -> Self {
+        self.max_sessions_per_addr = n;
+        self
+    }
+
+    /// What happens when a new connection or session meets a limit. Default
+    /// [`AdmissionPolicy::EvictOldest`].
+    pub fn admission(mut self, policy: AdmissionPolicy) -> Self {
+        self.admission = policy;
+        self
+    }
+
+    /// Whether lifecycle events (resumed, disconnected, messages waiting, expired, ended) are
+    /// recorded for [`Server::next_event`](crate::Server::next_event). They are never dropped:
+    /// an ended session whose events are unread keeps its place among `max_sessions` until
+    /// they are read. An application that serves peers from
+    /// [`Server::accept`](crate::Server::accept) and follows each through its handle can turn
+    /// them off; new sessions are always recorded for `accept`. Default: on.
+    pub fn lifecycle_events(mut self, on: bool) -> Self {
+        self.lifecycle_events = on;
         self
     }
 
@@ -316,17 +387,14 @@ impl ServerConfig {
         self
     }
 
-    /// Events held for the application before the oldest notifications are dropped
-    /// ([`ServerEvent::Lagged`](crate::ServerEvent::Lagged) says how many). Default 65,536.
-    pub fn event_capacity(mut self, n: usize) -> Self {
-        self.event_capacity = n;
-        self
-    }
-
-    /// Bytes of queued messages (received and not yet taken, sent and not yet acknowledged)
-    /// across all sessions. When it is spent, sends to any peer report `Full` and new
-    /// sessions are refused with REJECT `ServerFull`; each peer's own queues stay bounded by
-    /// its window and outbox. Default 1 GiB; at least the maximum message size.
+    /// Bytes of messages the server holds across all sessions: received and not yet taken,
+    /// being reassembled from chunks, sent and not yet acknowledged, and large bodies being
+    /// decoded by a transform. When it is spent, sends to any peer report `Full`, new
+    /// sessions are refused with REJECT `ServerFull`, and a connection whose next DATA would
+    /// take the total past it gets GOAWAY `ResourceLimit` (its session stays, the client
+    /// resumes after a second and sends the message again). Large decodes run at most
+    /// `budget / max_message / 4` at once (at least one), so they fit in a quarter of it.
+    /// Default 1 GiB; at least the maximum message size.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = bytes;
         self
@@ -338,7 +406,41 @@ impl ServerConfig {
         mut self,
         check: impl Fn(&AuthRequest<'_>) -> AuthDecision + Send + Sync + 'static,
     ) -> Self {
-        self.auth = Some(Authenticator(Arc::new(check)));
+        self.auth = Some(Authenticator(Arc::new(move |req| {
+            let decision = check(req);
+            Box::pin(std::future::ready(decision))
+        })));
+        self
+    }
+
+    /// Checks every client's credentials with an asynchronous `check` (a database or a
+    /// remote service): it copies what it needs from the request and returns a future. It
+    /// runs in the connection's own task, within the handshake timeout (a check that does
+    /// not answer in time refuses the client with `Unauthenticated`).
+    ///
+    /// ```
+    /// use steadfast::{AuthDecision, ServerConfig};
+    ///
+    /// let config = ServerConfig::default().authenticate_async(|req| {
+    ///     let given = req.credentials.map(<[u8]>::to_vec);
+    ///     async move {
+    ///         // e.g. look the token up in a database here
+    ///         match given.as_deref() {
+    ///             Some(b"secret") => AuthDecision::Accept,
+    ///             _ => AuthDecision::Refuse("unknown token".into()),
+    ///         }
+    ///     }
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn authenticate_async<F>(
+        mut self,
+        check: impl Fn(&AuthRequest<'_>) -> F + Send + Sync + 'static,
+    ) -> Self
+    where
+        F: Future<Output = AuthDecision> + Send + 'static,
+    {
+        self.auth = Some(Authenticator(Arc::new(move |req| Box::pin(check(req)))));
         self
     }
 
@@ -378,11 +480,17 @@ impl ServerConfig {
                 self.proto.max_message, self.memory_budget
             )));
         }
-        if self.event_capacity == 0 || self.event_capacity > 1 << 24 {
-            return Err(ConfigError(
-                "event_capacity must be between 1 and 16,777,216".into(),
-            ));
+        if self.max_handshakes_per_addr == 0 || self.max_sessions_per_addr == 0 {
+            return Err(ConfigError("per-address limits must be non-zero".into()));
         }
         Ok(())
+    }
+
+    /// Large decodes in progress at once: they fit in a quarter of the memory budget.
+    pub(crate) fn decode_slots(&self) -> usize {
+        let per = u64::from(self.proto.max_message).max(1);
+        usize::try_from(self.memory_budget / per / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(1, 1_024)
     }
 }

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, trace};
 
-use crate::peer::{EndReason, Link, PeerShared};
+pub(crate) use crate::clock::now;
+use crate::error::EndReason;
 use crate::proto::{ConnectionError, Event, Seq, SessionEnd};
+use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
 
 /// Bytes read per call while data streams in.
 const READ_CHUNK: usize = 64 << 10;
@@ -32,11 +34,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// A boxed stream: plain TCP or TLS behind one type.
 pub(crate) type BoxStream = Box<dyn Stream>;
 
-/// The clock the runtime gives the core (tokio's, so paused test time works).
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 /// How a driven connection ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -49,7 +46,7 @@ pub(crate) enum Outcome {
 }
 
 /// Store writes that must be on disk before this turn's bytes are written.
-type Pending = Vec<crate::peer::StoreAnswer>;
+type Pending = Vec<StoreAnswer>;
 
 /// One turn of the driver loop, decided under the lock.
 enum Step {
@@ -158,7 +155,7 @@ where
                     for p in progress.drain(..) {
                         on_progress(p);
                     }
-                    peer.wake_all();
+                    peer.settle();
                     return outcome.unwrap_or(Outcome::Disconnected(ConnectionError::Reset));
                 }
                 (d, o)
@@ -177,7 +174,7 @@ where
             on_progress(p);
         }
         if let Some(outcome) = outcome {
-            peer.wake_all();
+            peer.settle();
             // Write what is left (a CLOSE, a GOAWAY) and end.
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
                 wr.write_all(&wbuf[wpos..]).await?;
@@ -196,10 +193,14 @@ where
             r = rd.read(&mut rbuf) => {
                 let mut st = peer.lock();
                 let current = st.generation == generation;
+                let allowance = receive_allowance(&st);
                 if let Link::Attached(conn) = &mut st.link && current {
                     match r {
                         Ok(0) | Err(_) => conn.handle_disconnect(),
-                        Ok(n) => conn.handle_input(now(), &rbuf[..n]),
+                        Ok(n) => {
+                            conn.set_receive_allowance(allowance);
+                            conn.handle_input(now(), &rbuf[..n]);
+                        }
                     }
                 }
                 drop(st);
@@ -242,10 +243,26 @@ where
     }
 }
 
+/// What the server's memory budget leaves this session for received bytes: what its inbox and
+/// reassembly buffer hold now plus what nobody uses (`None` without a budget: a client).
+fn receive_allowance(st: &PeerState) -> Option<u64> {
+    let budget = st.budget.as_ref()?;
+    let free = budget
+        .limit
+        .saturating_sub(budget.used.load(std::sync::atomic::Ordering::Relaxed));
+    let held = match &st.link {
+        Link::Attached(conn) => {
+            conn.reassembly_bytes() + conn.session().map_or(0, crate::proto::Session::inbox_bytes)
+        }
+        _ => 0,
+    };
+    Some(held + free)
+}
+
 /// Applies the core's events to the shared state; returns how the connection ended, if it did.
 fn handle_events(
     peer: &PeerShared,
-    st: &mut crate::peer::PeerState,
+    st: &mut PeerState,
     progress: &mut Vec<Progress>,
 ) -> Option<Outcome> {
     let mut outcome = None;
@@ -282,13 +299,7 @@ fn handle_events(
             }
             Event::Disconnected(e) => {
                 debug!(error = %e, "connection ended");
-                if let Link::Attached(conn) = &mut st.link
-                    && let Some(s) = conn.take_session()
-                {
-                    st.link = Link::Detached(Box::new(s));
-                }
-                st.connected = false;
-                st.ping_waiters.clear();
+                st.detach(e.clone(), now());
                 outcome = Some(Outcome::Disconnected(e));
             }
             Event::SessionEnded {

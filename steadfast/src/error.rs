@@ -1,11 +1,32 @@
 //! Errors of the runtime, one per operation.
 
 use std::io;
+use std::time::Duration;
 
-use crate::peer::EndReason;
-use crate::proto::{ConfigError, RejectCode};
+use crate::proto::{ConfigError, RejectCode, SessionEnd};
 
 pub use crate::proto::SendError;
+
+/// How a session ended, as the runtime reports it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The protocol ended it (CLOSE, a final REJECT, a protocol violation).
+    #[error(transparent)]
+    Protocol(#[from] SessionEnd),
+    /// The server kept the disconnected session for its linger time; nobody resumed it.
+    #[error("session expired after lingering {0:?} without a connection")]
+    Expired(Duration),
+    /// The client gave up reconnecting (attempt limit reached).
+    #[error("gave up reconnecting after {0} attempts")]
+    GaveUp(u32),
+    /// The server shut down (or was dropped).
+    #[error("server shut down")]
+    Shutdown,
+    /// The client was dropped; nothing carries the session any more.
+    #[error("client dropped")]
+    ClientDropped,
+}
 
 /// Why a receipt will never resolve successfully.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +36,10 @@ pub enum ReceiptError {
     /// session's unacknowledged ones ([`Peer::take_unacknowledged`](crate::Peer::take_unacknowledged)).
     #[error("session lost before the message was acknowledged: {0}")]
     SessionLost(EndReason),
+    /// The deadline passed first ([`Peer::flush_within`](crate::Peer::flush_within)); the
+    /// messages stay queued and may still be acknowledged later.
+    #[error("not acknowledged within the deadline")]
+    TimedOut,
 }
 
 /// Why `recv` returned no message.

@@ -34,8 +34,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::error::EndReason;
 use crate::error::RecvError;
-use crate::peer::{EndReason, Peer};
+use crate::peer::Peer;
 use crate::proto::{ConnectionError, Message};
 use crate::{Client, ClientEvent, Server, ServerEvent};
 
@@ -129,11 +130,6 @@ pub async fn run_server<H: ServerHooks>(server: &mut Server, hooks: &mut H, tick
                     }
                     ServerEvent::MessagesWaiting { peer } => {
                         if !deliver(hooks, &peer).await { break 'outer; }
-                    }
-                    ServerEvent::Lagged(_) => {
-                        for peer in server.peers() {
-                            if !deliver(hooks, &peer).await { break 'outer; }
-                        }
                     }
                 }
             }

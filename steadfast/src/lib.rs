@@ -96,17 +96,23 @@
 pub mod proto;
 
 #[cfg(feature = "runtime")]
+mod admission;
+#[cfg(feature = "runtime")]
 pub mod blocking;
 #[cfg(feature = "runtime")]
 pub mod chaos;
 #[cfg(feature = "runtime")]
 mod client;
 #[cfg(feature = "runtime")]
+mod clock;
+#[cfg(feature = "runtime")]
 mod config;
 #[cfg(feature = "runtime")]
 mod driver;
 #[cfg(feature = "runtime")]
 pub mod error;
+#[cfg(feature = "runtime")]
+mod events;
 #[cfg(feature = "runtime")]
 pub mod hooks;
 #[cfg(feature = "runtime")]
@@ -118,6 +124,8 @@ pub mod rpc;
 #[cfg(feature = "runtime")]
 mod server;
 #[cfg(feature = "runtime")]
+mod session;
+#[cfg(feature = "runtime")]
 pub mod store;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -128,9 +136,13 @@ pub mod typed;
 #[cfg(feature = "runtime")]
 pub use client::{Client, ClientEvent};
 #[cfg(feature = "runtime")]
-pub use config::{AuthDecision, AuthRequest, ClientConfig, ServerConfig};
+pub use config::{
+    AdmissionPolicy, AuthDecision, AuthFuture, AuthRequest, ClientConfig, ServerConfig,
+};
 #[cfg(feature = "runtime")]
-pub use peer::{EndReason, Peer, PeerStats, Receipt};
+pub use error::EndReason;
+#[cfg(feature = "runtime")]
+pub use peer::{Peer, PeerStats, Receipt};
 #[cfg(feature = "runtime")]
 pub use proto::{Message, Seq, SessionId};
 #[cfg(feature = "runtime")]

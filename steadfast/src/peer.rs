@@ -1,129 +1,53 @@
 //! The handle to one session, on either side: send with receipts, receive, stats.
 //!
-//! A [`Peer`] is a cheap clone of an `Arc` around the session's state. The state holds the
-//! protocol core's [`Connection`] while a connection carries the session, or the bare
-//! [`Session`] between connections (sends queue up, within the bounds, and go out after the
-//! resume). The connection's driver task and every handle share it under one short-held lock.
+//! A [`Peer`] is a cheap clone of an `Arc` around the session's shared state
+//! ([`crate::session`]). The state holds the protocol core's [`Connection`] while a connection
+//! carries the session, or the bare [`Session`] between connections (sends queue up, within
+//! the bounds, and go out after the resume). The connection's driver task and every handle
+//! share it under one short-held lock.
+//!
+//! [`Connection`]: crate::proto::Connection
 
-use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
-use crate::error::{ReceiptError, RecvError, SendError};
-use crate::proto::{
-    self, Connection, Message, Role, Seq, Session, SessionEnd, SessionId, SessionRecord,
-};
-use crate::store::{Change, SessionStore, StoreKey};
+use crate::clock::wall_clock_us;
+use crate::error::{EndReason, ReceiptError, RecvError, SendError};
+use crate::proto::{self, Message, Role, Seq, Session, SessionEnd, SessionId};
+use crate::session::{Link, PeerShared, PeerState};
 use crate::transform::Chain;
 
-/// How a session ended, as the runtime reports it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EndReason {
-    /// The protocol ended it (CLOSE, a final REJECT, a protocol violation).
-    #[error(transparent)]
-    Protocol(#[from] SessionEnd),
-    /// The server kept the disconnected session for its linger time; nobody resumed it.
-    #[error("session expired after lingering {0:?} without a connection")]
-    Expired(Duration),
-    /// The client gave up reconnecting (attempt limit reached).
-    #[error("gave up reconnecting after {0} attempts")]
-    GaveUp(u32),
-    /// The server shut down (or was dropped).
-    #[error("server shut down")]
-    Shutdown,
-    /// The client was dropped; nothing carries the session any more.
-    #[error("client dropped")]
-    ClientDropped,
+/// Decoded bodies up to this size are decoded on the caller's task; a larger one goes to the
+/// blocking pool (its decoding starts over there, so at most this much work is repeated).
+const INLINE_DECODE: usize = 64 << 10;
+
+/// What sessions of one server (or one client) share for receiving: the decode slots and the
+/// bound on one batch.
+#[derive(Clone, Debug)]
+pub(crate) struct Receiving {
+    /// Large decodes in progress at once (each up to `max_message` of output).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Decoded bytes one `recv_many` / `recv_up_to` call returns at most (beyond one
+    /// message): the receive window's bytes.
+    pub(crate) batch_bytes: usize,
+    /// How long `close` waits for the peer's CLOSE before ending the session here.
+    pub(crate) close_timeout: Duration,
 }
 
-/// Where the session lives now.
-#[derive(Debug)]
-pub(crate) enum Link {
-    /// Carried by a connection (its driver is running).
-    Attached(Box<Connection>),
-    /// Between connections.
-    Detached(Box<Session>),
-    /// Over.
-    Ended,
-}
-
-/// The final state of an ended session.
-#[derive(Debug)]
-pub(crate) struct Ending {
-    pub(crate) reason: EndReason,
-    /// Every own message below this was acknowledged.
-    pub(crate) acked: Seq,
-    /// Handed back to the application once.
-    pub(crate) unacknowledged: Option<Vec<Message>>,
-    /// Every message ever sent was acknowledged before the end.
-    pub(crate) all_acknowledged: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct PeerState {
-    pub(crate) link: Link,
-    /// Bumped on every attach; a driver whose generation is stale stops.
-    pub(crate) generation: u64,
-    pub(crate) addr: Option<SocketAddr>,
-    pub(crate) ending: Option<Ending>,
-    pub(crate) ping_waiters: Vec<oneshot::Sender<Duration>>,
-    pub(crate) connected: bool,
-    /// A "messages waiting" notification is out and not yet answered by a read.
-    pub(crate) notified: bool,
-    /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
-    /// generation.
-    pub(crate) farewell: Option<(u64, Vec<u8>)>,
-    /// The client's verified TLS certificate (DER), with mutual TLS (server side).
-    pub(crate) certificate: Option<Vec<u8>>,
-    /// The server-wide budget this session's queued bytes count against (server side).
-    pub(crate) budget: Option<Arc<Budget>>,
-    /// What this session last added to the budget.
-    pub(crate) accounted: u64,
-    pub(crate) id: Option<SessionId>,
-    /// Messages taken from the session (so acknowledged) but not yet given to the application:
-    /// the rest of a batch cut short by a body that did not decode. They come first.
-    pub(crate) parked: VecDeque<Message>,
-    /// The session's transforms, to give unacknowledged messages back as they were sent.
-    pub(crate) codec: Option<Codec>,
-    /// The store that keeps this session across crashes, with what it holds already.
-    pub(crate) durable: Option<Durable>,
-    /// The store's answer to the write that recorded the session's end (`close` waits for it).
-    pub(crate) end_written: Option<StoreAnswer>,
-    /// A store write made during a driver turn, outside the driver's own commit: the driver
-    /// waits for it too before writing.
-    pub(crate) unsettled: Option<StoreAnswer>,
-}
-
-/// When a store write is on disk.
-pub(crate) type StoreAnswer = oneshot::Receiver<Result<(), crate::store::StoreError>>;
-
-/// A session's place in a [`SessionStore`] and what was committed there last.
-#[derive(Debug)]
-pub(crate) struct Durable {
-    pub(crate) store: Arc<dyn SessionStore>,
-    pub(crate) key: StoreKey,
-    /// The record as last committed (`None`: nothing committed yet).
-    pub(crate) committed: Option<SessionRecord>,
-}
-
-impl Durable {
-    pub(crate) fn new(
-        store: Arc<dyn SessionStore>,
-        key: StoreKey,
-        committed: Option<SessionRecord>,
-    ) -> Self {
-        Durable {
-            store,
-            key,
-            committed,
+impl Receiving {
+    /// The receiving limits of a side with protocol settings `proto`, sharing `slots`.
+    pub(crate) fn new(proto: &proto::Config, slots: usize) -> Self {
+        Receiving {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            batch_bytes: proto.window.bytes as usize,
+            close_timeout: proto.idle_timeout,
         }
     }
 }
@@ -133,12 +57,19 @@ impl Durable {
 pub(crate) struct Codec {
     pub(crate) chain: Chain,
     pub(crate) max_recv: usize,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) batch_bytes: usize,
 }
 
 impl Codec {
     /// The codec of a session with `chain`, `None` when there is nothing to apply.
-    pub(crate) fn new(chain: Chain, max_recv: usize) -> Option<Codec> {
-        (!chain.is_empty()).then_some(Codec { chain, max_recv })
+    pub(crate) fn new(chain: Chain, max_recv: usize, receiving: &Receiving) -> Option<Codec> {
+        (!chain.is_empty()).then(|| Codec {
+            chain,
+            max_recv,
+            slots: receiving.slots.clone(),
+            batch_bytes: receiving.batch_bytes,
+        })
     }
 
     fn decode(&self, mut m: Message) -> Result<Message, RecvError> {
@@ -150,246 +81,6 @@ impl Codec {
             Err(error) => Err(RecvError::Transform { seq: m.seq, error }),
         }
     }
-}
-
-impl PeerState {
-    pub(crate) fn session(&self) -> Option<&Session> {
-        match &self.link {
-            Link::Attached(c) => c.session(),
-            Link::Detached(s) => Some(s),
-            Link::Ended => None,
-        }
-    }
-
-    pub(crate) fn session_mut(&mut self) -> Option<&mut Session> {
-        match &mut self.link {
-            Link::Attached(c) => c.session_mut(),
-            Link::Detached(s) => Some(s),
-            Link::Ended => None,
-        }
-    }
-
-    fn acked(&self) -> Option<Seq> {
-        match (&self.ending, self.session()) {
-            (Some(e), _) => Some(e.acked),
-            (None, Some(s)) => Some(s.acked()),
-            (None, None) => None,
-        }
-    }
-
-    /// Brings the server-wide budget up to date with this session's queued bytes (inbox and
-    /// outbox). Called after every change made under the lock.
-    pub(crate) fn account(&mut self) {
-        let Some(budget) = self.budget.clone() else {
-            return;
-        };
-        let now = match (&self.link, self.session()) {
-            (Link::Ended, _) | (_, None) => 0,
-            (_, Some(s)) => s.inbox_bytes() + s.outbox_bytes(),
-        };
-        if now >= self.accounted {
-            budget
-                .used
-                .fetch_add(now - self.accounted, Ordering::Relaxed);
-        } else {
-            budget
-                .used
-                .fetch_sub(self.accounted - now, Ordering::Relaxed);
-            budget.freed.notify_waiters();
-        }
-        self.accounted = now;
-    }
-
-    /// Submits what the store lacks of this session now, under the session's lock (so that
-    /// commits reach the store in the order of the changes); the answer says when it is on
-    /// disk. `None`: nothing changed, or no store. `lingering`: the session has just lost its
-    /// connection (the record is written even if unchanged, noting the time its linger counts
-    /// from, also across a restart).
-    pub(crate) fn durable_commit(&mut self, lingering: bool) -> Option<StoreAnswer> {
-        // No store: nothing to build (the common, in-memory case).
-        self.durable.as_ref()?;
-        let record = self.session()?.record();
-        let durable = self.durable.as_ref()?;
-        let stored_next = durable
-            .committed
-            .as_ref()
-            .map_or(record.acked, |c| c.next_seq.max(record.acked));
-        if !lingering && durable.committed.as_ref() == Some(&record) {
-            return None;
-        }
-        let new_messages: Vec<Message> =
-            self.session()?.outbox_from(stored_next).cloned().collect();
-        let durable = self.durable.as_mut()?;
-        durable.committed = Some(record.clone());
-        Some(durable.store.submit(vec![Change::Put {
-            key: durable.key,
-            record,
-            new_messages,
-            last_seen_ms: wall_clock_us() / 1_000,
-            ended: false,
-            lingering,
-        }]))
-    }
-
-    /// Tells the store the session ended: a server forgets it; a client keeps only where its
-    /// next session's sequence numbers start (`resume_at`), so that what was ever queued is
-    /// still known. Not waited for.
-    fn durable_end(&mut self, resume_at: Option<Seq>) {
-        let Some(durable) = self.durable.take() else {
-            return;
-        };
-        let change = match (&durable.committed, resume_at) {
-            (Some(c), resume_at) if c.role == Role::Client => {
-                let next = resume_at.unwrap_or(c.next_seq);
-                Change::Put {
-                    key: durable.key,
-                    record: SessionRecord {
-                        id: None,
-                        token: None,
-                        issued: None,
-                        next_seq: next,
-                        acked: next,
-                        delivered: Seq(0),
-                        ..c.clone()
-                    },
-                    new_messages: Vec::new(),
-                    last_seen_ms: wall_clock_us() / 1_000,
-                    ended: true,
-                    lingering: false,
-                }
-            }
-            _ => Change::Delete { key: durable.key },
-        };
-        self.end_written = Some(durable.store.submit(vec![change]));
-        // A barrier behind it (the store commits in order): the driver waits for it before
-        // writing the turn's last frames (a CLOSE reply must not outrun the recorded end).
-        self.unsettled = Some(durable.store.submit(Vec::new()));
-    }
-
-    /// Ends the session: everything unacknowledged is kept for the application.
-    pub(crate) fn end(&mut self, reason: EndReason, mut unacknowledged: Vec<Message>, acked: Seq) {
-        if matches!(reason, EndReason::ClientDropped | EndReason::Shutdown) {
-            // The process stops carrying the session, the session itself goes on: a store
-            // keeps it for the next run to resume.
-            self.durable = None;
-        } else {
-            self.durable_end(unacknowledged.first().map(|m| m.seq));
-        }
-        if let Some(codec) = &self.codec {
-            // Our own encodings: they decode (a failure keeps the body as it went out).
-            for m in &mut unacknowledged {
-                if let Ok(body) = codec.chain.decode(m.body.clone(), usize::MAX) {
-                    m.body = body;
-                }
-            }
-        }
-        self.link = Link::Ended;
-        self.connected = false;
-        self.ping_waiters.clear();
-        self.account();
-        if self.ending.is_none() {
-            self.ending = Some(Ending {
-                reason,
-                acked,
-                all_acknowledged: unacknowledged.is_empty(),
-                unacknowledged: Some(unacknowledged),
-            });
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct PeerShared {
-    pub(crate) state: Mutex<PeerState>,
-    pub(crate) role: Role,
-    pub(crate) name: Option<String>,
-    /// Wakes the driver: something to transmit.
-    pub(crate) driver: Notify,
-    /// Wakes receivers: messages arrived, or the session ended.
-    pub(crate) readable: Notify,
-    /// Wakes senders and receipts: acknowledgements, room in the outbox, state changes.
-    pub(crate) progress: Notify,
-    /// Server side: removes the session from the server's registry (set by the server).
-    pub(crate) forget: std::sync::OnceLock<ForgetHook>,
-    /// The message transforms, if any (read without the lock on the hot path).
-    pub(crate) codec: Option<Codec>,
-}
-
-/// What a [`ForgetHook`] runs.
-type ForgetFn = dyn Fn(&Arc<PeerShared>) + Send + Sync;
-
-/// A server's way to drop a session from its registry when the application ends it.
-pub(crate) struct ForgetHook(pub(crate) Box<ForgetFn>);
-
-impl std::fmt::Debug for ForgetHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForgetHook")
-    }
-}
-
-impl PeerShared {
-    pub(crate) fn new(role: Role, name: Option<String>, link: Link, chain: Chain) -> Arc<Self> {
-        let session = match &link {
-            Link::Attached(c) => c.session(),
-            Link::Detached(s) => Some(&**s),
-            Link::Ended => None,
-        };
-        let id = session.and_then(Session::id);
-        let max_recv = session.map_or(0, Session::max_recv_len);
-        let codec = Codec::new(chain, max_recv);
-        Arc::new(PeerShared {
-            state: Mutex::new(PeerState {
-                link,
-                generation: 0,
-                addr: None,
-                ending: None,
-                ping_waiters: Vec::new(),
-                connected: false,
-                notified: false,
-                farewell: None,
-                certificate: None,
-                budget: None,
-                accounted: 0,
-                id,
-                parked: VecDeque::new(),
-                codec: codec.clone(),
-                durable: None,
-                end_written: None,
-                unsettled: None,
-            }),
-            role,
-            name,
-            driver: Notify::new(),
-            readable: Notify::new(),
-            progress: Notify::new(),
-            forget: std::sync::OnceLock::new(),
-            codec,
-        })
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
-        // A panic while holding the lock would be a bug in this crate; the state stays usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wakes everything waiting on this session.
-    pub(crate) fn wake_all(&self) {
-        self.readable.notify_waiters();
-        self.progress.notify_waiters();
-        // Every driver waiting (an old one of a replaced connection too) looks again; the
-        // stored permit covers a driver that is busy right now.
-        self.driver.notify_waiters();
-        self.driver.notify_one();
-    }
-}
-
-/// A server's budget for queued message bytes across all its sessions.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    pub(crate) used: AtomicU64,
-    pub(crate) limit: u64,
-    /// Wakes senders waiting for budget when any session frees some.
-    pub(crate) freed: Notify,
 }
 
 /// A handle to one session: the client's view of the server, or the server's view of one
@@ -659,23 +350,144 @@ impl Peer {
 
     /// Receives the next message, waiting for one. Taking it acknowledges it to the sender.
     ///
+    /// A body that must be decoded by the session's [transforms](crate::transform) and turns
+    /// out large (past 64 KiB decoded) is decoded on tokio's blocking pool, a few at a time
+    /// server-wide, so that one peer's decompression never holds up the tasks of others.
+    ///
     /// # Cancel safety
-    /// Cancel safe: a message is taken only when the future returns it.
+    /// Cancel safe: a message is taken only when the future returns it (a message whose
+    /// decoding was under way when the future was dropped is kept for the next call).
     ///
     /// # Errors
-    /// [`RecvError::Ended`] once the session is over and nothing is left to read.
+    /// [`RecvError::Ended`] once the session is over and nothing is left to read;
+    /// [`RecvError::Transform`] as for [`Peer::try_recv`].
     pub async fn recv(&self) -> Result<Message, RecvError> {
         loop {
             let notified = self.shared.readable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(m) = self.try_recv()? {
-                return Ok(m);
+            if let Some(m) = self.take_raw() {
+                return match &self.shared.codec {
+                    None => Ok(m),
+                    Some(codec) => self.decode_off_thread(codec, m).await,
+                };
             }
             if self.is_ended() {
                 return Err(RecvError::Ended);
             }
             notified.await;
+        }
+    }
+
+    /// Receives at least one message, waiting for it, and up to `n` (partial read: the rest
+    /// stay queued). With transforms, the decoded bodies of one call add up to at most the
+    /// receive window's bytes (or one message), and large ones decode off the async workers
+    /// as in [`Peer::recv`].
+    ///
+    /// # Cancel safety
+    /// As [`Peer::recv`]: messages are taken only when the future returns them.
+    ///
+    /// # Errors
+    /// As [`Peer::recv`]; a body that fails to decode after others cuts the batch short and
+    /// the next call reports it.
+    pub async fn recv_many(&self, n: usize) -> Result<Vec<Message>, RecvError> {
+        let first = self.recv().await?;
+        let mut out = vec![first];
+        let Some(codec) = &self.shared.codec else {
+            out.extend(self.recv_up_to(n.saturating_sub(1))?);
+            return Ok(out);
+        };
+        let mut decoded = out[0].body.len();
+        while out.len() < n && decoded < codec.batch_bytes {
+            let Some(m) = self.take_raw() else { break };
+            let copy = m.clone();
+            match self.decode_off_thread(codec, m).await {
+                Ok(m) => {
+                    decoded += m.body.len();
+                    out.push(m);
+                }
+                Err(_) => {
+                    // Reported by the next call, after the good messages before it.
+                    self.shared.lock().parked.push_front(copy);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The received messages as a [`Stream`](futures_core::Stream) (each item as from
+    /// [`Peer::recv`]); it ends once the session is over and everything was read.
+    ///
+    /// ```no_run
+    /// use futures_util::StreamExt;
+    /// # async fn f(peer: steadfast::Peer) {
+    /// let mut messages = std::pin::pin!(peer.messages());
+    /// while let Some(m) = messages.next().await {
+    ///     println!("{:?}", m.map(|m| m.body));
+    /// }
+    /// # }
+    /// ```
+    pub fn messages(&self) -> impl futures_core::Stream<Item = Result<Message, RecvError>> + Send {
+        futures_util::stream::unfold(self.clone(), |peer| async move {
+            match peer.recv().await {
+                Err(RecvError::Ended) => None,
+                r => Some((r, peer)),
+            }
+        })
+    }
+
+    /// Takes the next message as it arrived (undecoded), if any.
+    fn take_raw(&self) -> Option<Message> {
+        let m = {
+            let mut st = self.shared.lock();
+            st.notified = false;
+            if let Some(m) = st.parked.pop_front() {
+                m
+            } else {
+                let m = st.session_mut().and_then(Session::recv)?;
+                st.account();
+                m
+            }
+        };
+        self.shared.driver.notify_one();
+        Some(m)
+    }
+
+    /// Decodes a taken message: small results inline, large ones on the blocking pool within
+    /// the server's decode slots (their output counted in its memory budget meanwhile).
+    async fn decode_off_thread(&self, codec: &Codec, m: Message) -> Result<Message, RecvError> {
+        let inline_max = codec.max_recv.min(INLINE_DECODE);
+        if let Ok(body) = codec.chain.decode(m.body.clone(), inline_max) {
+            return Ok(Message { body, ..m });
+        }
+        // Kept for the next call if this future is dropped while the decode runs.
+        let guard = ParkOnDrop {
+            shared: &self.shared,
+            message: Some(m.clone()),
+        };
+        let _slot = codec.slots.acquire().await;
+        let reserve = codec.max_recv as u64;
+        let budget = self.shared.lock().budget.clone();
+        if let Some(b) = &budget {
+            b.used.fetch_add(reserve, Ordering::Relaxed);
+        }
+        let chain = codec.chain.clone();
+        let max = codec.max_recv;
+        let body = m.body.clone();
+        let result = tokio::task::spawn_blocking(move || chain.decode(body, max)).await;
+        if let Some(b) = &budget {
+            b.used.fetch_sub(reserve, Ordering::Relaxed);
+            b.freed.notify_waiters();
+        }
+        guard.disarm();
+        match result {
+            Ok(Ok(body)) => Ok(Message { body, ..m }),
+            Ok(Err(error)) => Err(RecvError::Transform { seq: m.seq, error }),
+            Err(_) => Err(RecvError::Transform {
+                seq: m.seq,
+                error: crate::transform::TransformError::new("decode", "decoder task failed"),
+            }),
         }
     }
 
@@ -686,21 +498,9 @@ impl Peer {
     /// session's transforms: that message is taken (and acknowledged); the next call goes on
     /// with the message after it.
     pub fn try_recv(&self) -> Result<Option<Message>, RecvError> {
-        let m = {
-            let mut st = self.shared.lock();
-            st.notified = false;
-            match st.parked.pop_front() {
-                Some(m) => m,
-                None => {
-                    let Some(m) = st.session_mut().and_then(Session::recv) else {
-                        return Ok(None);
-                    };
-                    st.account();
-                    m
-                }
-            }
+        let Some(m) = self.take_raw() else {
+            return Ok(None);
         };
-        self.shared.driver.notify_one();
         match &self.shared.codec {
             None => Ok(Some(m)),
             Some(codec) => codec.decode(m).map(Some),
@@ -715,49 +515,46 @@ impl Peer {
     /// call again for the rest). A body that fails later in the batch cuts it short: the
     /// messages before it are returned and the next call reports it.
     pub fn recv_up_to(&self, n: usize) -> Result<Vec<Message>, RecvError> {
-        let mut taken = Vec::new();
-        {
-            let mut st = self.shared.lock();
-            st.notified = false;
-            while taken.len() < n {
-                match st.parked.pop_front() {
-                    Some(m) => taken.push(m),
-                    None => break,
-                }
-            }
-            if let Some(s) = st.session_mut() {
+        let Some(codec) = &self.shared.codec else {
+            let mut taken = Vec::new();
+            {
+                let mut st = self.shared.lock();
+                st.notified = false;
                 while taken.len() < n {
-                    match s.recv() {
-                        Some(m) => taken.push(m),
-                        None => break,
+                    let Some(m) = st.parked.pop_front() else {
+                        break;
+                    };
+                    taken.push(m);
+                }
+                if let Some(s) = st.session_mut() {
+                    while taken.len() < n {
+                        let Some(m) = s.recv() else { break };
+                        taken.push(m);
                     }
                 }
+                st.account();
             }
-            st.account();
-        }
-        if !taken.is_empty() {
-            self.shared.driver.notify_one();
-        }
-        let Some(codec) = &self.shared.codec else {
+            if !taken.is_empty() {
+                self.shared.driver.notify_one();
+            }
             return Ok(taken);
         };
-        let mut out = Vec::with_capacity(taken.len());
-        let mut rest = taken.into_iter();
-        while let Some(m) = rest.next() {
+        // One message at a time: decoded bytes stay within the batch bound.
+        let mut out: Vec<Message> = Vec::new();
+        let mut decoded = 0usize;
+        while out.len() < n && (out.is_empty() || decoded < codec.batch_bytes) {
+            let Some(m) = self.take_raw() else { break };
             let copy = m.clone();
             match codec.decode(m) {
-                Ok(m) => out.push(m),
-                Err(e) => {
-                    let mut st = self.shared.lock();
-                    for m in rest.rev() {
-                        st.parked.push_front(m);
-                    }
-                    if out.is_empty() {
-                        return Err(e);
-                    }
+                Ok(m) => {
+                    decoded += m.body.len();
+                    out.push(m);
+                }
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => {
                     // Reported by the next call, after the good messages before it.
-                    st.parked.push_front(copy);
-                    return Ok(out);
+                    self.shared.lock().parked.push_front(copy);
+                    break;
                 }
             }
         }
@@ -849,6 +646,18 @@ impl Peer {
         }
     }
 
+    /// [`Peer::flush`] with a deadline: a peer that never comes back cannot hold the caller
+    /// for ever.
+    ///
+    /// # Errors
+    /// [`ReceiptError::TimedOut`] when `limit` passed first (the messages stay queued), or
+    /// [`ReceiptError::SessionLost`].
+    pub async fn flush_within(&self, limit: Duration) -> Result<(), ReceiptError> {
+        tokio::time::timeout(limit, self.flush())
+            .await
+            .unwrap_or(Err(ReceiptError::TimedOut))
+    }
+
     /// Waits until every message sent so far is acknowledged, or the session ends.
     ///
     /// # Errors
@@ -882,49 +691,53 @@ impl Peer {
     /// then both sides end the session. Messages not acknowledged by then are handed back
     /// ([`Peer::take_unacknowledged`]); wait for them with [`Peer::flush`] first to lose
     /// nothing. Returns when the session has ended.
+    ///
+    /// Bounded: when the exchange has not finished within the session's idle timeout (default
+    /// 10 s; a client that is reconnecting sends its CLOSE after the resume), the session ends
+    /// here without the peer's confirmation. [`Peer::close_within`] takes another bound.
     pub async fn close(&self, reason: &str) {
+        self.close_within(reason, self.shared.close_timeout).await;
+    }
+
+    /// [`Peer::close`] with its own bound: after `limit` the session ends here (the peer's
+    /// CLOSE unconfirmed), whatever the connection does. Returns why the session ended.
+    pub async fn close_within(&self, reason: &str, limit: Duration) -> EndReason {
+        let closed = |confirmed| {
+            EndReason::Protocol(SessionEnd::Closed {
+                by_peer: false,
+                code: proto::CloseCode::Normal,
+                reason: reason.to_owned(),
+                confirmed,
+            })
+        };
         {
             let mut st = self.shared.lock();
-            let now = crate::driver::now();
+            let now = crate::clock::now();
             match &mut st.link {
                 Link::Attached(conn) => conn.close(now, proto::CloseCode::Normal, reason),
+                // A server has no way to reach a detached client: its session ends here.
+                Link::Detached(_) if self.shared.role == Role::Server => {
+                    st.end_here(closed(false));
+                }
+                // The CLOSE goes out right after the next resume (§7.2).
                 Link::Detached(s) => {
-                    // Not connected: the CLOSE goes out after the next resume; a server has no
-                    // way to reach a detached client, so its session ends here.
-                    if self.shared.role == Role::Server {
-                        let acked = s.acked();
-                        let unacked = s.take_unacknowledged();
-                        st.end(
-                            EndReason::Protocol(SessionEnd::Closed {
-                                by_peer: false,
-                                code: proto::CloseCode::Normal,
-                                reason: reason.to_owned(),
-                                confirmed: false,
-                            }),
-                            unacked,
-                            acked,
-                        );
-                    } else if !s.is_closing() {
-                        // The CLOSE goes out right after the next resume (§7.2).
-                        s.closing = Some((proto::CloseCode::Normal, reason.to_owned()));
-                    }
+                    s.close(proto::CloseCode::Normal, reason);
                 }
                 Link::Ended => {}
             }
         }
-        self.shared.wake_all();
-        if self.is_ended()
-            && let Some(hook) = self.shared.forget.get()
-        {
-            (hook.0)(&self.shared);
+        self.shared.settle();
+        if tokio::time::timeout(limit, self.ended()).await.is_err() {
+            self.shared.lock().end_here(closed(false));
+            self.shared.settle();
         }
-        self.ended().await;
         // With a store: return once the end is on disk (a process that exits right after
         // `close` must not leave the ended session stored as live).
         let written = self.shared.lock().end_written.take();
         if let Some(w) = written {
-            let _ = w.await;
+            let _ = tokio::time::timeout(limit, w).await;
         }
+        self.end_reason().unwrap_or_else(|| closed(false))
     }
 
     /// Waits until the session has ended and returns why.
@@ -990,6 +803,26 @@ impl IntoFuture for Receipt {
     }
 }
 
+/// Puts a taken message back in front if the `recv` decoding it is dropped before it returns.
+struct ParkOnDrop<'a> {
+    shared: &'a PeerShared,
+    message: Option<Message>,
+}
+
+impl ParkOnDrop<'_> {
+    fn disarm(mut self) {
+        self.message = None;
+    }
+}
+
+impl Drop for ParkOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.message.take() {
+            self.shared.lock().parked.push_front(m);
+        }
+    }
+}
+
 /// Why a body was not queued.
 enum Refused {
     /// No room now: the body, to try again.
@@ -1024,11 +857,4 @@ fn queue_locked(st: &mut PeerState, len: usize, body: Bytes, ts: u64) -> Result<
         return Err(Refused::Full(body));
     }
     session.send(body, ts).map_err(Refused::Error)
-}
-
-/// Microseconds since the Unix epoch, for the sender timestamp of a message.
-pub(crate) fn wall_clock_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }

@@ -1,35 +1,53 @@
 //! The server: listens on one or more addresses, runs the handshake of every connection,
 //! keeps a registry of sessions (live and lingering), resumes them, expires them.
+//!
+//! [`Server`] is a cheap handle (`Clone`): kick, broadcast and look up peers from any task.
+//! New sessions come out of [`Server::accept`] (or [`Server::incoming`]), so that each peer
+//! can be served by a task of its own; lifecycle events come out of [`Server::next_event`]
+//! (or [`Server::events`]) and are never dropped (see [`ServerEvent`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::config::{AuthDecision, AuthRequest, ServerConfig};
+use crate::admission::{Admission, Refusal, Ticket};
+use crate::config::{AdmissionPolicy, AuthDecision, AuthRequest, ServerConfig};
 use crate::driver::{self, BoxStream, Outcome, Progress};
-use crate::error::{BindError, SendError};
-use crate::peer::{Budget, Durable, EndReason, Link, Peer, PeerShared, Receipt};
+use crate::error::{BindError, EndReason, SendError};
+use crate::events::{self, EventQueue};
+use crate::peer::{Peer, Receipt, Receiving};
 use crate::proto::{
     CloseCode, ConfigError, Connection, ConnectionError, Event, HelloRequest, Message, RejectCode,
-    ResumeToken, Role, Session, SessionId,
+    ResumeToken, Role, Session, SessionEnd, SessionId,
 };
+use crate::session::{Budget, Durable, Link, Owner, PeerShared};
 use crate::store::{SessionStore, StoreError};
 
 /// Something that happened on a server.
+///
+/// Events are never dropped. Each session has at most one event of each kind waiting to be
+/// read (new, link change, messages waiting, end); a change of a kind already waiting is
+/// folded into it, and the event says how things stand when it is read: a session that
+/// disconnected and resumed while its `Disconnected` was unread reads as `Resumed` (with the
+/// latest error on the peer handle's side, [`Peer::is_connected`]). A session that ended stays
+/// counted among the server's sessions (`max_sessions`) until its events are read, so an
+/// application that never reads them is eventually refused new sessions rather than let the
+/// queue grow: turn them off with [`ServerConfig::lifecycle_events`] if you serve peers from
+/// [`Server::accept`] and follow each through its handle ([`Peer::ended`]).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerEvent {
-    /// A client established a new session.
+    /// A client established a new session (what [`Server::accept`] hands out; an accepted
+    /// session is not reported again here).
     Connected {
         /// Its handle.
         peer: Peer,
@@ -43,10 +61,11 @@ pub enum ServerEvent {
     Disconnected {
         /// Its handle.
         peer: Peer,
-        /// Why the connection ended.
+        /// Why the connection ended (the latest reason, if several were folded together).
         error: ConnectionError,
     },
-    /// A lingering session was not resumed in time and is gone.
+    /// A lingering session was not resumed in time, or was evicted to admit a newer one from
+    /// the same address (see [`ServerConfig::max_sessions_per_addr`]), and is gone.
     Expired {
         /// Its handle.
         peer: Peer,
@@ -62,15 +81,12 @@ pub enum ServerEvent {
         /// Messages sent to it and never acknowledged, in order.
         unacknowledged: Vec<Message>,
     },
-    /// A peer has messages waiting (sent once until the application reads from that peer):
-    /// the notification queue.
+    /// A peer has messages waiting (once until the application reads from that peer): the
+    /// notification queue.
     MessagesWaiting {
         /// Its handle.
         peer: Peer,
     },
-    /// The application did not keep up: this many events were dropped. Session ends are never
-    /// lost with them: the unacknowledged messages stay on the peer handle.
-    Lagged(u64),
 }
 
 #[derive(Default)]
@@ -79,24 +95,82 @@ struct Registry {
     /// Name → session. The newest session to claim a name owns it; an older session with the
     /// same name keeps working but is reachable only by id.
     names: HashMap<String, SessionId>,
+    /// Sessions per address that created them.
+    by_addr: HashMap<IpAddr, usize>,
+}
+
+impl Registry {
+    fn insert(&mut self, id: SessionId, shared: &Arc<PeerShared>, origin: Option<IpAddr>) {
+        self.sessions.insert(id, shared.clone());
+        if let Some(name) = &shared.name {
+            self.names.insert(name.clone(), id);
+        }
+        if let Some(ip) = origin {
+            *self.by_addr.entry(ip).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, id: SessionId, shared: &Arc<PeerShared>, origin: Option<IpAddr>) {
+        if !self
+            .sessions
+            .get(&id)
+            .is_some_and(|s| Arc::ptr_eq(s, shared))
+        {
+            return;
+        }
+        self.sessions.remove(&id);
+        if let Some(name) = &shared.name
+            && self.names.get(name) == Some(&id)
+        {
+            self.names.remove(name);
+        }
+        if let Some(ip) = origin
+            && let Some(n) = self.by_addr.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_addr.remove(&ip);
+            }
+        }
+    }
+
+    /// The oldest lingering session created from `ip`.
+    fn oldest_lingering(&self, ip: IpAddr) -> Option<Arc<PeerShared>> {
+        self.sessions
+            .values()
+            .filter_map(|s| {
+                let st = s.lock();
+                let since = st.lingering_since?;
+                (st.origin == Some(ip) && matches!(st.link, Link::Detached(_)))
+                    .then(|| (since, s.clone()))
+            })
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, s)| s)
+    }
 }
 
 struct Inner {
     config: ServerConfig,
     registry: Mutex<Registry>,
-    events: mpsc::Sender<ServerEvent>,
-    lagged: AtomicU64,
+    queue: EventQueue,
     /// Stops the accept loops.
     stop_accepting: CancellationToken,
     /// Stops everything.
     stop_all: CancellationToken,
     tracker: TaskTracker,
     connections: AtomicUsize,
-    handshakes: AtomicUsize,
+    admission: Arc<Admission>,
     /// Connections being refused (REJECT written, waiting for the client to close).
     refusing: AtomicUsize,
     shutting_down: AtomicBool,
     budget: Arc<Budget>,
+    receiving: Receiving,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
 }
 
 impl Inner {
@@ -104,38 +178,55 @@ impl Inner {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends an event to the application; false if it was dropped (the application lags).
-    fn emit(&self, event: ServerEvent) -> bool {
-        if self.events.try_send(event).is_err() {
-            self.lagged.fetch_add(1, Ordering::Relaxed);
-            return false;
+    fn forget(&self, shared: &Arc<PeerShared>) {
+        let (id, origin) = {
+            let st = shared.lock();
+            (st.id, st.origin)
+        };
+        if let Some(id) = id {
+            self.registry().remove(id, shared, origin);
         }
-        true
     }
 
-    fn forget(&self, id: Option<SessionId>, shared: &Arc<PeerShared>) {
-        let Some(id) = id else { return };
-        let mut reg = self.registry();
-        if reg
-            .sessions
-            .get(&id)
-            .is_some_and(|s| Arc::ptr_eq(s, shared))
-        {
-            reg.sessions.remove(&id);
-        }
-        if let Some(name) = &shared.name
-            && reg.names.get(name) == Some(&id)
-        {
-            reg.names.remove(name);
+    /// Sessions counted against `max_sessions`: the registry and the ended ones whose events
+    /// the application has not read.
+    fn session_count(&self, reg: &Registry) -> usize {
+        reg.sessions.len() + self.queue.held()
+    }
+}
+
+impl Owner for Inner {
+    fn session_ended(&self, shared: &Arc<PeerShared>) {
+        self.forget(shared);
+        self.queue.push(shared, events::END);
+    }
+}
+
+/// Stops the server when the last [`Server`] handle is dropped.
+struct LastHandle(Arc<Inner>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        let inner = &self.0;
+        inner.stop_accepting.cancel();
+        inner.stop_all.cancel();
+        inner.queue.close();
+        // Nothing will carry these sessions any more: end them, so that receipts, `recv` and
+        // `ended` on handles the application kept return instead of waiting forever.
+        let peers: Vec<_> = inner.registry().sessions.values().cloned().collect();
+        for p in peers {
+            p.abandon(EndReason::Shutdown);
         }
     }
 }
 
-/// A running server. Dropping it stops everything at once; [`Server::shutdown`] is graceful.
+/// A running server: a cheap handle, `Clone` and usable from any task. Dropping the last
+/// handle stops everything at once; [`Server::shutdown`] is graceful.
+#[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,
-    events: mpsc::Receiver<ServerEvent>,
-    addrs: Vec<SocketAddr>,
+    _last: Arc<LastHandle>,
+    addrs: Arc<[SocketAddr]>,
 }
 
 impl std::fmt::Debug for Server {
@@ -170,16 +261,15 @@ impl Server {
         if listeners.is_empty() {
             return Err(BindError::NoAddress);
         }
-        let (tx, events) = mpsc::channel(config.event_capacity);
+        let evict = config.admission == AdmissionPolicy::EvictOldest;
         let inner = Arc::new(Inner {
             registry: Mutex::new(Registry::default()),
-            events: tx,
-            lagged: AtomicU64::new(0),
+            queue: EventQueue::new(config.lifecycle_events),
             stop_accepting: CancellationToken::new(),
             stop_all: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: AtomicUsize::new(0),
-            handshakes: AtomicUsize::new(0),
+            admission: Admission::new(config.max_handshakes_per_addr, config.max_handshakes, evict),
             refusing: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             budget: Arc::new(Budget {
@@ -187,6 +277,7 @@ impl Server {
                 limit: config.memory_budget,
                 freed: tokio::sync::Notify::new(),
             }),
+            receiving: Receiving::new(&config.proto, config.decode_slots()),
             config,
         });
         if let Some(store) = &inner.config.store {
@@ -206,9 +297,9 @@ impl Server {
                 .spawn(accept_loop(inner.clone(), l).instrument(span));
         }
         Ok(Server {
+            _last: Arc::new(LastHandle(inner.clone())),
             inner,
-            events,
-            addrs: bound,
+            addrs: bound.into(),
         })
     }
 
@@ -217,22 +308,54 @@ impl Server {
         &self.addrs
     }
 
-    /// The next event; `None` after shutdown.
-    pub async fn next_event(&mut self) -> Option<ServerEvent> {
-        let lagged = self.inner.lagged.swap(0, Ordering::Relaxed);
-        if lagged > 0 {
-            return Some(ServerEvent::Lagged(lagged));
+    /// The next new session, waiting for one; `None` after shutdown. Serve each in a task of
+    /// its own (`tokio::spawn`), so that no peer waits for another:
+    ///
+    /// ```no_run
+    /// # async fn f(server: steadfast::Server) {
+    /// while let Some(peer) = server.accept().await {
+    ///     tokio::spawn(async move {
+    ///         while let Ok(m) = peer.recv().await {
+    ///             let _ = peer.send(m.body).await; // echo
+    ///         }
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// `accept` and [`Server::next_event`] share one queue: a session taken by `accept` is
+    /// not reported as [`ServerEvent::Connected`] again.
+    pub async fn accept(&self) -> Option<Peer> {
+        match self.inner.queue.next(true).await? {
+            ServerEvent::Connected { peer } => Some(peer),
+            _ => None,
         }
-        self.events.recv().await
+    }
+
+    /// New sessions as a [`Stream`](futures_core::Stream) (see [`Server::accept`]).
+    pub fn incoming(&self) -> impl futures_core::Stream<Item = Peer> + Send + 'static {
+        futures_util::stream::unfold(self.clone(), |server| async move {
+            let peer = server.accept().await?;
+            Some((peer, server))
+        })
+    }
+
+    /// The next event, waiting for one; `None` after shutdown, once every event was read.
+    pub async fn next_event(&self) -> Option<ServerEvent> {
+        self.inner.queue.next(false).await
     }
 
     /// The next event if one is ready.
-    pub fn try_next_event(&mut self) -> Option<ServerEvent> {
-        let lagged = self.inner.lagged.swap(0, Ordering::Relaxed);
-        if lagged > 0 {
-            return Some(ServerEvent::Lagged(lagged));
-        }
-        self.events.try_recv().ok()
+    pub fn try_next_event(&self) -> Option<ServerEvent> {
+        self.inner.queue.try_next(false)
+    }
+
+    /// The events as a [`Stream`](futures_core::Stream) (see [`Server::next_event`]).
+    pub fn events(&self) -> impl futures_core::Stream<Item = ServerEvent> + Send + 'static {
+        futures_util::stream::unfold(self.clone(), |server| async move {
+            let event = server.next_event().await?;
+            Some((event, server))
+        })
     }
 
     /// The session with this id, live or lingering.
@@ -257,7 +380,8 @@ impl Server {
             .collect()
     }
 
-    /// Bytes of queued messages across all sessions, counted against the memory budget.
+    /// Bytes of queued messages across all sessions (inboxes, outboxes, messages being
+    /// reassembled, large bodies being decoded), counted against the memory budget.
     pub fn queued_bytes(&self) -> u64 {
         self.inner.budget.used.load(Ordering::Relaxed)
     }
@@ -265,6 +389,11 @@ impl Server {
     /// Connections open right now (including handshakes).
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes in progress right now (connections that have not sent their HELLO).
+    pub fn handshakes(&self) -> usize {
+        self.inner.admission.pending()
     }
 
     /// Sends one message to every session (live or lingering) without waiting: sessions whose
@@ -287,11 +416,10 @@ impl Server {
             return false;
         };
         end_peer(
-            &self.inner,
             &peer.shared,
             CloseCode::Kicked,
             reason,
-            EndReason::Protocol(crate::proto::SessionEnd::Closed {
+            EndReason::Protocol(SessionEnd::Closed {
                 by_peer: false,
                 code: CloseCode::Kicked,
                 reason: reason.to_owned(),
@@ -304,13 +432,13 @@ impl Server {
     /// Graceful shutdown: stops accepting, waits up to `drain` for every outbox to be
     /// acknowledged, then ends every session with CLOSE `Shutdown` and waits (briefly) for
     /// the exchanges to finish. Returns, per session, the messages it sent that were never
-    /// acknowledged (they also stay on the peer handles).
+    /// acknowledged (they also stay on the peer handles, and the `Ended` events carry them).
     ///
     /// With a [store](ServerConfig::store) the sessions do not end: each connection gets
     /// GOAWAY `Shutdown` (its client reconnects, with its backoff, until a server with the same
     /// store is back) and the store keeps every session with its unacknowledged messages, so
     /// nothing is returned.
-    pub async fn shutdown(mut self, drain: Duration) -> Vec<(Peer, Vec<Message>)> {
+    pub async fn shutdown(&self, drain: Duration) -> Vec<(Peer, Vec<Message>)> {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.stop_accepting.cancel();
         let deadline = tokio::time::Instant::now() + drain;
@@ -328,7 +456,6 @@ impl Server {
                 p.shared.wake_all();
             } else {
                 end_peer(
-                    &self.inner,
                     &p.shared,
                     CloseCode::Shutdown,
                     "server shutting down",
@@ -357,89 +484,34 @@ impl Server {
         self.inner.stop_all.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
-        self.events.close();
         let mut lost = Vec::new();
         for p in peers {
-            abandon(&p.shared, EndReason::Shutdown);
+            p.shared.abandon(EndReason::Shutdown);
             let unacked = p.unacknowledged();
             if !unacked.is_empty() && !keep {
                 lost.push((p, unacked));
             }
         }
+        self.inner.queue.close();
         lost
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.inner.stop_accepting.cancel();
-        self.inner.stop_all.cancel();
-        // Nothing will carry these sessions any more: end them, so that receipts, `recv` and
-        // `ended` on handles the application kept return instead of waiting forever.
-        for p in self.peers() {
-            abandon(&p.shared, EndReason::Shutdown);
-        }
-    }
-}
-
-/// Ends a session that no task will carry any more (its owner was dropped).
-pub(crate) fn abandon(shared: &PeerShared, reason: EndReason) {
-    {
-        let mut st = shared.lock();
-        if st.ending.is_some() {
-            return;
-        }
-        let (acked, unacked) = match st.session_mut() {
-            Some(s) => (s.acked(), s.take_unacknowledged()),
-            None => (crate::proto::Seq(u64::MAX), Vec::new()),
-        };
-        st.end(reason, unacked, acked);
-        st.generation += 1;
-    }
-    shared.wake_all();
-}
-
 /// Ends a session: CLOSE over its connection, or at once when it is not connected.
-fn end_peer(
-    inner: &Arc<Inner>,
-    shared: &Arc<PeerShared>,
-    code: CloseCode,
-    reason: &str,
-    why: EndReason,
-) {
-    let unacked = {
+fn end_peer(shared: &Arc<PeerShared>, code: CloseCode, reason: &str, why: EndReason) {
+    {
         let mut st = shared.lock();
         match &mut st.link {
             Link::Attached(conn) if conn.is_established() => {
                 conn.close(driver::now(), code, reason);
-                None
             }
-            Link::Ended => None,
+            Link::Ended => {}
             _ => {
-                let (acked, unacked) = match st.session_mut() {
-                    Some(s) => (s.acked(), s.take_unacknowledged()),
-                    None => return,
-                };
-                st.end(why.clone(), unacked, acked);
-                st.generation += 1;
-                Some(())
+                st.end_here(why);
             }
         }
-    };
-    shared.wake_all();
-    if unacked.is_some() {
-        let id = shared.lock().id;
-        inner.forget(id, shared);
-        let peer = Peer {
-            shared: shared.clone(),
-        };
-        let unacknowledged = peer.unacknowledged();
-        inner.emit(ServerEvent::Ended {
-            peer,
-            reason: why,
-            unacknowledged,
-        });
     }
+    shared.settle();
 }
 
 /// Refusals with a REJECT in progress at most; beyond, excess connections are just closed.
@@ -466,33 +538,27 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 let _ = stream.set_nodelay(true);
                 // Counted before the check, so a burst on several listeners cannot overshoot.
                 let conns = inner.connections.fetch_add(1, Ordering::Relaxed);
-                let hs = inner.handshakes.fetch_add(1, Ordering::Relaxed);
-                if conns >= inner.config.max_connections || hs >= inner.config.max_handshakes {
-                    inner.connections.fetch_sub(1, Ordering::Relaxed);
-                    inner.handshakes.fetch_sub(1, Ordering::Relaxed);
-                    debug!(%addr, conns, handshakes = hs, "refusing: full");
-                    // A REJECT in clear text means nothing to a TLS client, and refusals in
-                    // progress are themselves capped: otherwise the socket is just closed.
-                    let plain = !tls_enabled(&inner.config);
-                    let refusing = inner.refusing.fetch_add(1, Ordering::Relaxed);
-                    if plain && refusing < MAX_REFUSING {
-                        let retry = inner.config.full_retry_after;
-                        let proto = inner.config.proto.clone();
-                        let inner2 = inner.clone();
-                        inner.tracker.spawn(async move {
-                            refuse(stream, proto, retry).await;
-                            inner2.refusing.fetch_sub(1, Ordering::Relaxed);
-                        });
-                    } else {
-                        inner.refusing.fetch_sub(1, Ordering::Relaxed);
-                        drop(stream);
+                let admitted = if conns >= inner.config.max_connections {
+                    Err("connection limit")
+                } else {
+                    inner.admission.admit(addr.ip()).map_err(|r| match r {
+                        Refusal::Address => "handshake limit of the address",
+                        Refusal::Total => "handshake limit",
+                    })
+                };
+                let ticket = match admitted {
+                    Ok(t) => t,
+                    Err(why) => {
+                        inner.connections.fetch_sub(1, Ordering::Relaxed);
+                        debug!(%addr, conns, "refusing: {why}");
+                        spawn_refusal(&inner, stream);
+                        continue;
                     }
-                    continue;
-                }
+                };
                 let span = info_span!("conn", %addr);
                 inner
                     .tracker
-                    .spawn(serve(inner.clone(), stream, addr).instrument(span));
+                    .spawn(serve(inner.clone(), stream, addr, ticket).instrument(span));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -506,25 +572,24 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-/// Answers a connection over the cap with REJECT `ServerFull` and closes it.
-async fn refuse(mut stream: TcpStream, proto: crate::proto::Config, retry: Duration) {
-    let Ok(mut conn) = Connection::accept(proto, driver::now()) else {
-        return;
-    };
-    let ms = u32::try_from(retry.as_millis()).unwrap_or(u32::MAX);
-    conn.reject(RejectCode::ServerFull, ms, "server full");
-    let mut buf = Vec::new();
-    conn.poll_transmit(driver::now(), &mut buf);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&buf).await?;
-        stream.shutdown().await?;
-        // Read what the client sent (its HELLO) until it closes: closing a socket with unread
-        // input would turn our close into an RST that could overtake the REJECT.
-        let mut sink = [0u8; 4_096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
+/// Refuses a connection over a cap: REJECT ServerFull in plain text, within the cap on
+/// refusals in progress; otherwise (or with TLS, where a clear-text REJECT means nothing)
+/// the socket is just closed.
+fn spawn_refusal(inner: &Arc<Inner>, stream: TcpStream) {
+    let plain = !tls_enabled(&inner.config);
+    let refusing = inner.refusing.fetch_add(1, Ordering::Relaxed);
+    if plain && refusing < MAX_REFUSING {
+        let retry = inner.config.full_retry_after;
+        let proto = inner.config.proto.clone();
+        let inner2 = inner.clone();
+        inner.tracker.spawn(async move {
+            refuse(stream, proto, retry).await;
+            inner2.refusing.fetch_sub(1, Ordering::Relaxed);
+        });
+    } else {
+        inner.refusing.fetch_sub(1, Ordering::Relaxed);
+        drop(stream);
+    }
 }
 
 struct CountGuard<'a>(&'a AtomicUsize);
@@ -541,109 +606,377 @@ fn random16() -> Option<[u8; 16]> {
     Some(b)
 }
 
-async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr) {
-    let _conn_guard = CountGuard(&inner.connections);
-    let hs_guard = CountGuard(&inner.handshakes);
-    let Some((mut stream, certificate)) = secure(&inner, tcp).await else {
-        return;
-    };
-    let Ok(mut conn) = Connection::accept(inner.config.proto.clone(), driver::now()) else {
-        return;
-    };
-    // Handshake: wait for HELLO within the handshake timeout.
-    let hello = {
-        let _hs_guard = hs_guard;
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            if let Some(Event::Hello(req)) = conn.poll_event() {
-                // A HELLO followed by more frames (pipelined before WELCOME) has already been
-                // refused by the core: the event is stale, nothing may be created for it.
-                if conn.is_closed() {
-                    flush_and_close(&mut conn, &mut stream).await;
-                    return;
-                }
-                break req;
-            }
+/// What the handshake phase produced: the stream, the client's certificate, the core
+/// connection and the client's HELLO.
+type Greeted = (BoxStream, Option<Vec<u8>>, Connection, HelloRequest);
+
+/// Runs the TLS handshake and waits for the HELLO; `None` if the connection ended first (a
+/// refusal is written before).
+async fn greet(inner: &Inner, tcp: TcpStream) -> Option<Greeted> {
+    let (mut stream, certificate) = secure(inner, tcp).await?;
+    let mut conn = Connection::accept(inner.config.proto.clone(), driver::now()).ok()?;
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        if let Some(Event::Hello(req)) = conn.poll_event() {
+            // A HELLO followed by more frames (pipelined before WELCOME) has already been
+            // refused by the core: the event is stale, nothing may be created for it.
             if conn.is_closed() {
                 flush_and_close(&mut conn, &mut stream).await;
-                return;
+                return None;
             }
-            let deadline = conn.poll_timeout().unwrap_or_else(driver::now);
-            tokio::select! {
-                () = inner.stop_all.cancelled() => return,
-                r = stream.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => conn.handle_input(driver::now(), &buf[..n]),
-                },
-                () = tokio::time::sleep_until(deadline.into()) => conn.handle_timeout(driver::now()),
-            }
+            return Some((stream, certificate, conn, req));
         }
+        if conn.is_closed() {
+            flush_and_close(&mut conn, &mut stream).await;
+            return None;
+        }
+        let deadline = conn.poll_timeout().unwrap_or_else(driver::now);
+        tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => conn.handle_input(driver::now(), &buf[..n]),
+            },
+            () = tokio::time::sleep_until(deadline.into()) => conn.handle_timeout(driver::now()),
+        }
+    }
+}
+
+async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Ticket) {
+    let _conn_guard = CountGuard(&inner.connections);
+    let evicted = ticket.evicted.clone();
+    let greeted = tokio::select! {
+        () = inner.stop_all.cancelled() => return,
+        () = evicted.cancelled() => {
+            debug!("pending handshake evicted for a newer connection");
+            return;
+        }
+        g = greet(&inner, tcp) => g,
     };
-    let decided = decide(&inner, &mut conn, hello, addr, certificate.as_deref());
+    // The HELLO is in: no longer a pending handshake.
+    drop(ticket);
+    let Some((mut stream, certificate, mut conn, hello)) = greeted else {
+        return;
+    };
+    let decided = tokio::select! {
+        () = inner.stop_all.cancelled() => return,
+        d = decide(&inner, &mut conn, hello, addr, certificate.as_deref()) => d,
+    };
     let Some((shared, generation, resumed)) = decided else {
         flush_and_close(&mut conn, &mut stream).await;
         return;
     };
-    let peer = Peer {
-        shared: shared.clone(),
-    };
-    inner.emit(if resumed {
-        ServerEvent::Resumed { peer: peer.clone() }
-    } else {
-        ServerEvent::Connected { peer: peer.clone() }
-    });
+    inner
+        .queue
+        .push(&shared, if resumed { events::LINK } else { events::NEW });
     let outcome = tokio::select! {
         () = inner.stop_all.cancelled() => return,
         o = driver::drive(&shared, generation, stream, |p| {
-            if let Progress::MessagesWaiting = p
-                && !inner.emit(ServerEvent::MessagesWaiting { peer: peer.clone() })
-            {
-                // Dropped: announce this peer again on its next arrival.
-                peer.shared.lock().notified = false;
+            if let Progress::MessagesWaiting = p {
+                inner.queue.push(&shared, events::WAITING);
             }
         }) => o,
     };
     match outcome {
-        Outcome::Replaced => {}
-        Outcome::Disconnected(error) => {
+        // Reported by the connection that took over, or by the end.
+        Outcome::Replaced | Outcome::Ended(_) => {}
+        Outcome::Disconnected(_) => {
             // A store notes when the session was last seen: its linger counts from here, also
             // across a restart.
             {
-                let mut st = peer.shared.lock();
+                let mut st = shared.lock();
                 // Only while this connection's session is still detached: a resume may have
                 // taken it over meanwhile, and its driver commits for it.
                 if st.generation == generation && matches!(st.link, Link::Detached(_)) {
                     drop(st.durable_commit(true));
                 }
             }
-            inner.emit(ServerEvent::Disconnected {
-                peer: peer.clone(),
-                error,
-            });
-            let linger = inner.config.linger;
-            let inner2 = inner.clone();
-            inner.tracker.spawn(async move {
-                tokio::select! {
-                    () = inner2.stop_all.cancelled() => {}
-                    () = tokio::time::sleep(linger) => expire(&inner2, &peer, generation, linger),
-                }
-            });
-        }
-        Outcome::Ended(reason) => {
-            let id = shared.lock().id;
-            inner.forget(id, &shared);
-            let unacknowledged = peer.unacknowledged();
-            inner.emit(ServerEvent::Ended {
-                peer,
-                reason: EndReason::Protocol(reason),
-                unacknowledged,
-            });
+            inner.queue.push(&shared, events::LINK);
+            start_linger(&inner, &shared, inner.config.linger);
         }
     }
 }
 
+/// Starts the session's linger timer unless one runs already (one per session, however
+/// often it reconnects): when it fires, a session still detached for `linger` expires; one
+/// detached more recently waits for what is left of its linger.
+fn start_linger(inner: &Arc<Inner>, shared: &Arc<PeerShared>, first: Duration) {
+    {
+        let mut st = shared.lock();
+        if st.linger_timer {
+            return;
+        }
+        st.linger_timer = true;
+    }
+    let inner2 = inner.clone();
+    let shared = shared.clone();
+    let linger = inner.config.linger;
+    inner.tracker.spawn(async move {
+        let mut wait = first;
+        loop {
+            tokio::select! {
+                () = inner2.stop_all.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let now = driver::now();
+            let left = {
+                let mut st = shared.lock();
+                match (&st.link, st.lingering_since) {
+                    (Link::Detached(_), Some(since)) => {
+                        let left = (since + linger).saturating_duration_since(now);
+                        if left.is_zero() {
+                            st.linger_timer = false;
+                            st.end_here(EndReason::Expired(linger));
+                        }
+                        left
+                    }
+                    _ => {
+                        // Resumed (its next loss starts a new timer) or ended.
+                        st.linger_timer = false;
+                        Duration::ZERO
+                    }
+                }
+            };
+            if left.is_zero() {
+                debug!("session expired");
+                shared.settle();
+                return;
+            }
+            wait = left;
+        }
+    });
+}
+
 /// The application's side of the handshake: new session, resume (taking the session over
 /// from a half-open connection, PROTOCOL.md §4.4 rule B), or REJECT.
+async fn decide(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    hello: HelloRequest,
+    addr: SocketAddr,
+    certificate: Option<&[u8]>,
+) -> Option<(Arc<PeerShared>, u64, bool)> {
+    if inner.shutting_down.load(Ordering::SeqCst) {
+        conn.reject(RejectCode::ShuttingDown, 1_000, "server shutting down");
+        return None;
+    }
+    let mut name = hello.name.clone();
+    if let Some(auth) = &inner.config.auth {
+        let req = AuthRequest {
+            name: hello.name.as_deref(),
+            credentials: hello.credentials.as_deref(),
+            addr,
+            certificate,
+            resuming: hello.resume.is_some(),
+        };
+        // Within the handshake timeout: a hook that never answers refuses nobody else.
+        let limit = inner.config.proto.handshake_timeout;
+        let decision = tokio::time::timeout(limit, (auth.0)(&req)).await;
+        match decision {
+            Ok(AuthDecision::Accept) => {}
+            Ok(AuthDecision::AcceptAs(n)) => name = Some(n),
+            Ok(AuthDecision::Refuse(reason)) => {
+                debug!(%addr, "refused: {reason}");
+                conn.reject(RejectCode::Unauthenticated, 0, &reason);
+                return None;
+            }
+            Err(_) => {
+                conn.reject(RejectCode::Unauthenticated, 0, "authentication timed out");
+                return None;
+            }
+        }
+    }
+    let now = driver::now();
+    let (Some(token), Some(id_bytes)) = (random16(), random16()) else {
+        conn.reject(RejectCode::ServerFull, 1_000, "no randomness available");
+        return None;
+    };
+    let token = ResumeToken(token);
+    let Some(resume) = hello.resume else {
+        return new_session(
+            inner,
+            conn,
+            name,
+            addr,
+            certificate,
+            SessionId(id_bytes),
+            token,
+        );
+    };
+    let shared = inner.registry().sessions.get(&resume.session_id).cloned();
+    let Some(shared) = shared else {
+        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+        return None;
+    };
+    let mut st = shared.lock();
+    // The token and the stated position are checked where the session is, before anything
+    // is disturbed (§4.4 rule B).
+    if !st.session().is_some_and(|s| s.verify_token(&resume.token)) {
+        drop(st);
+        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+        return None;
+    }
+    if !st
+        .session()
+        .is_some_and(|s| s.can_resume_from(resume.received))
+    {
+        drop(st);
+        conn.reject(RejectCode::ProtocolError, 0, "impossible resume position");
+        return None;
+    }
+    // With mutual TLS, a session resumes only under the certificate that created it.
+    if st.certificate.is_some() && st.certificate.as_deref() != certificate {
+        drop(st);
+        conn.reject(
+            RejectCode::Unauthenticated,
+            0,
+            "not the certificate of this session",
+        );
+        return None;
+    }
+    let Some(session) = st.take_for_resume(now) else {
+        drop(st);
+        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
+        return None;
+    };
+    match conn.accept_resume(now, session, token) {
+        Ok(()) => {
+            let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
+            let attached = std::mem::replace(conn, placeholder);
+            let generation = st.attach(attached, Some(addr));
+            st.certificate = certificate.map(<[u8]>::to_vec);
+            st.connected = true;
+            drop(st);
+            // A driver of the old connection sees the new generation and stops.
+            shared.wake_all();
+            debug!(session = %resume.session_id, "resumed");
+            Some((shared, generation, true))
+        }
+        Err(session) => {
+            st.put_back(session);
+            None
+        }
+    }
+}
+
+/// Creates a session for a client's first HELLO, within the session limits: per address,
+/// then in total; at a limit the oldest lingering session of the address over its share is
+/// evicted (reported as `Expired`) when the policy allows it, otherwise REJECT ServerFull.
+fn new_session(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    name: Option<String>,
+    addr: SocketAddr,
+    certificate: Option<&[u8]>,
+    id: SessionId,
+    token: ResumeToken,
+) -> Option<(Arc<PeerShared>, u64, bool)> {
+    let now = driver::now();
+    let ip = addr.ip();
+    let evict = inner.config.admission == AdmissionPolicy::EvictOldest;
+    let retry_ms = u32::try_from(inner.config.full_retry_after.as_millis()).unwrap_or(u32::MAX);
+    let mut reg = inner.registry();
+    let over_budget = inner.budget.used.load(Ordering::Relaxed) >= inner.budget.limit;
+    if over_budget {
+        drop(reg);
+        conn.reject(RejectCode::ServerFull, retry_ms, "memory budget spent");
+        return None;
+    }
+    let mut victims = Vec::new();
+    let own = reg.by_addr.get(&ip).copied().unwrap_or(0);
+    if own >= inner.config.max_sessions_per_addr {
+        match reg.oldest_lingering(ip).filter(|_| evict) {
+            Some(v) => victims.push(v),
+            None => {
+                drop(reg);
+                conn.reject(
+                    RejectCode::ServerFull,
+                    retry_ms,
+                    "session limit of the address reached",
+                );
+                return None;
+            }
+        }
+    } else if inner.session_count(&reg) >= inner.config.max_sessions {
+        // The address holding the most sessions, if it holds more than an equal share.
+        let share = inner.config.max_sessions / reg.by_addr.len().max(1);
+        let biggest = reg
+            .by_addr
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(a, n)| (*a, *n));
+        let victim = match biggest {
+            Some((a, n)) if evict && (n > share || a == ip) => reg.oldest_lingering(a),
+            _ => None,
+        };
+        match victim {
+            Some(v) => victims.push(v),
+            None => {
+                drop(reg);
+                conn.reject(RejectCode::ServerFull, retry_ms, "session limit reached");
+                return None;
+            }
+        }
+    }
+    for v in &victims {
+        let mut st = v.lock();
+        let lingered = st
+            .lingering_since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        let (vid, origin) = (st.id, st.origin);
+        st.end_here(EndReason::Expired(lingered));
+        drop(st);
+        if let Some(vid) = vid {
+            reg.remove(vid, v, origin);
+        }
+        debug!(%ip, "evicted the oldest lingering session of the address");
+    }
+    conn.accept_new(now, id, token);
+    // The handshake checked that every transform the client named is supported here.
+    let chain = conn
+        .session()
+        .and_then(|s| inner.config.transforms.select(s.transforms()))
+        .unwrap_or_default();
+    let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
+    let attached = std::mem::replace(conn, placeholder);
+    let shared = PeerShared::new(
+        Role::Server,
+        name,
+        Link::Attached(Box::new(attached)),
+        chain,
+        &inner.receiving,
+    );
+    let generation = {
+        let mut st = shared.lock();
+        let generation = st.generation;
+        st.addr = Some(addr);
+        st.certificate = certificate.map(<[u8]>::to_vec);
+        st.id = Some(id);
+        st.origin = Some(ip);
+        st.connected = true;
+        st.budget = Some(inner.budget.clone());
+        if let Some(store) = &inner.config.store {
+            st.durable = Some(Durable::new(store.clone(), id.0, None));
+        }
+        st.account();
+        generation
+    };
+    own_session(inner, &shared);
+    reg.insert(id, &shared, Some(ip));
+    drop(reg);
+    for v in victims {
+        v.settle();
+    }
+    debug!(session = %id, "new session");
+    Some((shared, generation, false))
+}
+
+/// Makes the server the owner of a session: told when it ends, by whatever path.
+fn own_session(inner: &Arc<Inner>, shared: &Arc<PeerShared>) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let weak: Weak<dyn Owner> = weak;
+    let _ = shared.owner.set(weak);
+}
+
 /// The TLS handshake, when the server has TLS, within the handshake timeout. Returns the
 /// stream and the client's verified certificate (mutual TLS).
 async fn secure(inner: &Inner, tcp: TcpStream) -> Option<(BoxStream, Option<Vec<u8>>)> {
@@ -679,181 +1012,25 @@ async fn secure(inner: &Inner, tcp: TcpStream) -> Option<(BoxStream, Option<Vec<
     Some((Box::new(tcp), None))
 }
 
-fn decide(
-    inner: &Arc<Inner>,
-    conn: &mut Connection,
-    hello: HelloRequest,
-    addr: SocketAddr,
-    certificate: Option<&[u8]>,
-) -> Option<(Arc<PeerShared>, u64, bool)> {
-    let now = driver::now();
-    if inner.shutting_down.load(Ordering::SeqCst) {
-        conn.reject(RejectCode::ShuttingDown, 1_000, "server shutting down");
-        return None;
-    }
-    let mut name = hello.name.clone();
-    if let Some(auth) = &inner.config.auth {
-        let req = AuthRequest {
-            name: hello.name.as_deref(),
-            credentials: hello.credentials.as_deref(),
-            addr,
-            certificate,
-            resuming: hello.resume.is_some(),
-        };
-        match (auth.0)(&req) {
-            AuthDecision::Accept => {}
-            AuthDecision::AcceptAs(n) => name = Some(n),
-            AuthDecision::Refuse(reason) => {
-                debug!(%addr, "refused: {reason}");
-                conn.reject(RejectCode::Unauthenticated, 0, &reason);
-                return None;
-            }
-        }
-    }
-    let (Some(token), Some(id_bytes)) = (random16(), random16()) else {
-        conn.reject(RejectCode::ServerFull, 1_000, "no randomness available");
-        return None;
+/// Answers a connection over the cap with REJECT `ServerFull` and closes it.
+async fn refuse(mut stream: TcpStream, proto: crate::proto::Config, retry: Duration) {
+    let Ok(mut conn) = Connection::accept(proto, driver::now()) else {
+        return;
     };
-    let token = ResumeToken(token);
-    let Some(resume) = hello.resume else {
-        let mut reg = inner.registry();
-        let over_budget = inner.budget.used.load(Ordering::Relaxed) >= inner.budget.limit;
-        if reg.sessions.len() >= inner.config.max_sessions || over_budget {
-            let ms = u32::try_from(inner.config.full_retry_after.as_millis()).unwrap_or(u32::MAX);
-            let why = if over_budget {
-                "memory budget spent"
-            } else {
-                "session limit reached"
-            };
-            conn.reject(RejectCode::ServerFull, ms, why);
-            return None;
-        }
-        let id = SessionId(id_bytes);
-        conn.accept_new(now, id, token);
-        // The handshake checked that every transform the client named is supported here.
-        let chain = conn
-            .session()
-            .and_then(|s| inner.config.transforms.select(s.transforms()))
-            .unwrap_or_default();
-        let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
-        let attached = std::mem::replace(conn, placeholder);
-        let shared = PeerShared::new(
-            Role::Server,
-            name.clone(),
-            Link::Attached(Box::new(attached)),
-            chain,
-        );
-        {
-            let mut st = shared.lock();
-            st.generation = 1;
-            st.addr = Some(addr);
-            st.certificate = certificate.map(<[u8]>::to_vec);
-            st.id = Some(id);
-            st.connected = true;
-            st.budget = Some(inner.budget.clone());
-            st.account();
-        }
-        if let Some(store) = &inner.config.store {
-            shared.lock().durable = Some(Durable::new(store.clone(), id.0, None));
-        }
-        install_forget(inner, &shared);
-        reg.sessions.insert(id, shared.clone());
-        if let Some(name) = name {
-            reg.names.insert(name, id);
-        }
-        debug!(session = %id, "new session");
-        return Some((shared, 1, false));
-    };
-    let shared = inner.registry().sessions.get(&resume.session_id).cloned();
-    let Some(shared) = shared else {
-        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
-        return None;
-    };
-    let mut st = shared.lock();
-    // The token and the stated position are checked where the session is, before anything
-    // is disturbed (§4.4 rule B).
-    if !st.session().is_some_and(|s| s.verify_token(&resume.token)) {
-        drop(st);
-        conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
-        return None;
-    }
-    if !st
-        .session()
-        .is_some_and(|s| s.can_resume_from(resume.received))
-    {
-        drop(st);
-        conn.reject(RejectCode::ProtocolError, 0, "impossible resume position");
-        return None;
-    }
-    // With mutual TLS, a session resumes only under the certificate that created it.
-    if st.certificate.is_some() && st.certificate.as_deref() != certificate {
-        drop(st);
-        conn.reject(
-            RejectCode::Unauthenticated,
-            0,
-            "not the certificate of this session",
-        );
-        return None;
-    }
-    let old_generation = st.generation;
-    let session = match std::mem::replace(&mut st.link, Link::Ended) {
-        Link::Attached(mut old) => match old.take_session() {
-            Some(s) => {
-                // The old connection's last words (GOAWAY SessionTakenOver) go to its driver.
-                let mut bytes = Vec::new();
-                old.poll_transmit(now, &mut bytes);
-                st.farewell = Some((old_generation, bytes));
-                s
-            }
-            None => {
-                // Its session ended on that connection a moment ago; its driver reports it.
-                st.link = Link::Attached(old);
-                drop(st);
-                conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
-                return None;
-            }
-        },
-        Link::Detached(s) => *s,
-        Link::Ended => {
-            drop(st);
-            conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
-            return None;
-        }
-    };
-    match conn.accept_resume(now, session, token) {
-        Ok(()) => {
-            let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
-            let attached = std::mem::replace(conn, placeholder);
-            st.link = Link::Attached(Box::new(attached));
-            st.generation += 1;
-            st.addr = Some(addr);
-            st.certificate = certificate.map(<[u8]>::to_vec);
-            st.connected = true;
-            let generation = st.generation;
-            drop(st);
-            // A driver of the old connection sees the new generation and stops.
-            shared.wake_all();
-            debug!(session = %resume.session_id, "resumed");
-            Some((shared, generation, true))
-        }
-        Err(session) => {
-            st.link = Link::Detached(session);
-            None
-        }
-    }
-}
-
-/// Lets the application's `close` on a peer remove it from the registry.
-fn install_forget(inner: &Arc<Inner>, shared: &Arc<PeerShared>) {
-    let weak = Arc::downgrade(inner);
-    let _ = shared
-        .forget
-        .set(crate::peer::ForgetHook(Box::new(move |peer| {
-            if let Some(inner) = weak.upgrade() {
-                let id = peer.lock().id;
-                inner.forget(id, peer);
-            }
-        })));
+    let ms = u32::try_from(retry.as_millis()).unwrap_or(u32::MAX);
+    conn.reject(RejectCode::ServerFull, ms, "server full");
+    let mut buf = Vec::new();
+    conn.poll_transmit(driver::now(), &mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&buf).await?;
+        stream.shutdown().await?;
+        // Read what the client sent (its HELLO) until it closes: closing a socket with unread
+        // input would turn our close into an RST that could overtake the REJECT.
+        let mut sink = [0u8; 4_096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 /// Brings back the sessions a store kept: each lingers, resumable, for what is left of its
@@ -861,7 +1038,7 @@ fn install_forget(inner: &Arc<Inner>, shared: &Arc<PeerShared>) {
 /// unacknowledged messages to the application as usual).
 fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result<usize, BindError> {
     let stored = store.load()?;
-    let now_ms = crate::peer::wall_clock_us() / 1_000;
+    let now_ms = crate::clock::wall_clock_us() / 1_000;
     let linger = inner.config.linger;
     let linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX);
     let mut reg = inner.registry();
@@ -883,23 +1060,13 @@ fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result
         let name = session.name().map(str::to_owned);
         let shared = PeerShared::new(
             Role::Server,
-            name.clone(),
+            name,
             Link::Detached(Box::new(session)),
             chain,
+            &inner.receiving,
         );
-        let generation = {
-            let mut st = shared.lock();
-            st.id = Some(id);
-            st.budget = Some(inner.budget.clone());
-            st.durable = Some(Durable::new(store.clone(), id.0, Some(committed)));
-            st.account();
-            st.generation
-        };
-        install_forget(inner, &shared);
-        reg.sessions.insert(id, shared.clone());
-        if let Some(name) = name {
-            reg.names.insert(name, id);
-        }
+        own_session(inner, &shared);
+        reg.insert(id, &shared, None);
         // A session that was lingering when last seen lingers for what is left; one that was
         // connected lost its connection with the process: a full linger from now.
         let left = if s.lingering {
@@ -907,52 +1074,22 @@ fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result
         } else {
             linger
         };
-        let peer = Peer { shared };
-        let inner2 = inner.clone();
-        inner.tracker.spawn(async move {
-            tokio::select! {
-                () = inner2.stop_all.cancelled() => {}
-                () = tokio::time::sleep(left) => expire(&inner2, &peer, generation, linger),
-            }
-        });
+        {
+            // Its linger counts from when it was last seen, in this process's clock.
+            let mut st = shared.lock();
+            st.id = Some(id);
+            st.budget = Some(inner.budget.clone());
+            st.durable = Some(Durable::new(store.clone(), id.0, Some(committed)));
+            st.lingering_since = Some(
+                (driver::now() + left)
+                    .checked_sub(linger)
+                    .unwrap_or_else(driver::now),
+            );
+            st.account();
+        }
+        start_linger(inner, &shared, left);
     }
     Ok(count)
-}
-
-fn expire(inner: &Arc<Inner>, peer: &Peer, generation: u64, linger: Duration) {
-    let unacknowledged = {
-        let mut st = peer.shared.lock();
-        if st.generation != generation {
-            return;
-        }
-        if matches!(st.link, Link::Ended) {
-            // The application closed it while it lingered: only the registry entry is left.
-            let id = st.id;
-            drop(st);
-            inner.forget(id, &peer.shared);
-            return;
-        }
-        if !matches!(st.link, Link::Detached(_)) {
-            return;
-        }
-        let (acked, unacked) = match st.session_mut() {
-            Some(s) => (s.acked(), s.take_unacknowledged()),
-            None => return,
-        };
-        st.end(EndReason::Expired(linger), unacked, acked);
-        st.ending
-            .as_ref()
-            .and_then(|e| e.unacknowledged.clone())
-            .unwrap_or_default()
-    };
-    peer.shared.wake_all();
-    let id = peer.shared.lock().id;
-    inner.forget(id, &peer.shared);
-    debug!(unacknowledged = unacknowledged.len(), "session expired");
-    inner.emit(ServerEvent::Expired {
-        peer: peer.clone(),
-        unacknowledged,
-    });
 }
 
 async fn flush_and_close(conn: &mut Connection, stream: &mut BoxStream) {

@@ -334,7 +334,7 @@ async fn the_memory_budget_bounds_every_session_together() {
     let proto = Config::default()
         .max_message(16 << 10)
         .outbox(100_000, 8 << 20);
-    let mut server = Server::bind(
+    let server = Server::bind(
         ["127.0.0.1:0"],
         ServerConfig::default()
             .protocol(proto)

@@ -492,7 +492,7 @@ mod review {
             .linger(Duration::from_secs(1));
         let mut server = Server::bind(["127.0.0.1:0"], config.clone()).await.unwrap();
         let addr = server.local_addrs()[0];
-        let mut client = Client::connect(addr.to_string(), fast_client(None))
+        let client = Client::connect(addr.to_string(), fast_client(None))
             .await
             .unwrap();
         let peer = next_peer(&mut server).await;

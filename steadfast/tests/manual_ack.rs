@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn receipts_resolve_only_when_the_receiver_acknowledges() {
     let manual = Config::default().manual_ack(true);
-    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default().protocol(manual))
+    let server = Server::bind(["127.0.0.1:0"], ServerConfig::default().protocol(manual))
         .await
         .unwrap();
     let addr = server.local_addrs()[0].to_string();
@@ -60,7 +60,7 @@ async fn taken_but_unacknowledged_messages_cross_cuts_exactly_once() {
     let fast = Config::default()
         .idle_timeout(Duration::from_millis(1_500))
         .keepalive_interval(Duration::from_millis(400));
-    let mut server = Server::bind(
+    let server = Server::bind(
         ["127.0.0.1:0"],
         ServerConfig::default().protocol(fast.clone().manual_ack(true)),
     )

@@ -39,7 +39,7 @@ fn quick() -> Config {
 #[tokio::test]
 async fn a_restarted_server_refuses_the_resume_and_the_client_gets_everything_back() {
     let (mut server, addr) = bind(ServerConfig::default().protocol(quick())).await;
-    let mut client = Client::connect(
+    let client = Client::connect(
         &addr,
         ClientConfig::default()
             .protocol(quick())

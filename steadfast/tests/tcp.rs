@@ -16,7 +16,7 @@ async fn server() -> (Server, String) {
 
 #[tokio::test]
 async fn messages_cross_both_ways_in_order_with_receipts() {
-    let (mut server, addr) = server().await;
+    let (server, addr) = server().await;
     let client = Client::connect(&addr, ClientConfig::default().name("alice"))
         .await
         .unwrap();
@@ -107,7 +107,7 @@ async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
     let fast = Config::default()
         .idle_timeout(Duration::from_millis(1_500))
         .keepalive_interval(Duration::from_millis(400));
-    let (mut server, _) = {
+    let (server, _) = {
         let s = Server::bind(
             ["127.0.0.1:0"],
             ServerConfig::default().protocol(fast.clone()),
@@ -186,7 +186,7 @@ async fn a_hundred_thousand_each_way_through_a_fault_proxy() {
 async fn send_all_keeps_order_waits_for_room_and_stops_at_the_first_bad_body() {
     // A small outbox: the batch must wait for acknowledgements many times over.
     let small = Config::default().outbox(64, 1 << 20).max_message(64 << 10);
-    let (mut server, addr) = {
+    let (server, addr) = {
         let s = Server::bind(["127.0.0.1:0"], ServerConfig::default())
             .await
             .unwrap();

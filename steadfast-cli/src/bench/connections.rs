@@ -162,16 +162,11 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
 
 /// The server's application: echoes every message to its sender (through the notification
 /// queue, no task per session) and answers "connections, sessions" queries.
-async fn serve(mut server: Server, mut queries: mpsc::Receiver<oneshot::Sender<(usize, usize)>>) {
+async fn serve(server: Server, mut queries: mpsc::Receiver<oneshot::Sender<(usize, usize)>>) {
     loop {
         tokio::select! {
             ev = server.next_event() => match ev {
                 Some(ServerEvent::MessagesWaiting { peer }) => echo(&peer),
-                Some(ServerEvent::Lagged(_)) => {
-                    for p in server.peers() {
-                        echo(&p);
-                    }
-                }
                 Some(_) => {}
                 None => return,
             },

@@ -111,7 +111,7 @@ struct Mark {
 /// Traffic flows without pause; `OUTAGES` times the proxy goes away (every connection through
 /// it ends, new ones are refused) for `OUTAGE`, then listens again on the same address.
 async fn recovery(ctx: &Ctx, client_config: ClientConfig) -> Result<Recovery, String> {
-    let mut server = bind(ctx.setup.server.clone()).await?;
+    let server = bind(ctx.setup.server.clone()).await?;
     let upstream = server.local_addrs()[0];
     let mut proxy = Some(
         Chaos::start("127.0.0.1:0", upstream, no_faults())
@@ -119,7 +119,7 @@ async fn recovery(ctx: &Ctx, client_config: ClientConfig) -> Result<Recovery, St
             .map_err(|e| format!("cannot start the fault proxy: {e}"))?,
     );
     let proxy_addr = proxy.as_ref().map_or(upstream, Chaos::local_addr);
-    let mut client = Client::connect(proxy_addr.to_string(), client_config)
+    let client = Client::connect(proxy_addr.to_string(), client_config)
         .await
         .map_err(|e| format!("cannot connect to {proxy_addr}: {e}"))?;
     let server_peer = loop {

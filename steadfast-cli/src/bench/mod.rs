@@ -798,7 +798,7 @@ async fn bind(config: ServerConfig) -> Result<Server, String> {
 /// Connects a client (to `target`, or to the server directly) and waits for the server's
 /// side of the session; the server's events are then drained in the background.
 async fn pair(
-    mut server: Server,
+    server: Server,
     target: Option<std::net::SocketAddr>,
     config: ClientConfig,
 ) -> Result<Pair, String> {

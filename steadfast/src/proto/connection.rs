@@ -224,6 +224,9 @@ pub struct Connection {
     ack_due: Option<Instant>,
     ack_now: bool,
     partial: Option<Partial>,
+    /// The most body bytes the inbox and the message being reassembled may hold together
+    /// (set by the runtime from its memory budget); `None`: only the window bounds them.
+    allowance: Option<u64>,
     // Timers (§8).
     handshake_deadline: Instant,
     last_recv: Instant,
@@ -309,6 +312,7 @@ impl Connection {
             ack_due: None,
             ack_now: false,
             partial: None,
+            allowance: None,
             last_recv: now,
             ping_requested: false,
             close_deadline: None,
@@ -693,6 +697,23 @@ impl Connection {
         self.decoder.shrink();
     }
 
+    /// Body bytes of the message being reassembled from chunks (0 when none is).
+    pub fn reassembly_bytes(&self) -> u64 {
+        self.partial
+            .as_ref()
+            .map_or(0, |p| if p.duplicate { 0 } else { p.buf.len() as u64 })
+    }
+
+    /// Sets the most body bytes the inbox and the message being reassembled may hold together
+    /// (`None`: only the window bounds them, the default). A server derives it from its memory
+    /// budget before feeding input. A DATA frame that would take them past it ends this
+    /// connection with GOAWAY `ResourceLimit` (retry after 1 s, §7.1): what it held of the
+    /// message being reassembled is dropped, the session stays resumable, and the peer sends
+    /// the message again after its resume.
+    pub fn set_receive_allowance(&mut self, bytes: Option<u64>) {
+        self.allowance = bytes;
+    }
+
     /// Bytes received and not yet parsed into frames.
     pub fn buffered_input(&self) -> usize {
         self.decoder.buffered()
@@ -908,7 +929,7 @@ impl Connection {
                             peer.window = window;
                         }
                     }
-                    Frame::Ping(v) => self.control.push_back(Frame::Pong(v)),
+                    Frame::Ping(v) => self.queue_pong(v),
                     Frame::Pong(v) => self.on_pong(now, v),
                     Frame::GoAway(g) => self.end_connection(ConnectionError::GoAway {
                         code: g.code,
@@ -1073,6 +1094,13 @@ impl Connection {
                         self.violation(CloseCode::FlowControl, "byte window exceeded".into());
                         return;
                     }
+                    if self
+                        .allowance
+                        .is_some_and(|a| session.inbox_bytes + p.buf.len() as u64 > a)
+                    {
+                        self.over_allowance();
+                        return;
+                    }
                 }
                 if d.more {
                     return;
@@ -1127,6 +1155,13 @@ impl Connection {
                     self.violation(CloseCode::FlowControl, "byte window exceeded".into());
                     return;
                 }
+                if self
+                    .allowance
+                    .is_some_and(|a| session.inbox_bytes + d.body.len() as u64 > a)
+                {
+                    self.over_allowance();
+                    return;
+                }
                 if d.more {
                     // Grows with the bytes that arrive, never from an announced size.
                     let mut buf = BytesMut::new();
@@ -1175,6 +1210,19 @@ impl Connection {
         true
     }
 
+    /// Answers a PING. A PONG still waiting to be written takes the newer value instead of a
+    /// second PONG being queued (§8): a peer that sends PINGs and never reads cannot grow the
+    /// control queue.
+    fn queue_pong(&mut self, v: u64) {
+        for f in &mut self.control {
+            if let Frame::Pong(old) = f {
+                *old = v;
+                return;
+            }
+        }
+        self.control.push_back(Frame::Pong(v));
+    }
+
     fn on_pong(&mut self, now: Instant, v: u64) {
         // The value is the peer's echo of ours; a bogus one is ignored, never trusted.
         let Some(sent) = self.epoch.checked_add(Duration::from_micros(v)) else {
@@ -1211,6 +1259,11 @@ impl Connection {
             reason,
             confirmed: true,
         });
+    }
+
+    /// The receive allowance is spent: this connection ends with GOAWAY, the session stays.
+    fn over_allowance(&mut self) {
+        self.go_away(CloseCode::ResourceLimit, 1_000, "memory budget spent");
     }
 
     /// The peer broke the protocol: say so and end (§9).

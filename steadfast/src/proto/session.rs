@@ -455,6 +455,18 @@ impl Session {
         self.delivered
     }
 
+    /// Asks for a graceful close (§7.2) of a session that no connection carries right now: a
+    /// client's CLOSE goes out right after its next resume, before any data. Returns false
+    /// (and changes nothing) when the session is closing already. A connection's own
+    /// [`Connection::close`](super::Connection::close) does this and sends the CLOSE at once.
+    pub fn close(&mut self, code: super::frame::CloseCode, reason: &str) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        self.closing = Some((code, reason.to_owned()));
+        true
+    }
+
     /// Whether a CLOSE was sent or received: the session is ending.
     pub fn is_closing(&self) -> bool {
         self.closing.is_some()

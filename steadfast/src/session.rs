@@ -1,0 +1,474 @@
+//! The runtime's view of one session: where it lives (on a connection, between connections,
+//! ended), which connection carries it (its generation), what the server's budget and a store
+//! hold of it, and the transitions between those states. Every change of state goes through
+//! the methods here, under the session's one lock; the driver, the server, the client and the
+//! [`Peer`](crate::Peer) handles only call them.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::clock::wall_clock_us;
+use crate::error::EndReason;
+use crate::peer::{Codec, Receiving};
+use crate::proto::{
+    Connection, ConnectionError, Message, Role, Seq, Session, SessionId, SessionRecord,
+};
+use crate::store::{Change, SessionStore, StoreKey};
+use crate::transform::Chain;
+
+/// Where the session lives now.
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// Carried by a connection (its driver is running).
+    Attached(Box<Connection>),
+    /// Between connections.
+    Detached(Box<Session>),
+    /// Over.
+    Ended,
+}
+
+/// The final state of an ended session.
+#[derive(Debug)]
+pub(crate) struct Ending {
+    pub(crate) reason: EndReason,
+    /// Every own message below this was acknowledged.
+    pub(crate) acked: Seq,
+    /// Handed back to the application once.
+    pub(crate) unacknowledged: Option<Vec<Message>>,
+    /// Every message ever sent was acknowledged before the end.
+    pub(crate) all_acknowledged: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct PeerState {
+    pub(crate) link: Link,
+    /// Bumped on every attach; a driver whose generation is stale stops.
+    pub(crate) generation: u64,
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) ending: Option<Ending>,
+    pub(crate) ping_waiters: Vec<oneshot::Sender<Duration>>,
+    pub(crate) connected: bool,
+    /// A "messages waiting" notification is out and not yet answered by a read.
+    pub(crate) notified: bool,
+    /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
+    /// generation.
+    pub(crate) farewell: Option<(u64, Vec<u8>)>,
+    /// The client's verified TLS certificate (DER), with mutual TLS (server side).
+    pub(crate) certificate: Option<Vec<u8>>,
+    /// The server-wide budget this session's queued bytes count against (server side).
+    pub(crate) budget: Option<Arc<Budget>>,
+    /// What this session last added to the budget.
+    pub(crate) accounted: u64,
+    pub(crate) id: Option<SessionId>,
+    /// Messages taken from the session (so acknowledged) but not yet given to the application:
+    /// the rest of a batch cut short by a body that did not decode. They come first.
+    pub(crate) parked: VecDeque<Message>,
+    /// The session's transforms, to give unacknowledged messages back as they were sent.
+    pub(crate) codec: Option<Codec>,
+    /// The store that keeps this session across crashes, with what it holds already.
+    pub(crate) durable: Option<Durable>,
+    /// The store's answer to the write that recorded the session's end (`close` waits for it).
+    pub(crate) end_written: Option<StoreAnswer>,
+    /// A store write made during a driver turn, outside the driver's own commit: the driver
+    /// waits for it too before writing.
+    pub(crate) unsettled: Option<StoreAnswer>,
+    /// Why the last connection ended (reported by a coalesced `Disconnected` event).
+    pub(crate) last_error: Option<ConnectionError>,
+    /// Since when no connection carries the session (server side; `None` while connected).
+    pub(crate) lingering_since: Option<Instant>,
+    /// The address that created the session (server side: per-address limits).
+    pub(crate) origin: Option<IpAddr>,
+    /// Server events of this session waiting in the server's queue (one bit per kind).
+    pub(crate) queued: u8,
+    /// The session ended with events still queued: it holds its place among the sessions
+    /// until the application has read them.
+    pub(crate) held: bool,
+    /// The end was reported to the owner (once).
+    pub(crate) end_reported: bool,
+    /// A linger timer runs for the session (server side; one at most).
+    pub(crate) linger_timer: bool,
+}
+
+/// When a store write is on disk.
+pub(crate) type StoreAnswer = oneshot::Receiver<Result<(), crate::store::StoreError>>;
+
+/// A session's place in a [`SessionStore`] and what was committed there last.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) key: StoreKey,
+    /// The record as last committed (`None`: nothing committed yet).
+    pub(crate) committed: Option<SessionRecord>,
+}
+
+impl Durable {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        key: StoreKey,
+        committed: Option<SessionRecord>,
+    ) -> Self {
+        Durable {
+            store,
+            key,
+            committed,
+        }
+    }
+}
+
+impl PeerState {
+    pub(crate) fn session(&self) -> Option<&Session> {
+        match &self.link {
+            Link::Attached(c) => c.session(),
+            Link::Detached(s) => Some(s),
+            Link::Ended => None,
+        }
+    }
+
+    pub(crate) fn session_mut(&mut self) -> Option<&mut Session> {
+        match &mut self.link {
+            Link::Attached(c) => c.session_mut(),
+            Link::Detached(s) => Some(s),
+            Link::Ended => None,
+        }
+    }
+
+    /// Puts a new connection in charge of the session and returns its generation: a driver
+    /// whose generation is no longer current stops.
+    pub(crate) fn attach(&mut self, conn: Connection, addr: Option<SocketAddr>) -> u64 {
+        self.link = Link::Attached(Box::new(conn));
+        self.generation += 1;
+        self.addr = addr;
+        self.lingering_since = None;
+        self.generation
+    }
+
+    /// The carrying connection ended and the session survives it: it waits, detached, for
+    /// the next connection.
+    pub(crate) fn detach(&mut self, error: ConnectionError, now: Instant) {
+        if let Link::Attached(conn) = &mut self.link
+            && let Some(s) = conn.take_session()
+        {
+            self.link = Link::Detached(Box::new(s));
+        }
+        self.connected = false;
+        self.ping_waiters.clear();
+        self.last_error = Some(error);
+        self.lingering_since = Some(now);
+    }
+
+    /// Takes the session for a resume on a new connection (server side, §4.4 rule B): from
+    /// between connections, or from the connection carrying it, whose last words (GOAWAY
+    /// SessionTakenOver) its driver writes. `None`: the session has ended (or is ending on
+    /// its connection right now; that driver reports it).
+    pub(crate) fn take_for_resume(&mut self, now: Instant) -> Option<Session> {
+        let old_generation = self.generation;
+        match std::mem::replace(&mut self.link, Link::Ended) {
+            Link::Attached(mut old) => match old.take_session() {
+                Some(s) => {
+                    let mut bytes = Vec::new();
+                    old.poll_transmit(now, &mut bytes);
+                    self.farewell = Some((old_generation, bytes));
+                    Some(s)
+                }
+                None => {
+                    self.link = Link::Attached(old);
+                    None
+                }
+            },
+            Link::Detached(s) => Some(*s),
+            Link::Ended => None,
+        }
+    }
+
+    /// Gives a session back after a resume that did not go through.
+    pub(crate) fn put_back(&mut self, session: Box<Session>) {
+        self.link = Link::Detached(session);
+    }
+
+    /// Ends the session here, without a connection's help (expired, kicked or closed while
+    /// detached, given up, abandoned): its unacknowledged messages are kept for the
+    /// application, and a driver still running for it stops. False if it had ended already.
+    pub(crate) fn end_here(&mut self, reason: EndReason) -> bool {
+        if self.ending.is_some() {
+            return false;
+        }
+        let (acked, unacked) = match self.session_mut() {
+            Some(s) => (s.acked(), s.take_unacknowledged()),
+            None => (Seq(u64::MAX), Vec::new()),
+        };
+        self.end(reason, unacked, acked);
+        self.generation += 1;
+        true
+    }
+
+    /// The messages an ended session handed back (a copy; they stay until taken).
+    pub(crate) fn unacknowledged(&self) -> Vec<Message> {
+        self.ending
+            .as_ref()
+            .and_then(|e| e.unacknowledged.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn acked(&self) -> Option<Seq> {
+        match (&self.ending, self.session()) {
+            (Some(e), _) => Some(e.acked),
+            (None, Some(s)) => Some(s.acked()),
+            (None, None) => None,
+        }
+    }
+
+    /// Brings the server-wide budget up to date with this session's queued bytes (inbox and
+    /// outbox). Called after every change made under the lock.
+    pub(crate) fn account(&mut self) {
+        let Some(budget) = self.budget.clone() else {
+            return;
+        };
+        let now = match (&self.link, self.session()) {
+            (Link::Ended, _) | (_, None) => 0,
+            (Link::Attached(c), Some(s)) => {
+                s.inbox_bytes() + s.outbox_bytes() + c.reassembly_bytes()
+            }
+            (_, Some(s)) => s.inbox_bytes() + s.outbox_bytes(),
+        };
+        if now >= self.accounted {
+            budget
+                .used
+                .fetch_add(now - self.accounted, Ordering::Relaxed);
+        } else {
+            budget
+                .used
+                .fetch_sub(self.accounted - now, Ordering::Relaxed);
+            budget.freed.notify_waiters();
+        }
+        self.accounted = now;
+    }
+
+    /// Submits what the store lacks of this session now, under the session's lock (so that
+    /// commits reach the store in the order of the changes); the answer says when it is on
+    /// disk. `None`: nothing changed, or no store. `lingering`: the session has just lost its
+    /// connection (the record is written even if unchanged, noting the time its linger counts
+    /// from, also across a restart).
+    pub(crate) fn durable_commit(&mut self, lingering: bool) -> Option<StoreAnswer> {
+        // No store: nothing to build (the common, in-memory case).
+        self.durable.as_ref()?;
+        let record = self.session()?.record();
+        let durable = self.durable.as_ref()?;
+        let stored_next = durable
+            .committed
+            .as_ref()
+            .map_or(record.acked, |c| c.next_seq.max(record.acked));
+        if !lingering && durable.committed.as_ref() == Some(&record) {
+            return None;
+        }
+        let new_messages: Vec<Message> =
+            self.session()?.outbox_from(stored_next).cloned().collect();
+        let durable = self.durable.as_mut()?;
+        durable.committed = Some(record.clone());
+        Some(durable.store.submit(vec![Change::Put {
+            key: durable.key,
+            record,
+            new_messages,
+            last_seen_ms: wall_clock_us() / 1_000,
+            ended: false,
+            lingering,
+        }]))
+    }
+
+    /// Tells the store the session ended: a server forgets it; a client keeps only where its
+    /// next session's sequence numbers start (`resume_at`), so that what was ever queued is
+    /// still known. Not waited for.
+    fn durable_end(&mut self, resume_at: Option<Seq>) {
+        let Some(durable) = self.durable.take() else {
+            return;
+        };
+        let change = match (&durable.committed, resume_at) {
+            (Some(c), resume_at) if c.role == Role::Client => {
+                let next = resume_at.unwrap_or(c.next_seq);
+                Change::Put {
+                    key: durable.key,
+                    record: SessionRecord {
+                        id: None,
+                        token: None,
+                        issued: None,
+                        next_seq: next,
+                        acked: next,
+                        delivered: Seq(0),
+                        ..c.clone()
+                    },
+                    new_messages: Vec::new(),
+                    last_seen_ms: wall_clock_us() / 1_000,
+                    ended: true,
+                    lingering: false,
+                }
+            }
+            _ => Change::Delete { key: durable.key },
+        };
+        self.end_written = Some(durable.store.submit(vec![change]));
+        // A barrier behind it (the store commits in order): the driver waits for it before
+        // writing the turn's last frames (a CLOSE reply must not outrun the recorded end).
+        self.unsettled = Some(durable.store.submit(Vec::new()));
+    }
+
+    /// Ends the session: everything unacknowledged is kept for the application.
+    pub(crate) fn end(&mut self, reason: EndReason, mut unacknowledged: Vec<Message>, acked: Seq) {
+        if matches!(reason, EndReason::ClientDropped | EndReason::Shutdown) {
+            // The process stops carrying the session, the session itself goes on: a store
+            // keeps it for the next run to resume.
+            self.durable = None;
+        } else {
+            self.durable_end(unacknowledged.first().map(|m| m.seq));
+        }
+        if let Some(codec) = &self.codec {
+            // Our own encodings: they decode (a failure keeps the body as it went out).
+            for m in &mut unacknowledged {
+                if let Ok(body) = codec.chain.decode(m.body.clone(), usize::MAX) {
+                    m.body = body;
+                }
+            }
+        }
+        self.link = Link::Ended;
+        self.connected = false;
+        self.ping_waiters.clear();
+        self.account();
+        if self.ending.is_none() {
+            self.ending = Some(Ending {
+                reason,
+                acked,
+                all_acknowledged: unacknowledged.is_empty(),
+                unacknowledged: Some(unacknowledged),
+            });
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PeerShared {
+    pub(crate) state: Mutex<PeerState>,
+    pub(crate) role: Role,
+    pub(crate) name: Option<String>,
+    /// Wakes the driver: something to transmit.
+    pub(crate) driver: Notify,
+    /// Wakes receivers: messages arrived, or the session ended.
+    pub(crate) readable: Notify,
+    /// Wakes senders and receipts: acknowledgements, room in the outbox, state changes.
+    pub(crate) progress: Notify,
+    /// The server that keeps the session (server side): told when it ends.
+    pub(crate) owner: OnceLock<Weak<dyn Owner>>,
+    /// The message transforms, if any (read without the lock on the hot path).
+    pub(crate) codec: Option<Codec>,
+    /// How long `close` waits for the peer's CLOSE.
+    pub(crate) close_timeout: Duration,
+}
+
+/// What keeps a session (a server): it forgets the session and reports its end, once, by
+/// whatever path the session ended.
+pub(crate) trait Owner: Send + Sync + std::fmt::Debug {
+    fn session_ended(&self, shared: &Arc<PeerShared>);
+}
+
+impl PeerShared {
+    pub(crate) fn new(
+        role: Role,
+        name: Option<String>,
+        link: Link,
+        chain: Chain,
+        receiving: &Receiving,
+    ) -> Arc<Self> {
+        let session = match &link {
+            Link::Attached(c) => c.session(),
+            Link::Detached(s) => Some(&**s),
+            Link::Ended => None,
+        };
+        let id = session.and_then(Session::id);
+        let max_recv = session.map_or(0, Session::max_recv_len);
+        let codec = Codec::new(chain, max_recv, receiving);
+        // A session created on its first connection starts at generation 1.
+        let generation = u64::from(matches!(link, Link::Attached(_)));
+        Arc::new(PeerShared {
+            state: Mutex::new(PeerState {
+                link,
+                generation,
+                addr: None,
+                ending: None,
+                ping_waiters: Vec::new(),
+                connected: false,
+                notified: false,
+                farewell: None,
+                certificate: None,
+                budget: None,
+                accounted: 0,
+                id,
+                parked: VecDeque::new(),
+                codec: codec.clone(),
+                durable: None,
+                end_written: None,
+                unsettled: None,
+                last_error: None,
+                lingering_since: None,
+                origin: None,
+                queued: 0,
+                held: false,
+                end_reported: false,
+                linger_timer: false,
+            }),
+            role,
+            name,
+            driver: Notify::new(),
+            readable: Notify::new(),
+            progress: Notify::new(),
+            owner: OnceLock::new(),
+            codec,
+            close_timeout: receiving.close_timeout,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
+        // A panic while holding the lock would be a bug in this crate; the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes everything waiting on this session.
+    pub(crate) fn wake_all(&self) {
+        self.readable.notify_waiters();
+        self.progress.notify_waiters();
+        // Every driver waiting (an old one of a replaced connection too) looks again; the
+        // stored permit covers a driver that is busy right now.
+        self.driver.notify_waiters();
+        self.driver.notify_one();
+    }
+
+    /// After a change that may have ended the session: wakes every waiter and, once the
+    /// session has ended, tells its owner (once).
+    pub(crate) fn settle(self: &Arc<Self>) {
+        self.wake_all();
+        let report = {
+            let mut st = self.lock();
+            let report = st.ending.is_some() && !st.end_reported;
+            st.end_reported |= report;
+            report
+        };
+        if report && let Some(owner) = self.owner.get().and_then(Weak::upgrade) {
+            owner.session_ended(self);
+        }
+    }
+
+    /// Ends a session that nothing will carry any more (its client or server was dropped).
+    pub(crate) fn abandon(self: &Arc<Self>, reason: EndReason) {
+        self.lock().end_here(reason);
+        self.settle();
+    }
+}
+
+/// A server's budget for queued message bytes across all its sessions.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub(crate) used: AtomicU64,
+    pub(crate) limit: u64,
+    /// Wakes senders waiting for budget when any session frees some.
+    pub(crate) freed: Notify,
+}
