@@ -13,7 +13,12 @@
 //!   handler may or may not have run;
 //! - a request or message to a route nobody handles gets an error reply (never a silent drop);
 //! - a handler's error comes back as [`RequestError::Handler`];
-//! - one-way messages are handled in order, one at a time; requests run concurrently.
+//! - one-way messages are handled in order, one at a time; requests run concurrently, at
+//!   most [`Router::max_in_flight`] handlers at once per session (default
+//!   [`DEFAULT_MAX_IN_FLIGHT`]). At the limit the next message is left in the session
+//!   unacknowledged, so the requester's `send` ends up waiting (backpressure) instead of this
+//!   side piling up tasks;
+//! - handlers still running when the [`Rpc`] is dropped are cancelled with it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -44,10 +49,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::error::SendError;
+use crate::error::{RecvError, SendError};
 use crate::peer::Peer;
 
 /// Envelope kinds on the wire.
@@ -58,6 +63,10 @@ const ERROR_REPLY: u8 = 3;
 
 /// Error text of a reply to a route nobody handles.
 pub const UNKNOWN_ROUTE: &str = "unknown route";
+
+/// Handlers an [`Rpc`] runs at once on its session unless [`Router::max_in_flight`] says
+/// otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -143,16 +152,27 @@ type Handler = Arc<
         + Sync,
 >;
 
-/// Route names mapped to async handlers.
-#[derive(Clone, Default)]
+/// Route names mapped to async handlers, and how many handlers may run at once.
+#[derive(Clone)]
 pub struct Router {
     routes: HashMap<String, Handler>,
+    max_in_flight: usize,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            routes: HashMap::new(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
 }
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -186,6 +206,37 @@ impl Router {
         self.routes.insert(name.to_owned(), h);
         self
     }
+
+    /// How many handlers an [`Rpc`] built from this router runs at once on its session:
+    /// requests and one-way messages together (the one-way ones one at a time among
+    /// themselves). Default [`DEFAULT_MAX_IN_FLIGHT`] (64); 0 counts as 1. Each `Rpc` has its
+    /// own slots, so a router shared by many sessions allows this many per session.
+    ///
+    /// The `Rpc` takes the next message from the session only once a slot is free, and taking
+    /// a message is what acknowledges it. So while every slot is busy, further requests stay
+    /// unacknowledged in the session's receive window; once that is full they wait in the
+    /// requester's outbox, and once that is full the requester's `send` (and so
+    /// [`Rpc::request`]) waits. The load is pushed back to the requester instead of piling up
+    /// tasks here; a requester that gives up meanwhile gets [`RequestError::Timeout`] and its
+    /// request may still run later.
+    ///
+    /// Replies to this side's own requests come in through the same session, behind the
+    /// requests waiting for a slot. A handler that makes a request to its own peer and waits
+    /// for the reply holds its slot meanwhile: if every slot does so, those replies cannot be
+    /// read and the requests run into their deadlines. Keep such call-backs below the limit.
+    ///
+    /// ```
+    /// use steadfast::rpc::Router;
+    ///
+    /// let router = Router::new()
+    ///     .route("echo", |_ctx, s: String| async move { Ok::<_, String>(s) })
+    ///     .max_in_flight(8);
+    /// # let _ = router;
+    /// ```
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, RequestError>>>>>;
@@ -208,6 +259,9 @@ impl Drop for Rpc {
 impl Rpc {
     /// Takes over `peer`'s receiving side: incoming requests and messages go to `router`,
     /// replies to the requests made here. (Do not `recv` on the peer elsewhere meanwhile.)
+    ///
+    /// At most [`Router::max_in_flight`] handlers run at once; dropping the `Rpc` cancels the
+    /// reader and every handler still running.
     pub fn new(peer: Peer, router: Router) -> Rpc {
         let pending: Pending = Arc::default();
         let reader = tokio::spawn(read(peer.clone(), Arc::new(router), pending.clone()));
@@ -300,7 +354,26 @@ async fn send_envelope(
 }
 
 async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
-    while let Ok(m) = peer.recv().await {
+    let slots = Arc::new(Semaphore::new(router.max_in_flight));
+    // Owned by the reader, so aborting the reader (dropping the Rpc) aborts every handler.
+    let mut handlers = JoinSet::new();
+    loop {
+        // A slot first, then a message: taking a message acknowledges it, so a request is
+        // acknowledged only once a handler slot has taken it. Until then it stays in the
+        // session and the sender's window and outbox fill up (backpressure).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break; // never closed
+        };
+        reap(&mut handlers);
+        let m = match peer.recv().await {
+            Ok(m) => m,
+            Err(RecvError::Transform { seq, error }) => {
+                // Taken and acknowledged by the session; its envelope is unreadable.
+                tracing::debug!(%seq, %error, "message did not decode; dropped");
+                continue;
+            }
+            Err(_) => break,
+        };
         let Ok(env) = rmp_serde::from_slice::<Envelope>(&m.body) else {
             tracing::debug!(seq = %m.seq, "not an rpc envelope; dropped");
             let _ = send_envelope(&peer, ERROR_REPLY, "", 0, b"not an rpc envelope".to_vec()).await;
@@ -351,13 +424,15 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
                         }
                         _ => {}
                     }
+                    // The slot is free once the reply is queued (or the handler is cancelled).
+                    drop(slot);
                 };
                 if kind == MESSAGE {
-                    // One-way messages are handled in order, one after the other.
+                    // One-way messages are handled in order, one after the other, in a slot.
                     job.await;
                 } else {
                     // Requests run concurrently; replies find their request by id.
-                    tokio::spawn(job);
+                    handlers.spawn(job);
                 }
             }
             other => tracing::debug!(kind = other, "unknown envelope kind; dropped"),
@@ -365,4 +440,24 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
     }
     // The session is over: every pending request's outcome is unknown.
     lock(&pending).clear();
+    // Handlers still running finish (their replies can no longer be sent) unless the Rpc is
+    // dropped, which aborts this task and with it the set.
+    while let Some(done) = handlers.join_next().await {
+        report(done);
+    }
+}
+
+/// Collects the handlers that have finished, so the set holds only running ones.
+fn reap(handlers: &mut JoinSet<()>) {
+    while let Some(done) = handlers.try_join_next() {
+        report(done);
+    }
+}
+
+fn report(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::warn!("an rpc handler panicked");
+        }
+    }
 }

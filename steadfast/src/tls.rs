@@ -4,6 +4,11 @@
 //! A steadfast session resumes over TLS exactly as over TCP: the TLS connection is per TCP
 //! connection; the session and its resume token live above it.
 //!
+//! For anything the constructors here do not cover (other key types or providers, client
+//! certificate revocation, session tickets, …) build a rustls configuration yourself and pass
+//! it to [`TlsServer::from_config`] or [`TlsClient::from_config`]; [`rustls`] is re-exported so
+//! the version matches.
+//!
 //! ```no_run
 //! use steadfast::tls::{TlsClient, TlsServer};
 //! use steadfast::{ClientConfig, ServerConfig};
@@ -17,10 +22,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
+
+/// The rustls this crate is built with: configurations given to [`TlsServer::from_config`] and
+/// [`TlsClient::from_config`] must come from this version.
+pub use rustls;
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +56,30 @@ pub enum TlsError {
     /// The server name is neither a DNS name nor an IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// A configuration steadfast cannot use as given (no TLS 1.3 cipher suite, or an operation
+    /// that would rebuild a configuration the caller built).
+    #[error("unsupported TLS configuration: {0}")]
+    Unsupported(String),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// steadfast speaks TLS 1.3 only. rustls does not let a configuration's enabled protocol
+/// versions be read back, so what can be checked is checked: TLS 1.3 needs a TLS 1.3 cipher
+/// suite in the provider.
+fn require_tls13(provider: &CryptoProvider) -> Result<(), TlsError> {
+    if provider
+        .cipher_suites
+        .iter()
+        .any(|cs| cs.version().version == ProtocolVersion::TLSv1_3)
+    {
+        return Ok(());
+    }
+    Err(TlsError::Unsupported(
+        "the crypto provider has no TLS 1.3 cipher suite; steadfast requires TLS 1.3".into(),
+    ))
 }
 
 fn read(path: impl AsRef<Path>) -> Result<Vec<u8>, TlsError> {
@@ -126,6 +156,46 @@ impl TlsServer {
         })
     }
 
+    /// Uses the caller's own rustls configuration as it is: certificate resolver, client
+    /// certificate verifier (mutual TLS: the verified certificate shows in
+    /// [`Peer::certificate`](crate::Peer::certificate)), provider, session storage.
+    ///
+    /// steadfast requires TLS 1.3. Build the configuration for TLS 1.3 only, with
+    /// `builder_with_protocol_versions(&[&rustls::version::TLS13])` (or
+    /// `.with_protocol_versions(..)`), as the other constructors here do. A configuration whose
+    /// crypto provider has no TLS 1.3 cipher suite is refused. rustls does not let the enabled
+    /// versions be read back, so one that also enables TLS 1.2 cannot be refused: it is used as
+    /// given and would accept a client offering only TLS 1.2. (TLS 1.2 exists only when
+    /// rustls's `tls12` feature is enabled somewhere in the build; steadfast does not enable
+    /// it.) ALPN is not used by steadfast; whatever the configuration sets is left alone.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use steadfast::tls::rustls::pki_types::pem::PemObject;
+    /// use steadfast::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    /// use steadfast::tls::{rustls, TlsServer};
+    /// use steadfast::ServerConfig;
+    ///
+    /// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let chain = CertificateDer::pem_file_iter("server.pem")?.collect::<Result<Vec<_>, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("server.key")?;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ServerConfig::builder_with_provider(provider)
+    ///     .with_protocol_versions(&[&rustls::version::TLS13])?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(chain, key)?;
+    /// let server = ServerConfig::default().tls(TlsServer::from_config(Arc::new(config))?);
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TlsError::Unsupported`] if the configuration's provider has no TLS 1.3 cipher suite.
+    pub fn from_config(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+        require_tls13(config.crypto_provider())?;
+        Ok(TlsServer { config })
+    }
+
     /// Requires client certificates signed by the CA in this PEM file (mutual TLS).
     ///
     /// # Errors
@@ -144,7 +214,8 @@ impl TlsServer {
 /// address it connects to; DNS names and IP addresses both work).
 #[derive(Clone, Debug)]
 pub struct TlsClient {
-    roots: Arc<RootCertStore>,
+    /// `None` for a configuration the caller built ([`TlsClient::from_config`]).
+    roots: Option<Arc<RootCertStore>>,
     identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
     pub(crate) server_name: Option<String>,
     pub(crate) config: Arc<ClientConfig>,
@@ -187,7 +258,59 @@ impl TlsClient {
         let roots = Arc::new(store);
         let config = build_client(&roots, None)?;
         Ok(TlsClient {
-            roots,
+            roots: Some(roots),
+            identity: None,
+            server_name: None,
+            config,
+        })
+    }
+
+    /// Uses the caller's own rustls configuration as it is: trust (roots or a custom
+    /// verifier), client certificate for mutual TLS, provider, resumption.
+    ///
+    /// The name checked against the server's certificate is chosen as for the other
+    /// constructors: the host part of the address connected to, or the one given to
+    /// [`server_name`](Self::server_name), which works on a client built here too.
+    /// [`client_certificate`](Self::client_certificate) does not (it would rebuild the
+    /// configuration): put the client certificate into the configuration instead.
+    ///
+    /// steadfast requires TLS 1.3. Build the configuration for TLS 1.3 only, with
+    /// `builder_with_protocol_versions(&[&rustls::version::TLS13])` (or
+    /// `.with_protocol_versions(..)`). A configuration whose crypto provider has no TLS 1.3
+    /// cipher suite is refused. rustls does not let the enabled versions be read back, so one
+    /// that also enables TLS 1.2 cannot be refused: it is used as given and would settle for
+    /// TLS 1.2 with a server offering nothing newer. (TLS 1.2 exists only when rustls's
+    /// `tls12` feature is enabled somewhere in the build; steadfast does not enable it.)
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use steadfast::tls::rustls::pki_types::pem::PemObject;
+    /// use steadfast::tls::rustls::pki_types::CertificateDer;
+    /// use steadfast::tls::{rustls, TlsClient};
+    /// use steadfast::ClientConfig;
+    ///
+    /// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// for ca in CertificateDer::pem_file_iter("ca.pem")? {
+    ///     roots.add(ca?)?;
+    /// }
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_protocol_versions(&[&rustls::version::TLS13])?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let tls = TlsClient::from_config(Arc::new(config))?.server_name("steadfast.example")?;
+    /// let client = ClientConfig::default().tls(tls);
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TlsError::Unsupported`] if the configuration's provider has no TLS 1.3 cipher suite.
+    pub fn from_config(config: Arc<ClientConfig>) -> Result<Self, TlsError> {
+        require_tls13(config.crypto_provider())?;
+        Ok(TlsClient {
+            roots: None,
             identity: None,
             server_name: None,
             config,
@@ -197,10 +320,18 @@ impl TlsClient {
     /// Presents this certificate chain and key to servers that ask (mutual TLS).
     ///
     /// # Errors
-    /// [`TlsError`] if the PEM data is unusable.
+    /// [`TlsError`] if the PEM data is unusable; [`TlsError::Unsupported`] on a client built
+    /// with [`from_config`](Self::from_config) (put the certificate into that configuration).
     pub fn client_certificate(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let Some(roots) = &self.roots else {
+            return Err(TlsError::Unsupported(
+                "client_certificate on a client built from a rustls configuration: \
+                 give the certificate in that configuration"
+                    .into(),
+            ));
+        };
         let identity = (certs(cert_pem)?, Arc::new(key(key_pem)?));
-        self.config = build_client(&self.roots, Some(&identity))?;
+        self.config = build_client(roots, Some(&identity))?;
         self.identity = Some(identity);
         Ok(self)
     }

@@ -3,10 +3,12 @@
 #![cfg(feature = "serde")]
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use steadfast::chaos::{Chaos, ChaosConfig};
-use steadfast::proto::Config;
+use steadfast::proto::{Config, Window};
 use steadfast::rpc::{RequestError, Router, Rpc, UNKNOWN_ROUTE};
 use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig, ServerEvent};
 
@@ -145,4 +147,197 @@ async fn requests_survive_cuts_and_fail_as_unknown_when_the_session_is_lost() {
         Err(RequestError::OutcomeUnknown) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// Counts the handlers running now and the most ever running at once; counts down on drop, so
+/// a cancelled handler counts as finished.
+struct Running {
+    now: Arc<AtomicUsize>,
+}
+
+impl Running {
+    fn enter(now: &Arc<AtomicUsize>, high: &AtomicUsize) -> Running {
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        high.fetch_max(n, Ordering::SeqCst);
+        Running { now: now.clone() }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Handlers that wait at a gate the test opens; `started` gets a permit per handler started.
+#[derive(Clone)]
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    started: Arc<tokio::sync::Semaphore>,
+    running: Arc<AtomicUsize>,
+    high: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Gated {
+    fn new() -> Gated {
+        Gated {
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            started: Arc::new(tokio::sync::Semaphore::new(0)),
+            running: Arc::default(),
+            high: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn router(&self, limit: usize) -> Router {
+        let g = self.clone();
+        Router::new()
+            .route("gated", move |_ctx, i: u64| {
+                let g = g.clone();
+                async move {
+                    g.calls.fetch_add(1, Ordering::SeqCst);
+                    let _running = Running::enter(&g.running, &g.high);
+                    g.started.add_permits(1);
+                    // Each handler passes the gate with one permit and gives it back.
+                    let _pass = g.gate.acquire().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(i)
+                }
+            })
+            .max_in_flight(limit)
+    }
+}
+
+/// Waits (polling, bounded) until `cond` holds; panics with `what` otherwise.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < give_up, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_are_bounded_and_requests_beyond_the_bound_stay_unacknowledged() {
+    const LIMIT: usize = 8;
+    const REQUESTS: u64 = 1_000;
+    const WINDOW: u32 = 32;
+    const OUTBOX: usize = 64;
+    // A small receive window on the server and a small outbox on the client, so the whole
+    // chain of backpressure shows: slots, then window, then outbox, then `send` waits.
+    let mut server = Server::bind(
+        ["127.0.0.1:0"],
+        ServerConfig::default().protocol(Config::default().window(Window {
+            messages: WINDOW,
+            bytes: 1 << 20,
+        })),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    let (client, peer) = pair(
+        &mut server,
+        addr,
+        ClientConfig::default().protocol(Config::default().outbox(OUTBOX, 32 << 20)),
+    )
+    .await;
+    let gated = Gated::new();
+    let _server_rpc = Rpc::new(peer.clone(), gated.router(LIMIT));
+    let rpc = Arc::new(Rpc::new(client.peer().clone(), Router::new()));
+
+    let mut tasks = Vec::new();
+    for i in 0..REQUESTS {
+        let rpc = rpc.clone();
+        tasks.push(tokio::spawn(async move {
+            let r: u64 = rpc
+                .request("gated", &i, Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(r, i, "each request gets its own reply");
+        }));
+    }
+
+    // The gate is shut: LIMIT handlers start, the rest of the requests are held back.
+    let started = gated.started.acquire_many(LIMIT as u32).await.unwrap();
+    started.forget();
+    let server_peer = peer.clone();
+    eventually(
+        "the server's receive window full of unread requests",
+        || server_peer.stats().waiting == WINDOW as usize,
+    )
+    .await;
+    let client_peer = client.peer().clone();
+    eventually("the client's outbox full", || {
+        client_peer.stats().in_flight == OUTBOX
+    })
+    .await;
+    let c = client.peer().stats();
+    println!(
+        "gate shut: client {c:?}, server waiting {}",
+        peer.stats().waiting
+    );
+    assert_eq!(
+        gated.high.load(Ordering::SeqCst),
+        LIMIT,
+        "at most LIMIT handlers ran"
+    );
+    assert_eq!(gated.running.load(Ordering::SeqCst), LIMIT);
+    assert!(
+        c.acknowledged <= LIMIT as u64,
+        "only the requests a handler took are acknowledged: {c:?}"
+    );
+    assert!(
+        c.queued <= (LIMIT + OUTBOX) as u64,
+        "the other requests wait in `send`: {c:?}"
+    );
+
+    // Open the gate: every request runs once and gets its reply.
+    gated.gate.add_permits(REQUESTS as usize);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(gated.calls.load(Ordering::SeqCst), REQUESTS as usize);
+    assert_eq!(
+        gated.high.load(Ordering::SeqCst),
+        LIMIT,
+        "never more than LIMIT at once"
+    );
+    let c = client.peer().stats();
+    assert_eq!(c.queued, REQUESTS);
+    client.peer().flush().await.unwrap();
+    assert_eq!(client.peer().stats().acknowledged, REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_rpc_cancels_its_handlers() {
+    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    let (client, peer) = pair(&mut server, addr, ClientConfig::default()).await;
+    let gated = Gated::new();
+    let server_rpc = Rpc::new(peer, gated.router(4));
+    let rpc = Arc::new(Rpc::new(client.peer().clone(), Router::new()));
+    for i in 0..10u64 {
+        let rpc = rpc.clone();
+        tokio::spawn(async move {
+            let _ = rpc
+                .request::<_, u64>("gated", &i, Duration::from_secs(60))
+                .await;
+        });
+    }
+    gated.started.acquire_many(4).await.unwrap().forget();
+    assert_eq!(gated.running.load(Ordering::SeqCst), 4);
+    drop(server_rpc);
+    // The gate never opens: only cancellation ends the handlers.
+    let running = gated.running.clone();
+    eventually("the handlers cancelled", || {
+        running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(
+        gated.calls.load(Ordering::SeqCst),
+        4,
+        "no handler started after the drop"
+    );
 }

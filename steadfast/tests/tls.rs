@@ -306,3 +306,97 @@ async fn openssl_tls13_works_and_tls12_is_refused() {
     assert!(!out.contains("Protocol version: TLSv1.2"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn configs_built_with_rustls_carry_a_session() {
+    use std::sync::Arc;
+
+    use steadfast::tls::rustls;
+    use steadfast::tls::rustls::pki_types::pem::PemObject;
+    use steadfast::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let c = certs();
+    let provider = || Arc::new(rustls::crypto::ring::default_provider());
+    let pem_certs = |pem: &str| {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in pem_certs(&c.ca_pem) {
+        roots.add(ca).unwrap();
+    }
+    let roots = Arc::new(roots);
+
+    // The server: TLS 1.3 only, client certificates required (mutual TLS).
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            pem_certs(&c.server_cert_pem),
+            PrivateKeyDer::from_pem_slice(c.server_key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let mut server = Server::bind(
+        ["127.0.0.1:0"],
+        ServerConfig::default().tls(TlsServer::from_config(Arc::new(server_config)).unwrap()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+
+    // The client: the same CA, its certificate in the config.
+    let client_config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            pem_certs(&c.client_cert_pem),
+            PrivateKeyDer::from_pem_slice(c.client_key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let client_config = Arc::new(client_config);
+    let tls = TlsClient::from_config(client_config.clone()).unwrap();
+    assert!(
+        matches!(
+            tls.clone()
+                .client_certificate(c.client_cert_pem.as_bytes(), c.client_key_pem.as_bytes()),
+            Err(steadfast::tls::TlsError::Unsupported(_))
+        ),
+        "a caller's config is never rebuilt behind its back"
+    );
+    // Verified against the IP address of the address connected to.
+    let client = Client::connect(&addr, ClientConfig::default().tls(tls))
+        .await
+        .unwrap();
+    let peer = next_connected(&mut server).await;
+    assert_eq!(
+        peer.certificate().expect("no client certificate visible"),
+        rustls_pem_der(&c.client_cert_pem)
+    );
+    let receipt = client.send(&b"over a caller's config"[..]).await.unwrap();
+    let m = peer.recv().await.unwrap();
+    assert_eq!(&m.body[..], b"over a caller's config");
+    tokio::time::timeout(Duration::from_secs(10), receipt)
+        .await
+        .expect("receipt never resolved")
+        .unwrap();
+
+    // The name can be given instead, as for the other constructors.
+    let named = TlsClient::from_config(client_config)
+        .unwrap()
+        .server_name("localhost")
+        .unwrap();
+    let client = Client::connect(&addr, ClientConfig::default().tls(named))
+        .await
+        .unwrap();
+    let peer = next_connected(&mut server).await;
+    let receipt = client.send(&b"by name"[..]).await.unwrap();
+    assert_eq!(&peer.recv().await.unwrap().body[..], b"by name");
+    receipt.await.unwrap();
+}
