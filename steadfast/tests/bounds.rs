@@ -5,7 +5,9 @@
 //! the peak resident memory of the process during the attack must stay within the RSS before
 //! it + the 128 MiB budget + 64 MiB. Each attack watches the RSS while it runs and stops by
 //! itself as soon as the bound is passed (the test then fails with the figure), and each is
-//! bounded in time. Where a witness runs (a normal client sending 100,000 small messages),
+//! bounded in time. Each test runs its attack in a fresh process of this binary (so that memory
+//! an earlier test freed, and the allocator kept, cannot hide growth) and one at a time (a
+//! static mutex: RSS is per process, and the witness's rate needs the CPU). Where a witness runs (a normal client sending 100,000 small messages),
 //! it must complete, exactly once and in order; its rate during the attack is printed next to
 //! its rate in a clean run of the same test (printed, never asserted).
 
@@ -22,7 +24,7 @@ use steadfast::proto::frame::Data;
 use steadfast::proto::{Config, Frame, Seq};
 use steadfast::{Client, ClientConfig};
 use support::{
-    App, Meter, RawConn, Witness, WitnessRun, bomb, flag, mib, raised, repeated, serial,
+    App, Meter, RawConn, Witness, WitnessRun, bomb, flag, isolated, mib, raised, repeated, serial,
     write_once, write_until,
 };
 use tokio::io::AsyncReadExt;
@@ -32,6 +34,8 @@ use tokio::net::TcpListener;
 const FLOOD: Duration = Duration::from_secs(5);
 /// Bombs sent by the plain bomb attack.
 const BOMBS: u64 = 128;
+/// How long bombs fall before the witness starts, at most.
+const BOMBS_FIRST: Duration = Duration::from_secs(3);
 /// Connections holding a partial message.
 const PARTIALS: usize = 72;
 /// Body bytes per chunk of a partial message (a DATA frame under the 64 KiB `max_frame`).
@@ -66,6 +70,9 @@ fn rates(clean: &WitnessRun, attacked: &WitnessRun) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pong_flood_against_the_server_stays_within_the_bound() {
     let _serial = serial().await;
+    if !isolated("pong_flood_against_the_server_stays_within_the_bound") {
+        return;
+    }
     let abort = flag();
     let app = App::start(&abort).await;
     let raw = RawConn::connect(&app.addr, Config::default(), "ping-flooder").await;
@@ -100,6 +107,9 @@ async fn pong_flood_against_the_server_stays_within_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pong_flood_against_a_client_stays_within_the_bound() {
     let _serial = serial().await;
+    if !isolated("pong_flood_against_a_client_stays_within_the_bound") {
+        return;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (client, raw) = tokio::join!(
@@ -140,6 +150,9 @@ async fn pong_flood_against_a_client_stays_within_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decompression_bombs_stay_within_the_bound() {
     let _serial = serial().await;
+    if !isolated("decompression_bombs_stay_within_the_bound") {
+        return;
+    }
     let (body, inflated) = bomb();
     let abort = flag();
     let app = App::start(&abort).await;
@@ -210,10 +223,16 @@ async fn bomb_until(raw: &mut RawConn, body: &Bytes, stop: impl Fn() -> bool) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decompression_bombs_leave_the_witness_alone() {
     let _serial = serial().await;
+    if !isolated("decompression_bombs_leave_the_witness_alone") {
+        return;
+    }
     let (body, _) = bomb();
     let abort = flag();
     let mut app = App::start(&abort).await;
-    let clean = Witness::connect(&mut app, "witness-clean").await.run().await;
+    let clean = Witness::connect(&mut app, "witness-clean")
+        .await
+        .run()
+        .await;
     clean.assert_complete("clean run");
     let witness = Witness::connect(&mut app, "witness-attack").await;
     let mut raw =
@@ -221,15 +240,22 @@ async fn decompression_bombs_leave_the_witness_alone() {
     settle().await;
     let meter = Meter::start(&abort);
     let done = flag();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(20);
+    let drained = app.drained.clone();
     let (attacked, (queued, closed)) = tokio::join!(
         async {
+            // The witness starts once the bombs are being decoded (or at most 3 s in).
+            while drained.messages() < 64 && !raised(&abort) && start.elapsed() < BOMBS_FIRST {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let r = witness.run().await;
             done.store(true, Ordering::Relaxed);
             r
         },
+        // The bombs go on until the witness is done, for at least 2 s.
         bomb_until(&mut raw, &body, || raised(&abort)
-            || raised(&done)
+            || (raised(&done) && start.elapsed() >= Duration::from_secs(2))
             || Instant::now() >= deadline)
     );
     let m = meter.finish();
@@ -266,14 +292,21 @@ struct Partial {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_messages_on_many_connections_stay_within_the_bound() {
     let _serial = serial().await;
+    if !isolated("partial_messages_on_many_connections_stay_within_the_bound") {
+        return;
+    }
     let abort = flag();
     let mut app = App::start(&abort).await;
-    let clean = Witness::connect(&mut app, "witness-clean").await.run().await;
+    let clean = Witness::connect(&mut app, "witness-clean")
+        .await
+        .run()
+        .await;
     clean.assert_complete("clean run");
     let witness = Witness::connect(&mut app, "witness-attack").await;
     let mut attackers = Vec::new();
     for i in 0..PARTIALS {
-        attackers.push(RawConn::connect(&app.addr, Config::default(), &format!("partial-{i}")).await);
+        attackers
+            .push(RawConn::connect(&app.addr, Config::default(), &format!("partial-{i}")).await);
     }
     let mut chunk = Vec::new();
     Frame::Data(Data {
@@ -319,11 +352,11 @@ async fn partial_messages_on_many_connections_stay_within_the_bound() {
             // Hold the partial message: PINGs keep the connection alive, the last chunk never
             // comes. At least 1 s, until the witness is done.
             let held = Instant::now();
-            while !p.failed
-                && !stop()
-                && Instant::now() < deadline
-                && !(raised(&witness_done) && held.elapsed() >= Duration::from_secs(1))
-            {
+            let over = || {
+                let witnessed = raised(&witness_done) && held.elapsed() >= Duration::from_secs(1);
+                stop() || Instant::now() >= deadline || witnessed
+            };
+            while !p.failed && !over() {
                 if write_once(&mut wr, &ping, deadline, stop).await.is_none() {
                     p.failed = true;
                 }

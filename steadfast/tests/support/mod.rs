@@ -47,6 +47,61 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+/// Set in the process that runs one test on its own.
+const CHILD: &str = "STEADFAST_BOUNDS_CHILD";
+
+/// Runs the test `name` in a fresh process of this test binary and returns false, or returns
+/// true when called in that process (the caller then runs the attack). A fresh process
+/// measures each attack from a clean heap: memory an earlier test freed and the allocator
+/// kept resident would otherwise absorb an attack's growth unseen. The child's output is
+/// printed; its failure is this test's failure, with the same message.
+pub fn isolated(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("cannot run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The child's own output, without its test harness's framing.
+    let framing = |l: &&str| {
+        l.trim().is_empty()
+            || l.starts_with("running ")
+            || l.starts_with("test result:")
+            || l.starts_with("failures:")
+            || l.starts_with("note: run with")
+            || l.trim() == name
+    };
+    for l in stdout.lines().filter(|l| !framing(l)) {
+        println!(
+            "{}",
+            l.strip_prefix(&format!("test {name} ... ")).unwrap_or(l)
+        );
+    }
+    for l in stderr.lines().filter(|l| !framing(l)) {
+        eprintln!("{l}");
+    }
+    assert!(
+        stdout.contains("running 1 test"),
+        "the child process did not run {name}"
+    );
+    if !out.status.success() {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let why = lines
+            .iter()
+            .position(|l| l.contains("panicked at"))
+            .and_then(|i| lines.get(i + 1))
+            .copied()
+            .unwrap_or("see its output above");
+        panic!("{why}");
+    }
+    false
+}
+
 /// A flag that stops an attack.
 pub type Flag = Arc<AtomicBool>;
 
@@ -632,12 +687,12 @@ impl Witness {
         }
         if failure.is_none() {
             // Every receipt resolves, and nothing arrives twice.
-            failure = match tokio::time::timeout(Duration::from_secs(5), client.peer().flush()).await
-            {
-                Err(_) => Some("flush never finished".into()),
-                Ok(Err(e)) => Some(format!("flush: {e}")),
-                Ok(Ok(())) => None,
-            };
+            failure =
+                match tokio::time::timeout(Duration::from_secs(5), client.peer().flush()).await {
+                    Err(_) => Some("flush never finished".into()),
+                    Ok(Err(e)) => Some(format!("flush: {e}")),
+                    Ok(Ok(())) => None,
+                };
         }
         if failure.is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
