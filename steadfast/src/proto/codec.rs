@@ -5,7 +5,7 @@
 //! is `Ok(None)`, never an error. Memory held is at most one header plus one maximum frame,
 //! plus whatever the caller fed in one call.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{Frame, FrameError, HEADER_LEN};
 
@@ -94,7 +94,12 @@ impl Decoder {
                     if self.buf.len() < len {
                         return Ok(None);
                     }
-                    let payload = self.buf.split_to(len).freeze();
+                    // The payload gets an allocation of its own: a small message kept in an
+                    // inbox must not pin the whole read buffer it arrived in (a peer could
+                    // otherwise hold 64 KiB of memory per byte of window), and the buffer
+                    // stays unshared, so it is reused instead of reallocated.
+                    let payload = Bytes::copy_from_slice(&self.buf[..len]);
+                    self.buf.advance(len);
                     self.state = State::Head;
                     return Frame::parse(kind, flags, payload).map(Some);
                 }

@@ -697,11 +697,10 @@ impl Connection {
         self.decoder.shrink();
     }
 
-    /// Body bytes of the message being reassembled from chunks (0 when none is).
+    /// Bytes the buffer of the message being reassembled from chunks takes (its capacity,
+    /// which grows ahead of its length; 0 when no message is being reassembled).
     pub fn reassembly_bytes(&self) -> u64 {
-        self.partial
-            .as_ref()
-            .map_or(0, |p| if p.duplicate { 0 } else { p.buf.len() as u64 })
+        self.partial.as_ref().map_or(0, |p| p.buf.capacity() as u64)
     }
 
     /// Sets the most body bytes the inbox and the message being reassembled may hold together
@@ -1080,6 +1079,21 @@ impl Connection {
                     return;
                 }
                 if !p.duplicate {
+                    // The buffer grows ahead of its length (doubling): what it would take after
+                    // this chunk is checked against the allowance before it grows.
+                    let len = p.buf.len();
+                    let after = if p.buf.capacity() - len >= d.body.len() {
+                        p.buf.capacity()
+                    } else {
+                        (len + d.body.len()).max(2 * p.buf.capacity())
+                    };
+                    if self
+                        .allowance
+                        .is_some_and(|a| session.inbox_bytes + after as u64 > a)
+                    {
+                        self.over_allowance();
+                        return;
+                    }
                     p.buf.extend_from_slice(&d.body);
                     if p.buf.len() > max_message {
                         self.violation(
@@ -1092,13 +1106,6 @@ impl Connection {
                         && session.inbox_bytes + p.buf.len() as u64 > u64::from(window.bytes)
                     {
                         self.violation(CloseCode::FlowControl, "byte window exceeded".into());
-                        return;
-                    }
-                    if self
-                        .allowance
-                        .is_some_and(|a| session.inbox_bytes + p.buf.len() as u64 > a)
-                    {
-                        self.over_allowance();
                         return;
                     }
                 }
