@@ -8,7 +8,7 @@ use steadfast::store::{DurableStore, SessionStore, StoreRole};
 use steadfast::tls::TlsServer;
 use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
@@ -51,7 +51,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     for addr in server.local_addrs() {
         eprintln!("listening on {addr}");
     }
-    let mut out = BufWriter::new(tokio::io::stdout());
+    let out = Arc::new(Mutex::new(BufWriter::new(tokio::io::stdout())));
     let (cmd_tx, mut commands) = mpsc::channel::<String>(16);
     if a.console {
         eprintln!("console ready: /help for commands");
@@ -59,35 +59,97 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     } else {
         drop(cmd_tx);
     }
+    // Lifecycle events go to stderr from a task of their own; every peer is served by a task
+    // of its own, so that no peer (a slow reader, a large decode) holds up another, and the
+    // signal below is always heard.
+    let log = tokio::spawn(log_events(server.clone()));
+    let opts = Arc::new(PeerOptions {
+        format: a.format,
+        echo: a.echo,
+    });
+    let mut peers = tokio::task::JoinSet::new();
+    let (failed_tx, mut failed) = mpsc::channel::<std::io::Error>(1);
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => break,
-            ev = server.next_event() => {
-                let Some(ev) = ev else { break };
-                if let Err(e) = on_event(&server, ev, &mut out, &a).await {
-                    eprintln!("error: writing to stdout: {e}");
-                    break;
-                }
+            peer = server.accept() => {
+                let Some(peer) = peer else { break };
+                eprintln!("connected: {}", describe(&peer));
+                let (server, out, opts, failed) =
+                    (server.clone(), out.clone(), opts.clone(), failed_tx.clone());
+                peers.spawn(async move {
+                    if let Err(e) = serve_peer(&server, &peer, &out, &opts).await {
+                        let _ = failed.try_send(e);
+                    }
+                });
+            }
+            Some(e) = failed.recv() => {
+                eprintln!("error: writing to stdout: {e}");
+                break;
             }
             Some(line) = commands.recv() => {
                 if !console(&server, line.trim()).await {
                     break;
                 }
             }
+            // Reap finished peer tasks so the set does not grow with churn.
+            Some(_) = peers.join_next(), if !peers.is_empty() => {}
         }
     }
     eprintln!("shutting down");
-    let _ = out.flush().await;
     // Stop accepting, give outboxes a moment to drain, end every session; within 5 s.
     let _ = tokio::time::timeout(
         Duration::from_secs(4),
         server.shutdown(Duration::from_secs(2)),
     )
     .await;
-    let _ = out.flush().await;
+    // Sessions are over: the peer tasks finish writing what they took.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while peers.join_next().await.is_some() {}
+    })
+    .await;
+    peers.abort_all();
+    let _ = tokio::time::timeout(Duration::from_millis(500), log).await;
+    let _ = out.lock().await.flush().await;
     ExitCode::SUCCESS
+}
+
+/// How each peer is served.
+struct PeerOptions {
+    format: Format,
+    echo: bool,
+}
+
+/// Logs every lifecycle event on stderr (new sessions are logged by the accept loop).
+async fn log_events(server: Server) {
+    while let Some(ev) = server.next_event().await {
+        match ev {
+            ServerEvent::Resumed { peer } => eprintln!("resumed: {}", describe(&peer)),
+            ServerEvent::Disconnected { peer, error } => {
+                eprintln!("disconnected: {} ({error}); lingering", describe(&peer));
+            }
+            ServerEvent::Expired {
+                peer,
+                unacknowledged,
+            } => eprintln!(
+                "expired: {} ({} messages to it never acknowledged)",
+                describe(&peer),
+                unacknowledged.len()
+            ),
+            ServerEvent::Ended {
+                peer,
+                reason,
+                unacknowledged,
+            } => eprintln!(
+                "ended: {} ({reason}; {} messages to it never acknowledged)",
+                describe(&peer),
+                unacknowledged.len()
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// The server configuration with the command line's TLS and token options applied.
@@ -119,41 +181,6 @@ async fn read_lines(tx: mpsc::Sender<String>) {
     let _ = tx.send("/quit".into()).await;
 }
 
-async fn on_event(
-    _server: &Server,
-    ev: ServerEvent,
-    out: &mut BufWriter<Stdout>,
-    a: &ServeArgs,
-) -> std::io::Result<()> {
-    match ev {
-        ServerEvent::Connected { peer } => eprintln!("connected: {}", describe(&peer)),
-        ServerEvent::Resumed { peer } => eprintln!("resumed: {}", describe(&peer)),
-        ServerEvent::Disconnected { peer, error } => {
-            eprintln!("disconnected: {} ({error}); lingering", describe(&peer));
-        }
-        ServerEvent::Expired {
-            peer,
-            unacknowledged,
-        } => eprintln!(
-            "expired: {} ({} messages to it never acknowledged)",
-            describe(&peer),
-            unacknowledged.len()
-        ),
-        ServerEvent::Ended {
-            peer,
-            reason,
-            unacknowledged,
-        } => eprintln!(
-            "ended: {} ({reason}; {} messages to it never acknowledged)",
-            describe(&peer),
-            unacknowledged.len()
-        ),
-        ServerEvent::MessagesWaiting { peer } => drain(&peer, out, a).await?,
-        _ => {}
-    }
-    Ok(())
-}
-
 /// Opens a state directory and reads it once, so that damage is one clear error line before
 /// anything else happens.
 pub(crate) fn open_state(dir: &std::path::Path, role: StoreRole) -> Result<DurableStore, String> {
@@ -172,36 +199,62 @@ pub(crate) fn state_error(dir: &std::path::Path, e: &steadfast::store::StoreErro
     format!("--state {}: {e}", dir.display()).replace(['\n', '\r'], " ")
 }
 
-/// Takes every waiting message of `peer`, writes it, and flushes; then acknowledges what was
-/// written (with `--state` acknowledgement is manual: "acknowledged" means "written and
-/// flushed"; otherwise taking a message acknowledged it and `acknowledge` does nothing).
-async fn drain(peer: &Peer, out: &mut BufWriter<Stdout>, a: &ServeArgs) -> std::io::Result<()> {
+/// Serves one peer until its session ends: takes what arrives, writes it, flushes, then
+/// acknowledges what was written (with `--state` acknowledgement is manual: "acknowledged"
+/// means "written and flushed"; otherwise taking a message acknowledged it and `acknowledge`
+/// does nothing). With `--echo` each message goes back to its sender; a peer that does not
+/// read its echoes fills its outbox (the bounded echo queue) and is kicked: its session ends,
+/// and the log says how many echoes it never acknowledged. Errors are stdout's.
+async fn serve_peer(
+    server: &Server,
+    peer: &Peer,
+    out: &Mutex<BufWriter<Stdout>>,
+    opts: &PeerOptions,
+) -> std::io::Result<()> {
     loop {
-        let batch = match peer.recv_up_to(1_024) {
+        let batch = match peer.recv_many(1_024).await {
             Ok(batch) => batch,
+            Err(steadfast::error::RecvError::Ended) => return Ok(()),
             Err(e) => {
                 eprintln!("{}: {e}", describe(peer));
                 if let steadfast::error::RecvError::Transform { seq, .. } = e {
                     // Reported (taken, undecodable): done with, like a written line.
-                    out.flush().await?;
+                    out.lock().await.flush().await?;
                     peer.acknowledge(seq);
                 }
                 continue;
             }
         };
         let Some(last) = batch.last().map(|m| m.seq) else {
-            break;
+            continue;
         };
-        for m in batch {
-            write(out, a.format, peer, &m).await?;
-            if a.echo {
-                let _ = peer.send(m.body).await;
+        {
+            let mut out = out.lock().await;
+            for m in &batch {
+                write(&mut out, opts.format, peer, m).await?;
+            }
+            out.flush().await?;
+        }
+        peer.acknowledge(last);
+        if opts.echo {
+            for m in batch {
+                match peer.try_send(m.body) {
+                    Ok(_) => {}
+                    Err(steadfast::error::SendError::Full) => {
+                        eprintln!(
+                            "kicking {}: it does not read its echoes (echo queue full)",
+                            describe(peer)
+                        );
+                        if let Some(id) = peer.id() {
+                            server.kick(id, "echo queue full: not reading");
+                        }
+                        return Ok(());
+                    }
+                    Err(_) => return Ok(()),
+                }
             }
         }
-        out.flush().await?;
-        peer.acknowledge(last);
     }
-    out.flush().await
 }
 
 async fn write(

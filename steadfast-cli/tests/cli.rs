@@ -350,3 +350,44 @@ fn send_compresses_with_either_algorithm_and_serve_decodes() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("gzip"), "{err}");
 }
+
+/// A client that never reads what it is sent cannot freeze `serve --echo`: its echoes fill
+/// its bounded echo queue, it is kicked (the log says how many echoes it never
+/// acknowledged), a second client is served meanwhile, and SIGTERM still stops the server.
+#[test]
+fn serve_echo_kicks_a_peer_that_does_not_read_and_serves_the_others() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "--echo"]);
+    let addr = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut stdout = serve.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    // `send` never reads: its receive window (8,192) and then its echo queue on the server
+    // (the outbox, 16,384) fill up well before 50,000 lines.
+    let hog_input: String = (0..50_000).map(|i| format!("hog {i}\n")).collect();
+    let hog_addr = addr.clone();
+    let hog =
+        std::thread::spawn(move || run_send(&hog_addr, hog_input.as_bytes(), &["--timeout", "60"]));
+    serve.wait_for("kicking");
+    let ended = serve.wait_for("ended:");
+    assert!(
+        ended.contains("never acknowledged") && !ended.contains("(0 messages"),
+        "the kicked peer's unacknowledged echoes are not reported: {ended}"
+    );
+    let input: String = (0..1_000).map(|i| format!("other {i}\n")).collect();
+    let (code, err) = run_send(&addr, input.as_bytes(), &["--timeout", "30"]);
+    assert_eq!(code, 0, "the second client was not served: {err}");
+    let (hog_code, hog_err) = hog.join().unwrap();
+    assert_eq!(hog_code, 4, "the kicked sender must report its session lost: {hog_err}");
+    serve.terminate();
+    let start = std::time::Instant::now();
+    let status = serve.child.wait().unwrap();
+    let out = reader.join().unwrap();
+    assert!(status.success(), "serve exited {status:?}");
+    println!("serve stopped {:?} after SIGTERM", start.elapsed());
+    let others: Vec<&str> = out.lines().filter(|l| l.starts_with("other ")).collect();
+    let expected: Vec<String> = (0..1_000).map(|i| format!("other {i}")).collect();
+    assert_eq!(others, expected, "the second client's lines, in order, once each");
+}
