@@ -22,7 +22,7 @@ use steadfast::{
 };
 use support::{
     ATTACKER, HONEST, PROMPTLY, RawConn, Sampler, bind_on_loopback, bounded, closed_by_server,
-    honest_client, next_event, patient, sessions_from, tcp_from, texts, wait_for,
+    honest_client, next_event, patient, sessions_from, tcp_from, texts, wait_for, waiting_events,
 };
 use tokio::net::TcpStream;
 
@@ -465,6 +465,50 @@ async fn total_session_limit_with_refuse_refuses_the_honest_client() {
             !std::iter::from_fn(|| server.try_next_event())
                 .any(|e| matches!(e, ServerEvent::Expired { .. })),
             "a session was evicted under Refuse"
+        );
+        server.shutdown(Duration::ZERO).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "bug: src/server.rs:884-897 (new_session) at the per-address limit evicts the \
+            address's oldest lingering session and admits the newcomer without the total \
+            check: the evicted session's unread Expired event keeps its place (events.rs \
+            push END sets held), so registry + held grows by one per eviction, past \
+            max_sessions and without bound, while an application has not read its events \
+            (the server holds every evicted session, unacknowledged messages included)"]
+async fn evictions_at_the_per_address_limit_stay_within_max_sessions_while_events_are_unread() {
+    bounded(async {
+        const MAX: usize = 4;
+        const PER_ADDR: usize = 2;
+        const CYCLES: usize = 12;
+        let (server, addr) = bind_on_loopback(
+            config()
+                .max_sessions(MAX)
+                .max_sessions_per_addr(PER_ADDR),
+        )
+        .await;
+        // Session after session, each left lingering with a message it never acknowledges;
+        // from the third on, each evicts the oldest. Nobody reads the events.
+        let mut admitted = 0;
+        for i in 0..CYCLES {
+            let Ok(raw) = RawConn::connect_from(ATTACKER, addr, &format!("churn-{i}")).await else {
+                break;
+            };
+            admitted += 1;
+            linger_with_unacknowledged(&server, vec![raw]).await;
+        }
+        let live = server.peers().len();
+        let unread_ends = waiting_events(&server)
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Expired { .. } | ServerEvent::Ended { .. }))
+            .count();
+        assert!(
+            live + unread_ends <= MAX,
+            "{admitted} attacker sessions admitted; the server holds {live} sessions and {unread_ends} \
+             ended ones with unread events: {} places of max_sessions {MAX}",
+            live + unread_ends
         );
         server.shutdown(Duration::ZERO).await;
     })
