@@ -1,4 +1,5 @@
-//! Shared pieces of the hostile-peer memory tests (`tests/bounds.rs`):
+//! Shared pieces of the hostile-peer memory tests (`tests/bounds.rs`) and of the runtime
+//! tests (`tests/admission.rs`, `tests/events.rs`, `tests/handles.rs`, see the last section):
 //!
 //! - [`Meter`]: the peak resident memory of this process during an attack (the high-water mark
 //!   is reset by writing "5" to `/proc/self/clear_refs`, then read from `VmHWM`), polled by a
@@ -821,11 +822,6 @@ pub async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
             Ok(Ok(_)) => {}
         }
     }
-}
-
-/// Whether the server has closed `stream` already (checked without waiting for it).
-pub async fn is_closed_now(stream: &mut TcpStream) -> bool {
-    closed_by_server(stream, Duration::from_millis(1)).await
 }
 
 /// Why a raw handshake did not establish a session.
