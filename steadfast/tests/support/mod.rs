@@ -1,4 +1,5 @@
-//! Shared pieces of the hostile-peer memory tests (`tests/bounds.rs`):
+//! Shared pieces of the hostile-peer memory tests (`tests/bounds.rs`) and of the runtime
+//! tests (`tests/admission.rs`, `tests/events.rs`, `tests/handles.rs`, see the last section):
 //!
 //! - [`Meter`]: the peak resident memory of this process during an attack (the high-water mark
 //!   is reset by writing "5" to `/proc/self/clear_refs`, then read from `VmHWM`), polled by a
@@ -723,4 +724,240 @@ pub fn bomb() -> (Bytes, usize) {
         (body, inflated)
     })
     .clone()
+}
+
+// ------------------------------------------------------------------- runtime guarantees
+//
+// Helpers of the runtime tests (`tests/admission.rs`, `tests/events.rs`, `tests/handles.rs`):
+// a bound on every test, polling a condition instead of sleeping, connections from a chosen
+// loopback source address, and raw sessions that report a refusal instead of panicking.
+
+/// The bound on every runtime test.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a condition that should come true promptly may take.
+pub const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// The honest client's source address (a normal `Client` connects from it).
+pub const HONEST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+
+/// The attacker's source address (Linux loopback accepts all of 127/8).
+pub const ATTACKER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// Runs a test body within [`TEST_LIMIT`].
+pub async fn bounded<F: std::future::Future>(body: F) -> F::Output {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {TEST_LIMIT:?}"))
+}
+
+/// Polls `cond` (every 2 ms) until it holds; panics naming `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `fut` within `limit`, or a panic naming `what`.
+pub async fn within<F: std::future::Future>(what: &str, limit: Duration, fut: F) -> F::Output {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {limit:?}"))
+}
+
+/// A server on `127.0.0.1:0` and its address.
+pub async fn bind_on_loopback(config: ServerConfig) -> (Server, std::net::SocketAddr) {
+    let server = Server::bind(["127.0.0.1:0"], config).await.unwrap();
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
+/// Protocol settings under which a raw peer that never answers keeps its connection for the
+/// whole of a test (no idle timeout within a minute), with a handshake timeout of `handshake`.
+pub fn patient(handshake: Duration) -> Config {
+    Config::default()
+        .idle_timeout(Duration::from_secs(120))
+        .keepalive_interval(Duration::from_secs(30))
+        .handshake_timeout(handshake)
+}
+
+/// A TCP connection to `addr` from the source address `source` (any port).
+pub async fn tcp_from(source: std::net::IpAddr, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A real client from 127.0.0.1 (the honest one), within [`PROMPTLY`].
+pub async fn honest_client(
+    addr: std::net::SocketAddr,
+    config: ClientConfig,
+) -> Result<Client, steadfast::error::ConnectError> {
+    within(
+        "the honest client's connect",
+        PROMPTLY,
+        Client::connect(addr.to_string(), config),
+    )
+    .await
+}
+
+/// Whether the server closed `stream` (EOF or reset; whatever it wrote before is skipped)
+/// within `limit`.
+pub async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 4_096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Why a raw handshake did not establish a session.
+#[derive(Debug)]
+pub enum RawRefusal {
+    /// The connection ended (a REJECT with a retryable code, a reset, a timeout).
+    Connection(steadfast::proto::ConnectionError),
+    /// The session was refused for good.
+    Session(steadfast::proto::SessionEnd),
+}
+
+impl RawRefusal {
+    /// The REJECT code, if the server answered with one.
+    pub fn reject_code(&self) -> Option<steadfast::proto::RejectCode> {
+        match self {
+            RawRefusal::Connection(steadfast::proto::ConnectionError::Rejected {
+                code, ..
+            })
+            | RawRefusal::Session(steadfast::proto::SessionEnd::Rejected { code, .. }) => {
+                Some(*code)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl RawConn {
+    /// A raw client from the source address `source` that completes the handshake (HELLO
+    /// with `name`, default settings) or reports how it was refused.
+    pub async fn connect_from(
+        source: std::net::IpAddr,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> Result<RawConn, RawRefusal> {
+        let config = Config::default();
+        let session = Session::client(&config, Some(name.to_owned()));
+        let conn = Connection::connect(config, Instant::now(), session, None).unwrap();
+        let stream = tcp_from(source, addr).await;
+        let mut raw = RawConn::new(stream, conn);
+        let deadline = Instant::now() + PROMPTLY;
+        while !raw.conn.is_established() {
+            assert!(
+                Instant::now() < deadline,
+                "the raw handshake did not finish"
+            );
+            raw.turn(Duration::from_millis(20)).await;
+            while let Some(e) = raw.conn.poll_event() {
+                match e {
+                    Event::Disconnected(e) => return Err(RawRefusal::Connection(e)),
+                    Event::SessionEnded { reason, .. } => return Err(RawRefusal::Session(reason)),
+                    _ => {}
+                }
+            }
+        }
+        raw.flush().await;
+        Ok(raw)
+    }
+
+    /// The session id the server gave.
+    pub fn session_id(&self) -> SessionId {
+        self.conn.session().and_then(Session::id).unwrap()
+    }
+}
+
+/// The largest value `probe` returned while it ran: a task polls it every millisecond until
+/// [`Sampler::stop`].
+pub struct Sampler {
+    max: Arc<AtomicU64>,
+    stop: Flag,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(probe: impl Fn() -> usize + Send + 'static) -> Sampler {
+        let max = Arc::new(AtomicU64::new(0));
+        let stop = flag();
+        let task = {
+            let (max, stop) = (max.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !raised(&stop) {
+                    max.fetch_max(probe() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        Sampler {
+            max,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops sampling (after one last sample) and returns the largest value seen.
+    pub async fn stop(mut self, probe_now: usize) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.max.load(Ordering::Relaxed).max(probe_now as u64)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Sessions on `server` (live and lingering) whose last connection came from `ip`.
+pub fn sessions_from(server: &Server, ip: std::net::IpAddr) -> usize {
+    server
+        .peers()
+        .iter()
+        .filter(|p| p.addr().is_some_and(|a| a.ip() == ip))
+        .count()
+}
+
+/// Every event waiting now, without waiting for more.
+pub fn waiting_events(server: &Server) -> Vec<ServerEvent> {
+    std::iter::from_fn(|| server.try_next_event()).collect()
+}
+
+/// The next event within [`PROMPTLY`].
+pub async fn next_event(server: &Server) -> ServerEvent {
+    within("the next server event", PROMPTLY, server.next_event())
+        .await
+        .expect("the server stopped")
+}
+
+/// The bodies of `messages`, as text.
+pub fn texts(messages: &[steadfast::proto::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
 }
