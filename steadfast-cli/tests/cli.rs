@@ -380,7 +380,10 @@ fn serve_echo_kicks_a_peer_that_does_not_read_and_serves_the_others() {
     let (code, err) = run_send(&addr, input.as_bytes(), &["--timeout", "30"]);
     assert_eq!(code, 0, "the second client was not served: {err}");
     let (hog_code, hog_err) = hog.join().unwrap();
-    assert_eq!(hog_code, 4, "the kicked sender must report its session lost: {hog_err}");
+    assert_eq!(
+        hog_code, 4,
+        "the kicked sender must report its session lost: {hog_err}"
+    );
     serve.terminate();
     let start = std::time::Instant::now();
     let status = serve.child.wait().unwrap();
@@ -389,5 +392,8 @@ fn serve_echo_kicks_a_peer_that_does_not_read_and_serves_the_others() {
     println!("serve stopped {:?} after SIGTERM", start.elapsed());
     let others: Vec<&str> = out.lines().filter(|l| l.starts_with("other ")).collect();
     let expected: Vec<String> = (0..1_000).map(|i| format!("other {i}")).collect();
-    assert_eq!(others, expected, "the second client's lines, in order, once each");
+    assert_eq!(
+        others, expected,
+        "the second client's lines, in order, once each"
+    );
 }

@@ -80,8 +80,10 @@ impl Admission {
             }
             evict_oldest(&mut st, addr);
         } else if st.count >= self.total {
-            // The address holding the most, if it holds more than an equal share.
-            let share = self.total / st.by_addr.len().max(1);
+            // The address holding the most, if it holds more than an equal share (the
+            // newcomer's address counts among those sharing).
+            let sharing = st.by_addr.len() + usize::from(own == 0);
+            let share = self.total / sharing.max(1);
             let victim = st
                 .by_addr
                 .iter()

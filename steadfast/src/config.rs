@@ -372,8 +372,8 @@ impl ServerConfig {
 
     /// Whether lifecycle events (resumed, disconnected, messages waiting, expired, ended) are
     /// recorded for [`Server::next_event`](crate::Server::next_event). They are never dropped:
-    /// an ended session whose events are unread keeps its place among `max_sessions` until
-    /// they are read. An application that serves peers from
+    /// ended sessions whose events are unread are kept, up to `max_sessions` of them, and new
+    /// sessions are refused beyond that until the application reads. An application that serves peers from
     /// [`Server::accept`](crate::Server::accept) and follows each through its handle can turn
     /// them off; new sessions are always recorded for `accept`. Default: on.
     pub fn lifecycle_events(mut self, on: bool) -> Self {

@@ -4,9 +4,10 @@
 //! waiting, end): a repeated change of a kind already waiting is coalesced into it, and the
 //! event is built from the session's state when the application reads it (a link change
 //! reads as `Resumed` if a connection carries the session then, `Disconnected` with the latest
-//! error otherwise). So the queue holds at most four entries per session. A session that has
-//! ended keeps its place among the server's sessions (`max_sessions`) until the application
-//! has read its events, so the sessions the queue refers to are bounded too.
+//! error otherwise). So the queue holds at most four entries per session. The sessions it
+//! refers to are the registry's (at most `max_sessions`) and ended ones whose events are
+//! unread: once there are `max_sessions` of those, new sessions are refused until the
+//! application reads, so the queue refers to at most twice `max_sessions` sessions.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -38,10 +38,10 @@ use crate::store::{SessionStore, StoreError};
 /// read (new, link change, messages waiting, end); a change of a kind already waiting is
 /// folded into it, and the event says how things stand when it is read: a session that
 /// disconnected and resumed while its `Disconnected` was unread reads as `Resumed` (with the
-/// latest error on the peer handle's side, [`Peer::is_connected`]). A session that ended stays
-/// counted among the server's sessions (`max_sessions`) until its events are read, so an
-/// application that never reads them is eventually refused new sessions rather than let the
-/// queue grow: turn them off with [`ServerConfig::lifecycle_events`] if you serve peers from
+/// latest error on the peer handle's side, [`Peer::is_connected`]). Ended sessions whose events
+/// are unread are kept for the application, up to `max_sessions` of them; beyond that new
+/// sessions are refused (REJECT `ServerFull`) until it reads, rather than let the queue grow.
+/// Turn them off with [`ServerConfig::lifecycle_events`] if you serve peers from
 /// [`Server::accept`] and follow each through its handle ([`Peer::ended`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -187,18 +187,13 @@ impl Inner {
             self.registry().remove(id, shared, origin);
         }
     }
-
-    /// Sessions counted against `max_sessions`: the registry and the ended ones whose events
-    /// the application has not read.
-    fn session_count(&self, reg: &Registry) -> usize {
-        reg.sessions.len() + self.queue.held()
-    }
 }
 
 impl Owner for Inner {
     fn session_ended(&self, shared: &Arc<PeerShared>) {
-        self.forget(shared);
+        // Queued (and so counted as held) before it leaves the registry: never counted out.
         self.queue.push(shared, events::END);
+        self.forget(shared);
     }
 }
 
@@ -881,6 +876,17 @@ fn new_session(
         conn.reject(RejectCode::ServerFull, retry_ms, "memory budget spent");
         return None;
     }
+    // Ended sessions whose events are unread: at most `max_sessions` of them; beyond, new
+    // sessions wait until the application reads (evicting would only add to them).
+    if inner.queue.held() >= inner.config.max_sessions {
+        drop(reg);
+        conn.reject(
+            RejectCode::ServerFull,
+            retry_ms,
+            "session limit reached: events unread",
+        );
+        return None;
+    }
     let mut victims = Vec::new();
     let own = reg.by_addr.get(&ip).copied().unwrap_or(0);
     if own >= inner.config.max_sessions_per_addr {
@@ -896,9 +902,11 @@ fn new_session(
                 return None;
             }
         }
-    } else if inner.session_count(&reg) >= inner.config.max_sessions {
-        // The address holding the most sessions, if it holds more than an equal share.
-        let share = inner.config.max_sessions / reg.by_addr.len().max(1);
+    } else if reg.sessions.len() >= inner.config.max_sessions {
+        // The address holding the most sessions, if it holds more than an equal share (the
+        // newcomer's address counts among those sharing).
+        let sharing = reg.by_addr.len() + usize::from(own == 0);
+        let share = inner.config.max_sessions / sharing.max(1);
         let biggest = reg
             .by_addr
             .iter()
