@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+use steadfast::{Client, ClientConfig, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -116,7 +116,7 @@ async fn steadfast_acked(n: u64, batched: bool) -> Duration {
     let client = Client::connect(addr, ClientConfig::default())
         .await
         .expect("connect");
-    let Some(ServerEvent::Connected { peer }) = server.next_event().await else {
+    let Some(peer) = server.accept().await else {
         panic!("no peer")
     };
     let reader = tokio::spawn(async move {

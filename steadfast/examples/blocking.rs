@@ -5,18 +5,17 @@
 
 use std::time::Duration;
 
-use steadfast::blocking::{Client, Server, ServerEvent};
+use steadfast::blocking::{Client, Server};
 use steadfast::{ClientConfig, ServerConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())?;
+    let server = Server::bind(["127.0.0.1:0"], ServerConfig::default())?;
     let client = Client::connect(server.local_addrs()[0].to_string(), ClientConfig::default())?;
     let mut receipts = Vec::new();
     for i in 0..1_000u32 {
         receipts.push(client.peer().send(i.to_be_bytes().to_vec())?);
     }
-    let Some(ServerEvent::Connected { peer }) = server.next_event_timeout(Duration::from_secs(5))
-    else {
+    let Some(peer) = server.accept_timeout(Duration::from_secs(5)) else {
         return Err("no client".into());
     };
     for i in 0..1_000u32 {

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig, ServerEvent};
+use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig};
 
 const PINGS: u32 = 1_000;
 const WAIT: Duration = Duration::from_secs(10);
@@ -34,21 +34,13 @@ async fn answer(peer: Peer) -> Result<u32, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
     let addr = server.local_addrs()[0].to_string();
-    // The server: one task per session.
+    // The server: each new session is served by a task of its own (`answer` returns when
+    // the session ends); this example has one client, so one session.
     let server_task = tokio::spawn(async move {
-        let mut answerers = Vec::new();
-        while let Some(event) = server.next_event().await {
-            match event {
-                ServerEvent::Connected { peer } => answerers.push(tokio::spawn(answer(peer))),
-                ServerEvent::Ended { .. } => break,
-                _ => {}
-            }
-        }
-        let mut answered = 0;
-        for a in answerers {
-            answered += a.await.map_err(|e| e.to_string())??;
-        }
-        Ok::<_, String>(answered)
+        let peer = server.accept().await.ok_or("server stopped")?;
+        tokio::spawn(answer(peer))
+            .await
+            .map_err(|e| e.to_string())?
     });
 
     let client = Client::connect(addr, ClientConfig::default().name("pinger")).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use steadfast::rpc::{RequestError, Router, Rpc};
-use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+use steadfast::{Client, ClientConfig, Server, ServerConfig};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct Post {
@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ClientConfig::default().name("ada"),
     )
     .await?;
-    let Some(ServerEvent::Connected { peer }) = server.next_event().await else {
+    let Some(peer) = server.accept().await else {
         return Err("no client".into());
     };
 

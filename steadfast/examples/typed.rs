@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use steadfast::typed::TypedRecvError;
-use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+use steadfast::{Client, ClientConfig, Server, ServerConfig};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct Order {
@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
     let client =
         Client::connect(server.local_addrs()[0].to_string(), ClientConfig::default()).await?;
-    let Some(ServerEvent::Connected { peer }) = server.next_event().await else {
+    let Some(peer) = server.accept().await else {
         return Err("no client".into());
     };
     let order = Order {

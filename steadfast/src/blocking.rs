@@ -175,7 +175,20 @@ impl Peer {
         self.rt.block_on(self.inner.ping())
     }
 
-    /// Closes the session gracefully and waits until it has ended (see [`crate::Peer::close`]).
+    /// Waits at most `timeout` until every message sent so far is acknowledged.
+    ///
+    /// # Errors
+    /// As [`crate::Peer::flush_within`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ReceiptError> {
+        self.rt.block_on(self.inner.flush_within(timeout))
+    }
+
+    /// Closes the session within `limit` (see [`crate::Peer::close_within`]).
+    pub fn close_within(&self, reason: &str, limit: Duration) -> EndReason {
+        self.rt.block_on(self.inner.close_within(reason, limit))
+    }
+
+    /// Closes the session gracefully (see [`crate::Peer::close`]; bounded by the idle timeout).
     pub fn close(&self, reason: &str) {
         self.rt.block_on(self.inner.close(reason));
     }
@@ -330,8 +343,21 @@ impl Server {
         self.server().local_addrs().to_vec()
     }
 
-    /// The next event, waiting at most `timeout`.
-    pub fn next_event_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
+    /// The next new session, waiting at most `timeout` (see [`crate::Server::accept`]); serve
+    /// each in a thread of its own so that no peer waits for another.
+    pub fn accept_timeout(&self, timeout: Duration) -> Option<Peer> {
+        let server = self.inner.as_ref()?;
+        let peer = self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, server.accept()).await })
+            .ok()
+            .flatten()?;
+        Some(self.wrap(peer))
+    }
+
+    /// The next event, waiting at most `timeout`. Events are never dropped (see
+    /// [`crate::ServerEvent`]).
+    pub fn next_event_timeout(&self, timeout: Duration) -> Option<ServerEvent> {
         let rt = self.rt.clone();
         let ev = rt.block_on(async {
             let server = self.inner.as_ref()?;

@@ -12,9 +12,10 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 
 use crate::config::ClientConfig;
+use crate::decode::Receiving;
 use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::{ConnectError, EndReason};
-use crate::peer::{Peer, Receiving};
+use crate::peer::Peer;
 use crate::proto::{
     Connection, ConnectionError, Message, Role, Session, SessionEnd, SessionRecord,
 };

@@ -223,7 +223,8 @@ pub enum AdmissionPolicy {
     /// is let in. When no address is over its share, the newcomer is refused.
     #[default]
     EvictOldest,
-    /// Refuse the newcomer (REJECT `ServerFull`, or a closed socket for handshakes).
+    /// Refuse the newcomer with REJECT `ServerFull` (a connection over a handshake limit gets
+    /// it in plain text, or a closed socket with TLS).
     Refuse,
 }
 
@@ -346,8 +347,10 @@ impl ServerConfig {
     }
 
     /// Most handshakes in progress at once from one IP address; at the limit the address's
-    /// oldest pending handshake is evicted (or, with [`AdmissionPolicy::Refuse`], the new
-    /// connection is closed). Default 64.
+    /// oldest pending handshake is evicted (its socket closed) or, with
+    /// [`AdmissionPolicy::Refuse`], the new connection is refused (REJECT `ServerFull` in
+    /// plain text; with TLS, or when 256 refusals are in progress, its socket is just closed).
+    /// Default 64.
     pub fn max_handshakes_per_addr(mut self, n: usize) -> Self {
         self.max_handshakes_per_addr = n;
         self
@@ -393,7 +396,8 @@ impl ServerConfig {
     /// sessions are refused with REJECT `ServerFull`, and a connection whose next DATA would
     /// take the total past it gets GOAWAY `ResourceLimit` (its session stays, the client
     /// resumes after a second and sends the message again). Large decodes run at most
-    /// `budget / max_message / 4` at once (at least one), so they fit in a quarter of it.
+    /// `budget / max_message / 4` at once (at least 1, at most 1,024), so they fit in a
+    /// quarter of it.
     /// Default 1 GiB; at least the maximum message size.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = bytes;

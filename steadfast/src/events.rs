@@ -17,11 +17,67 @@ use tokio::sync::Notify;
 
 use crate::error::EndReason;
 use crate::peer::Peer;
-use crate::proto::ConnectionError;
-use crate::server::ServerEvent;
+use crate::proto::{ConnectionError, Message};
 use crate::session::PeerShared;
 
-/// A new session (what `accept` hands out).
+/// Something that happened on a server.
+///
+/// Events are never dropped. Each session has at most one event of each kind waiting to be
+/// read (new, link change, messages waiting, end); a change of a kind already waiting is
+/// folded into it, and the event says how things stand when it is read: a session that
+/// disconnected and resumed while its `Disconnected` was unread reads as `Resumed` (with the
+/// latest error on the peer handle's side, [`Peer::is_connected`]). Ended sessions whose events
+/// are unread are kept for the application, up to `max_sessions` of them; beyond that new
+/// sessions are refused (REJECT `ServerFull`) until it reads, rather than let the queue grow.
+/// Turn them off with [`ServerConfig::lifecycle_events`](crate::ServerConfig::lifecycle_events) if you serve peers from
+/// [`Server::accept`](crate::Server::accept) and follow each through its handle ([`Peer::ended`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A client established a new session (also handed out by
+    /// [`Server::accept`](crate::Server::accept), which reads a queue of its own).
+    Connected {
+        /// Its handle.
+        peer: Peer,
+    },
+    /// A client resumed its session on a new connection.
+    Resumed {
+        /// Its handle.
+        peer: Peer,
+    },
+    /// A session's connection ended; the session lingers, resumable, for the linger time.
+    Disconnected {
+        /// Its handle.
+        peer: Peer,
+        /// Why the connection ended (the latest reason, if several were folded together).
+        error: ConnectionError,
+    },
+    /// A lingering session was not resumed in time, or was evicted to admit a newer one from
+    /// the same address (see [`ServerConfig::max_sessions_per_addr`](crate::ServerConfig::max_sessions_per_addr)), and is gone.
+    Expired {
+        /// Its handle.
+        peer: Peer,
+        /// Messages sent to it and never acknowledged, in order.
+        unacknowledged: Vec<Message>,
+    },
+    /// A session ended (CLOSE, kick, protocol violation, shutdown).
+    Ended {
+        /// Its handle.
+        peer: Peer,
+        /// Why.
+        reason: EndReason,
+        /// Messages sent to it and never acknowledged, in order.
+        unacknowledged: Vec<Message>,
+    },
+    /// A peer has messages waiting (once until the application reads from that peer): the
+    /// notification queue.
+    MessagesWaiting {
+        /// Its handle.
+        peer: Peer,
+    },
+}
+
+/// A new session, for `accept` (queued once something has called it).
 pub(crate) const NEW: u8 = 1;
 /// A connection ended or a new one resumed the session.
 pub(crate) const LINK: u8 = 2;
@@ -29,24 +85,29 @@ pub(crate) const LINK: u8 = 2;
 pub(crate) const WAITING: u8 = 4;
 /// The session ended.
 pub(crate) const END: u8 = 8;
+/// A new session, for the events.
+pub(crate) const CONNECTED: u8 = 16;
 
 #[derive(Default)]
 struct Entries {
-    /// New sessions, in order, with their place in the common order.
-    new: VecDeque<(u64, Arc<PeerShared>)>,
-    /// Every other kind, in order.
-    other: VecDeque<(u64, Arc<PeerShared>, u8)>,
-    next: u64,
+    /// New sessions for `accept`, in order.
+    new: VecDeque<Arc<PeerShared>>,
+    /// Events, in order.
+    events: VecDeque<(Arc<PeerShared>, u8)>,
 }
 
-/// The queue behind `Server::next_event` and `Server::accept`.
+/// The queues behind `Server::accept` and `Server::next_event`: two readers that do not take
+/// from each other (an accept loop and an event logger can run side by side).
 pub(crate) struct EventQueue {
     entries: Mutex<Entries>,
     ready: Notify,
     closed: AtomicBool,
-    /// Ended sessions with events still waiting.
+    /// Whether `accept` was ever called: until then no new-session entries are kept (the
+    /// first call hands out the sessions that exist then).
+    accepting: AtomicBool,
+    /// Ended sessions with entries still waiting.
     held: AtomicUsize,
-    /// Whether events other than new sessions are recorded.
+    /// Whether events are recorded.
     lifecycle: bool,
 }
 
@@ -65,6 +126,7 @@ impl EventQueue {
             entries: Mutex::new(Entries::default()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            accepting: AtomicBool::new(false),
             held: AtomicUsize::new(0),
             lifecycle,
         }
@@ -74,15 +136,48 @@ impl EventQueue {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ended sessions whose events the application has not read yet: they still count among
-    /// the server's sessions.
+    /// Ended sessions whose entries the application has not read yet.
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Records an event of `kind` for a session, unless one of that kind is waiting already.
+    /// Whether `accept` has been called.
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// The first `accept`: from now on new sessions are kept for it, starting with `existing`
+    /// (the sessions there are now, oldest first).
+    pub(crate) fn start_accepting(&self, existing: &[Arc<PeerShared>]) {
+        if self.accepting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for s in existing {
+            self.push(s, NEW);
+        }
+    }
+
+    /// Records a new session: for `accept` (once it is in use) and as an event.
+    pub(crate) fn push_new(&self, shared: &Arc<PeerShared>) {
+        if self.is_accepting() {
+            self.push(shared, NEW);
+        }
+        self.push(shared, CONNECTED);
+    }
+
+    /// Records an entry of `kind` for a session, unless one of that kind is waiting already.
     pub(crate) fn push(&self, shared: &Arc<PeerShared>, kind: u8) {
         if self.closed.load(Ordering::Relaxed) || (kind != NEW && !self.lifecycle) {
+            if kind == END {
+                // Nothing to report, but a new session still waiting for `accept` keeps the
+                // session counted until it is taken.
+                let mut st = shared.lock();
+                if st.queued != 0 && !st.held {
+                    st.held = true;
+                    self.held.fetch_add(1, Ordering::Relaxed);
+                    st.account();
+                }
+            }
             return;
         }
         {
@@ -91,19 +186,18 @@ impl EventQueue {
                 return;
             }
             st.queued |= kind;
-            if kind == END && !st.held {
+            if (kind == END || st.ending.is_some()) && !st.held {
                 st.held = true;
                 self.held.fetch_add(1, Ordering::Relaxed);
+                st.account();
             }
         }
         {
             let mut q = self.lock();
-            let n = q.next;
-            q.next += 1;
             if kind == NEW {
-                q.new.push_back((n, shared.clone()));
+                q.new.push_back(shared.clone());
             } else {
-                q.other.push_back((n, shared.clone(), kind));
+                q.events.push_back((shared.clone(), kind));
             }
         }
         self.ready.notify_waiters();
@@ -115,14 +209,14 @@ impl EventQueue {
         self.ready.notify_waiters();
     }
 
-    /// The next event (of any kind, or only new sessions), waiting for one; `None` once
-    /// closed and empty.
-    pub(crate) async fn next(&self, only_new: bool) -> Option<ServerEvent> {
+    /// The next new session (`new`) or the next event, waiting for one; `None` once closed
+    /// and empty.
+    pub(crate) async fn next(&self, new: bool) -> Option<ServerEvent> {
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(e) = self.try_next(only_new) {
+            if let Some(e) = self.try_next(new) {
                 return Some(e);
             }
             if self.closed.load(Ordering::Relaxed) {
@@ -132,24 +226,14 @@ impl EventQueue {
         }
     }
 
-    /// The next event if one is waiting.
-    pub(crate) fn try_next(&self, only_new: bool) -> Option<ServerEvent> {
+    /// The next new session (`new`) or the next event, if one is waiting.
+    pub(crate) fn try_next(&self, new: bool) -> Option<ServerEvent> {
         let (shared, kind) = {
             let mut q = self.lock();
-            let new_first = match (q.new.front(), q.other.front()) {
-                (Some(_), _) if only_new => true,
-                (_, _) if only_new => return None,
-                (Some((a, _)), Some((b, _, _))) => a < b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => return None,
-            };
-            if new_first {
-                let (_, s) = q.new.pop_front()?;
-                (s, NEW)
+            if new {
+                (q.new.pop_front()?, NEW)
             } else {
-                let (_, s, k) = q.other.pop_front()?;
-                (s, k)
+                q.events.pop_front()?
             }
         };
         Some(self.build(shared, kind))
@@ -163,6 +247,8 @@ impl EventQueue {
             st.held = false;
             self.held.fetch_sub(1, Ordering::Relaxed);
         }
+        // What an ended session hands back counts in the budget while it is held here.
+        st.account();
         let connected = st.connected;
         let error = st.last_error.clone().unwrap_or(ConnectionError::Reset);
         let ending = st.ending.as_ref().map(|e| {
@@ -174,7 +260,7 @@ impl EventQueue {
         drop(st);
         let peer = Peer { shared };
         match kind {
-            NEW => ServerEvent::Connected { peer },
+            NEW | CONNECTED => ServerEvent::Connected { peer },
             LINK if connected => ServerEvent::Resumed { peer },
             LINK => ServerEvent::Disconnected { peer, error },
             WAITING => ServerEvent::MessagesWaiting { peer },

@@ -103,6 +103,10 @@ pub trait ServerHooks {
 
 /// Drives `hooks` from `server`'s events until a hook returns `false` or the server stops.
 /// Messages are handed to `on_message` in order per peer, as they arrive.
+///
+/// The hooks run one at a time on this one task (they share `&mut H`): a hook that takes long
+/// delays every peer. For peers that must not wait for each other, serve each in its own task
+/// from [`Server::accept`].
 pub async fn run_server<H: ServerHooks>(server: &mut Server, hooks: &mut H, tick: Duration) {
     hooks.on_start(server).await;
     let mut ticks = tokio::time::interval(tick);
@@ -143,8 +147,14 @@ pub async fn run_server<H: ServerHooks>(server: &mut Server, hooks: &mut H, tick
 
 async fn deliver<H: ServerHooks>(hooks: &mut H, peer: &Peer) -> bool {
     loop {
-        let batch = match peer.recv_up_to(256) {
+        // Only this loop reads the peer, so what waits is there to take; `recv_many` decodes
+        // large transformed bodies off the async workers.
+        if peer.waiting() == 0 {
+            return true;
+        }
+        let batch = match peer.recv_many(256).await {
             Ok(batch) => batch,
+            Err(crate::error::RecvError::Ended) => return true,
             Err(e) => {
                 if !hooks.on_bad_message(peer, e).await {
                     return false;

@@ -17,17 +17,17 @@
 //! ## Getting started
 //!
 //! ```
-//! use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+//! use steadfast::{Client, ClientConfig, Server, ServerConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+//! let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
 //! let addr = server.local_addrs()[0].to_string();
 //!
 //! let client = Client::connect(addr, ClientConfig::default().name("alice")).await?;
 //! let receipt = client.send("hello").await?;
 //!
-//! let Some(ServerEvent::Connected { peer }) = server.next_event().await else { panic!() };
+//! let Some(peer) = server.accept().await else { panic!() };
 //! let message = peer.recv().await?;           // taking it acknowledges it
 //! assert_eq!(message.body, "hello");
 //! receipt.await?;                             // resolves: alice's message was taken
@@ -36,6 +36,24 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A server serves each peer in a task of its own, so that no peer (a slow reader, a large
+//! message to decode) holds up another; [`Server`] is a cheap handle that any task can clone:
+//!
+//! ```no_run
+//! # async fn f(server: steadfast::Server) {
+//! while let Some(peer) = server.accept().await {
+//!     tokio::spawn(async move {
+//!         while let Ok(m) = peer.recv().await {
+//!             let _ = peer.send(m.body).await; // echo
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! Received messages, new peers and events are also [`Stream`](futures_core::Stream)s
+//! ([`Peer::messages`], [`Server::incoming`], [`Server::events`], [`Client::events`]).
 //!
 //! ## Delivery guarantees
 //!
@@ -55,7 +73,14 @@
 //! - **Bounded memory**: the outbox is bounded in messages and bytes (`send` waits, `try_send`
 //!   says [`error::SendError::Full`]); the inbox is bounded by the receive window the peer must
 //!   respect, and the socket is always read, so a slow reader slows its sender and heartbeats
-//!   and acknowledgements keep flowing. Every frame length is checked before buffering.
+//!   and acknowledgements keep flowing. Every frame length is checked before buffering. A
+//!   server also counts every session's inbox, outbox, message being reassembled and large
+//!   body being decoded against one memory budget ([`ServerConfig::memory_budget`]); control
+//!   output cannot pile up (a waiting PONG takes the newest PING's value); pending handshakes
+//!   and sessions are limited per source address. SECURITY.md lists every bound.
+//! - **No lost events**: lifecycle events ([`ServerEvent`], [`ClientEvent`]) are never
+//!   dropped; repeated ones of a kind fold together while unread, so their queues stay
+//!   bounded.
 //! - **Liveness**: PING every 3 s and an idle timeout of 10 s by default: a dead or half-open
 //!   connection is noticed within 10 s on both sides, even during a large transfer (messages
 //!   are chunked; control frames go first).
@@ -68,7 +93,8 @@
 //! ## Cancel safety
 //!
 //! - [`Peer::send`]: dropping the future before it completes queues nothing.
-//! - [`Peer::recv`]: dropping the future takes nothing; no message is lost.
+//! - [`Peer::recv`], [`Peer::recv_many`]: dropping the future takes nothing; no message is
+//!   lost (one whose decoding was under way is kept for the next call).
 //! - Awaiting a [`Receipt`] is optional; dropping it changes nothing.
 //!
 //! ## Configuration
@@ -107,6 +133,8 @@ mod client;
 mod clock;
 #[cfg(feature = "runtime")]
 mod config;
+#[cfg(feature = "runtime")]
+mod decode;
 #[cfg(feature = "runtime")]
 mod driver;
 #[cfg(feature = "runtime")]

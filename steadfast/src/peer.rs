@@ -16,72 +16,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use crate::clock::wall_clock_us;
+use crate::decode::{Codec, INLINE_DECODE};
 use crate::error::{EndReason, ReceiptError, RecvError, SendError};
 use crate::proto::{self, Message, Role, Seq, Session, SessionEnd, SessionId};
 use crate::session::{Link, PeerShared, PeerState};
-use crate::transform::Chain;
-
-/// Decoded bodies up to this size are decoded on the caller's task; a larger one goes to the
-/// blocking pool (its decoding starts over there, so at most this much work is repeated).
-const INLINE_DECODE: usize = 64 << 10;
-
-/// What sessions of one server (or one client) share for receiving: the decode slots and the
-/// bound on one batch.
-#[derive(Clone, Debug)]
-pub(crate) struct Receiving {
-    /// Large decodes in progress at once (each up to `max_message` of output).
-    pub(crate) slots: Arc<Semaphore>,
-    /// Decoded bytes one `recv_many` / `recv_up_to` call returns at most (beyond one
-    /// message): the receive window's bytes.
-    pub(crate) batch_bytes: usize,
-    /// How long `close` waits for the peer's CLOSE before ending the session here.
-    pub(crate) close_timeout: Duration,
-}
-
-impl Receiving {
-    /// The receiving limits of a side with protocol settings `proto`, sharing `slots`.
-    pub(crate) fn new(proto: &proto::Config, slots: usize) -> Self {
-        Receiving {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
-            batch_bytes: proto.window.bytes as usize,
-            close_timeout: proto.idle_timeout,
-        }
-    }
-}
-
-/// A session's message transform chain and the receiver's bound on decoded bodies.
-#[derive(Clone, Debug)]
-pub(crate) struct Codec {
-    pub(crate) chain: Chain,
-    pub(crate) max_recv: usize,
-    pub(crate) slots: Arc<Semaphore>,
-    pub(crate) batch_bytes: usize,
-}
-
-impl Codec {
-    /// The codec of a session with `chain`, `None` when there is nothing to apply.
-    pub(crate) fn new(chain: Chain, max_recv: usize, receiving: &Receiving) -> Option<Codec> {
-        (!chain.is_empty()).then(|| Codec {
-            chain,
-            max_recv,
-            slots: receiving.slots.clone(),
-            batch_bytes: receiving.batch_bytes,
-        })
-    }
-
-    fn decode(&self, mut m: Message) -> Result<Message, RecvError> {
-        match self.chain.decode(m.body, self.max_recv) {
-            Ok(body) => {
-                m.body = body;
-                Ok(m)
-            }
-            Err(error) => Err(RecvError::Transform { seq: m.seq, error }),
-        }
-    }
-}
 
 /// A handle to one session: the client's view of the server, or the server's view of one
 /// client. Cheap to clone; dropping a handle does not lose queued messages.
@@ -491,7 +432,9 @@ impl Peer {
         }
     }
 
-    /// Takes the next waiting message, if any (`Ok(None)`: nothing waiting).
+    /// Takes the next waiting message, if any (`Ok(None)`: nothing waiting). A body to decode
+    /// through the session's transforms is decoded here, on the caller's thread (up to the
+    /// maximum message size); [`Peer::recv`] moves large decodes off the async workers.
     ///
     /// # Errors
     /// [`RecvError::Transform`] when the next message's body does not decode through the
@@ -508,7 +451,9 @@ impl Peer {
     }
 
     /// Takes up to `n` waiting messages (partial read: the rest stay queued). An empty list:
-    /// nothing waiting.
+    /// nothing waiting. With transforms, bodies are decoded here, one at a time, on the
+    /// caller's thread, and the batch stops once its decoded bytes reach the receive window's
+    /// bytes; [`Peer::recv_many`] moves large decodes off the async workers.
     ///
     /// # Errors
     /// [`RecvError::Transform`] when the first message's body does not decode (it is taken;
@@ -727,15 +672,19 @@ impl Peer {
             }
         }
         self.shared.settle();
-        if tokio::time::timeout(limit, self.ended()).await.is_err() {
+        let deadline = tokio::time::Instant::now() + limit;
+        if tokio::time::timeout_at(deadline, self.ended())
+            .await
+            .is_err()
+        {
             self.shared.lock().end_here(closed(false));
             self.shared.settle();
         }
         // With a store: return once the end is on disk (a process that exits right after
-        // `close` must not leave the ended session stored as live).
+        // `close` must not leave the ended session stored as live), within the same bound.
         let written = self.shared.lock().end_written.take();
         if let Some(w) = written {
-            let _ = tokio::time::timeout(limit, w).await;
+            let _ = tokio::time::timeout_at(deadline, w).await;
         }
         self.end_reason().unwrap_or_else(|| closed(false))
     }

@@ -23,13 +23,13 @@
 //! ```
 //! use std::time::Duration;
 //! use steadfast::rpc::{Router, Rpc};
-//! use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+//! use steadfast::{Client, ClientConfig, Server, ServerConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+//! let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
 //! let client = Client::connect(server.local_addrs()[0].to_string(), ClientConfig::default()).await?;
-//! let Some(ServerEvent::Connected { peer }) = server.next_event().await else { panic!() };
+//! let Some(peer) = server.accept().await else { panic!() };
 //!
 //! let router = Router::new().route("add", |_ctx, (a, b): (i64, i64)| async move { Ok::<_, String>(a + b) });
 //! let _server_side = Rpc::new(peer, router);

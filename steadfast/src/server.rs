@@ -21,73 +21,18 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::admission::{Admission, Refusal, Ticket};
 use crate::config::{AdmissionPolicy, AuthDecision, AuthRequest, ServerConfig};
+use crate::decode::Receiving;
 use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::{BindError, EndReason, SendError};
+pub use crate::events::ServerEvent;
 use crate::events::{self, EventQueue};
-use crate::peer::{Peer, Receipt, Receiving};
+use crate::peer::{Peer, Receipt};
 use crate::proto::{
-    CloseCode, ConfigError, Connection, ConnectionError, Event, HelloRequest, Message, RejectCode,
-    ResumeToken, Role, Session, SessionEnd, SessionId,
+    CloseCode, ConfigError, Connection, Event, HelloRequest, Message, RejectCode, ResumeToken,
+    Role, Session, SessionEnd, SessionId,
 };
 use crate::session::{Budget, Durable, Link, Owner, PeerShared};
 use crate::store::{SessionStore, StoreError};
-
-/// Something that happened on a server.
-///
-/// Events are never dropped. Each session has at most one event of each kind waiting to be
-/// read (new, link change, messages waiting, end); a change of a kind already waiting is
-/// folded into it, and the event says how things stand when it is read: a session that
-/// disconnected and resumed while its `Disconnected` was unread reads as `Resumed` (with the
-/// latest error on the peer handle's side, [`Peer::is_connected`]). Ended sessions whose events
-/// are unread are kept for the application, up to `max_sessions` of them; beyond that new
-/// sessions are refused (REJECT `ServerFull`) until it reads, rather than let the queue grow.
-/// Turn them off with [`ServerConfig::lifecycle_events`] if you serve peers from
-/// [`Server::accept`] and follow each through its handle ([`Peer::ended`]).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ServerEvent {
-    /// A client established a new session (what [`Server::accept`] hands out; an accepted
-    /// session is not reported again here).
-    Connected {
-        /// Its handle.
-        peer: Peer,
-    },
-    /// A client resumed its session on a new connection.
-    Resumed {
-        /// Its handle.
-        peer: Peer,
-    },
-    /// A session's connection ended; the session lingers, resumable, for the linger time.
-    Disconnected {
-        /// Its handle.
-        peer: Peer,
-        /// Why the connection ended (the latest reason, if several were folded together).
-        error: ConnectionError,
-    },
-    /// A lingering session was not resumed in time, or was evicted to admit a newer one from
-    /// the same address (see [`ServerConfig::max_sessions_per_addr`]), and is gone.
-    Expired {
-        /// Its handle.
-        peer: Peer,
-        /// Messages sent to it and never acknowledged, in order.
-        unacknowledged: Vec<Message>,
-    },
-    /// A session ended (CLOSE, kick, protocol violation, shutdown).
-    Ended {
-        /// Its handle.
-        peer: Peer,
-        /// Why.
-        reason: EndReason,
-        /// Messages sent to it and never acknowledged, in order.
-        unacknowledged: Vec<Message>,
-    },
-    /// A peer has messages waiting (once until the application reads from that peer): the
-    /// notification queue.
-    MessagesWaiting {
-        /// Its handle.
-        peer: Peer,
-    },
-}
 
 #[derive(Default)]
 struct Registry {
@@ -165,6 +110,8 @@ struct Inner {
     shutting_down: AtomicBool,
     budget: Arc<Budget>,
     receiving: Receiving,
+    /// Numbers the sessions in the order they were created.
+    created: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -273,6 +220,7 @@ impl Server {
                 freed: tokio::sync::Notify::new(),
             }),
             receiving: Receiving::new(&config.proto, config.decode_slots()),
+            created: AtomicU64::new(0),
             config,
         });
         if let Some(store) = &inner.config.store {
@@ -318,9 +266,19 @@ impl Server {
     /// # }
     /// ```
     ///
-    /// `accept` and [`Server::next_event`] share one queue: a session taken by `accept` is
-    /// not reported as [`ServerEvent::Connected`] again.
+    /// Each new session is handed out once. The first call also hands out the sessions that
+    /// exist already (those restored from a [store](ServerConfig::store) included), oldest
+    /// first. `accept` and [`Server::next_event`] read separate queues: an accept loop and an
+    /// event logger can run side by side, and the events still report
+    /// [`ServerEvent::Connected`].
     pub async fn accept(&self) -> Option<Peer> {
+        if !self.inner.queue.is_accepting() {
+            // The first call: every session there is now (restored ones included) is new to
+            // the application, oldest first; later ones are queued as they come.
+            let mut existing: Vec<_> = self.inner.registry().sessions.values().cloned().collect();
+            existing.sort_by_key(|s| s.lock().created);
+            self.inner.queue.start_accepting(&existing);
+        }
         match self.inner.queue.next(true).await? {
             ServerEvent::Connected { peer } => Some(peer),
             _ => None,
@@ -660,9 +618,11 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Tick
         flush_and_close(&mut conn, &mut stream).await;
         return;
     };
-    inner
-        .queue
-        .push(&shared, if resumed { events::LINK } else { events::NEW });
+    if resumed {
+        inner.queue.push(&shared, events::LINK);
+    } else {
+        inner.queue.push_new(&shared);
+    }
     let outcome = tokio::select! {
         () = inner.stop_all.cancelled() => return,
         o = driver::drive(&shared, generation, stream, |p| {
@@ -763,8 +723,12 @@ async fn decide(
             certificate,
             resuming: hello.resume.is_some(),
         };
-        // Within the handshake timeout: a hook that never answers refuses nobody else.
-        let limit = inner.config.proto.handshake_timeout;
+        // Within what is left of the handshake timeout: a hook that never answers refuses
+        // nobody else.
+        let now = driver::now();
+        let limit = conn
+            .poll_timeout()
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
         let decision = tokio::time::timeout(limit, (auth.0)(&req)).await;
         match decision {
             Ok(AuthDecision::Accept) => {}
@@ -960,6 +924,7 @@ fn new_session(
         st.certificate = certificate.map(<[u8]>::to_vec);
         st.id = Some(id);
         st.origin = Some(ip);
+        st.created = inner.created.fetch_add(1, Ordering::Relaxed);
         st.connected = true;
         st.budget = Some(inner.budget.clone());
         if let Some(store) = &inner.config.store {
@@ -1086,6 +1051,7 @@ fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result
             // Its linger counts from when it was last seen, in this process's clock.
             let mut st = shared.lock();
             st.id = Some(id);
+            st.created = inner.created.fetch_add(1, Ordering::Relaxed);
             st.budget = Some(inner.budget.clone());
             st.durable = Some(Durable::new(store.clone(), id.0, Some(committed)));
             st.lingering_since = Some(

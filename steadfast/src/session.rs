@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 use crate::clock::wall_clock_us;
+use crate::decode::{Codec, Receiving};
 use crate::error::EndReason;
-use crate::peer::{Codec, Receiving};
 use crate::proto::{
     Connection, ConnectionError, Message, Role, Seq, Session, SessionId, SessionRecord,
 };
@@ -92,6 +92,8 @@ pub(crate) struct PeerState {
     pub(crate) end_reported: bool,
     /// A linger timer runs for the session (server side; one at most).
     pub(crate) linger_timer: bool,
+    /// The order in which the server created (or restored) the session.
+    pub(crate) created: u64,
 }
 
 /// When a store write is on disk.
@@ -229,6 +231,12 @@ impl PeerState {
             return;
         };
         let now = match (&self.link, self.session()) {
+            // An ended session's messages handed back, while its events wait to be read.
+            (Link::Ended, _) | (_, None) if self.held => self
+                .ending
+                .as_ref()
+                .and_then(|e| e.unacknowledged.as_ref())
+                .map_or(0, |u| u.iter().map(|m| m.body.len() as u64).sum()),
             (Link::Ended, _) | (_, None) => 0,
             (Link::Attached(c), Some(s)) => {
                 s.inbox_bytes() + s.outbox_bytes() + c.reassembly_bytes()
@@ -415,6 +423,7 @@ impl PeerShared {
                 held: false,
                 end_reported: false,
                 linger_timer: false,
+                created: 0,
             }),
             role,
             name,

@@ -3,17 +3,17 @@
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use steadfast::{Client, ClientConfig, Server, ServerConfig, ServerEvent};
+//! use steadfast::{Client, ClientConfig, Server, ServerConfig};
 //!
 //! #[derive(Serialize, Deserialize, Debug, PartialEq)]
 //! struct Order { id: u32, item: String }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
+//! let server = Server::bind(["127.0.0.1:0"], ServerConfig::default()).await?;
 //! let client = Client::connect(server.local_addrs()[0].to_string(), ClientConfig::default()).await?;
 //! client.send_value(&Order { id: 7, item: "tea".into() }).await?;
-//! let Some(ServerEvent::Connected { peer }) = server.next_event().await else { panic!() };
+//! let Some(peer) = server.accept().await else { panic!() };
 //! let order: Order = peer.recv_value().await?;
 //! assert_eq!(order, Order { id: 7, item: "tea".into() });
 //! # Ok(()) }
