@@ -66,7 +66,8 @@ fn rates(clean: &WitnessRun, attacked: &WitnessRun) -> String {
 }
 
 /// Attack 1, server side: a client completes the handshake, then writes PINGs as fast as it
-/// can and never reads its socket. Asserts: peak RSS ≤ before + budget + 64 MiB.
+/// can and never reads its socket, while the witness runs. Asserts: peak RSS ≤ before +
+/// budget + 64 MiB, and the witness completes (exactly once, in order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pong_flood_against_the_server_stays_within_the_bound() {
     let _serial = serial().await;
@@ -74,7 +75,13 @@ async fn pong_flood_against_the_server_stays_within_the_bound() {
         return;
     }
     let abort = flag();
-    let app = App::start(&abort).await;
+    let mut app = App::start(&abort).await;
+    let clean = Witness::connect(&mut app, "witness-clean")
+        .await
+        .run()
+        .await;
+    clean.assert_complete("clean run");
+    let witness = Witness::connect(&mut app, "witness-attack").await;
     let raw = RawConn::connect(&app.addr, Config::default(), "ping-flooder").await;
     // From here on the socket is never read.
     let mut stream = raw.stream;
@@ -82,11 +89,19 @@ async fn pong_flood_against_the_server_stays_within_the_bound() {
     settle().await;
     let meter = Meter::start(&abort);
     let start = Instant::now();
+    let done = flag();
     let mut pos = 0;
-    let written = write_until(&mut stream, &pings, &mut pos, start + FLOOD, || {
-        raised(&abort)
-    })
-    .await;
+    // The flood goes on until the witness is done, for at least 2 s (at most FLOOD).
+    let (attacked, written) = tokio::join!(
+        async {
+            let r = witness.run().await;
+            done.store(true, Ordering::Relaxed);
+            r
+        },
+        write_until(&mut stream, &pings, &mut pos, start + FLOOD, || {
+            raised(&abort) || (raised(&done) && start.elapsed() >= Duration::from_secs(2))
+        })
+    );
     let took = start.elapsed();
     let m = meter.finish();
     drop(stream);
@@ -99,7 +114,9 @@ async fn pong_flood_against_the_server_stays_within_the_bound() {
         },
         m.describe()
     );
+    println!("{}", rates(&clean, &attacked));
     m.assert_within("PONG flood against the server");
+    attacked.assert_complete("PONG flood against the server");
 }
 
 /// Attack 1, client side: a hostile server welcomes a real `Client`, then writes PINGs as fast
