@@ -407,7 +407,11 @@ impl Peer {
             shared: &self.shared,
             message: Some(m.clone()),
         };
-        let _slot = codec.slots.acquire().await;
+        // The slot and the reservation last as long as the decode itself, even if this
+        // future is dropped meanwhile (a blocking task runs to its end).
+        let Ok(slot) = codec.slots.clone().acquire_owned().await else {
+            return Err(RecvError::Ended);
+        };
         let reserve = codec.max_recv as u64;
         let budget = self.shared.lock().budget.clone();
         if let Some(b) = &budget {
@@ -416,11 +420,16 @@ impl Peer {
         let chain = codec.chain.clone();
         let max = codec.max_recv;
         let body = m.body.clone();
-        let result = tokio::task::spawn_blocking(move || chain.decode(body, max)).await;
-        if let Some(b) = &budget {
-            b.used.fetch_sub(reserve, Ordering::Relaxed);
-            b.freed.notify_waiters();
-        }
+        let result = tokio::task::spawn_blocking(move || {
+            let decoded = chain.decode(body, max);
+            if let Some(b) = &budget {
+                b.used.fetch_sub(reserve, Ordering::Relaxed);
+                b.freed.notify_waiters();
+            }
+            drop(slot);
+            decoded
+        })
+        .await;
         guard.disarm();
         match result {
             Ok(Ok(body)) => Ok(Message { body, ..m }),
