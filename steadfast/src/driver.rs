@@ -276,8 +276,7 @@ fn handle_events(
                 session_id,
                 resumed,
             } => {
-                st.id = Some(session_id);
-                st.connected = true;
+                st.established(session_id, None);
                 progress.push(Progress::Established { resumed });
                 debug!(session = %session_id, resumed, "established");
             }

@@ -802,8 +802,7 @@ async fn decide(
             let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
             let attached = std::mem::replace(conn, placeholder);
             let generation = st.attach(attached, Some(addr));
-            st.certificate = certificate.map(<[u8]>::to_vec);
-            st.connected = true;
+            st.established(resume.session_id, certificate);
             drop(st);
             // A driver of the old connection sees the new generation and stops.
             shared.wake_all();
@@ -921,11 +920,9 @@ fn new_session(
         let mut st = shared.lock();
         let generation = st.generation;
         st.addr = Some(addr);
-        st.certificate = certificate.map(<[u8]>::to_vec);
-        st.id = Some(id);
+        st.established(id, certificate);
         st.origin = Some(ip);
         st.created = inner.created.fetch_add(1, Ordering::Relaxed);
-        st.connected = true;
         st.budget = Some(inner.budget.clone());
         if let Some(store) = &inner.config.store {
             st.durable = Some(Durable::new(store.clone(), id.0, None));

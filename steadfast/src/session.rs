@@ -149,6 +149,17 @@ impl PeerState {
         self.generation
     }
 
+    /// The handshake finished: a connection carries the session and messages flow (the
+    /// server's sessions are established when they are attached; a client's when the
+    /// WELCOME arrives).
+    pub(crate) fn established(&mut self, id: SessionId, certificate: Option<&[u8]>) {
+        self.id = Some(id);
+        self.connected = true;
+        if let Some(c) = certificate {
+            self.certificate = Some(c.to_vec());
+        }
+    }
+
     /// The carrying connection ended and the session survives it: it waits, detached, for
     /// the next connection.
     pub(crate) fn detach(&mut self, error: ConnectionError, now: Instant) {
