@@ -52,13 +52,23 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         eprintln!("listening on {addr}");
     }
     let out = Arc::new(Mutex::new(BufWriter::new(tokio::io::stdout())));
-    let (cmd_tx, mut commands) = mpsc::channel::<String>(16);
-    if a.console {
+    // The console runs in a task of its own (a `/ping` waits for its answer without holding
+    // up new sessions); `/quit` or the end of its input stops the server like a signal.
+    let (quit_tx, mut quit) = mpsc::channel::<()>(1);
+    let console_task = a.console.then(|| {
         eprintln!("console ready: /help for commands");
+        let (cmd_tx, mut commands) = mpsc::channel::<String>(16);
         tokio::spawn(read_lines(cmd_tx));
-    } else {
-        drop(cmd_tx);
-    }
+        let server = server.clone();
+        tokio::spawn(async move {
+            while let Some(line) = commands.recv().await {
+                if !console(&server, line.trim()).await {
+                    break;
+                }
+            }
+            let _ = quit_tx.send(()).await;
+        })
+    });
     // Lifecycle events go to stderr from a task of their own; every peer is served by a task
     // of its own, so that no peer (a slow reader, a large decode) holds up another, and the
     // signal below is always heard.
@@ -68,6 +78,8 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         echo: a.echo,
     });
     let mut peers = tokio::task::JoinSet::new();
+    // Tells the peer tasks to stop taking messages (each finishes the batch it took).
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let (failed_tx, mut failed) = mpsc::channel::<std::io::Error>(1);
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -77,10 +89,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             peer = server.accept() => {
                 let Some(peer) = peer else { break };
                 eprintln!("connected: {}", describe(&peer));
-                let (server, out, opts, failed) =
-                    (server.clone(), out.clone(), opts.clone(), failed_tx.clone());
+                let (server, out, opts, failed, stop) =
+                    (server.clone(), out.clone(), opts.clone(), failed_tx.clone(), stop_rx.clone());
                 peers.spawn(async move {
-                    if let Err(e) = serve_peer(&server, &peer, &out, &opts).await {
+                    if let Err(e) = serve_peer(&server, &peer, &out, &opts, stop).await {
                         let _ = failed.try_send(e);
                     }
                 });
@@ -89,31 +101,40 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
                 eprintln!("error: writing to stdout: {e}");
                 break;
             }
-            Some(line) = commands.recv() => {
-                if !console(&server, line.trim()).await {
-                    break;
-                }
-            }
+            Some(()) = quit.recv() => break,
             // Reap finished peer tasks so the set does not grow with churn.
             Some(_) = peers.join_next(), if !peers.is_empty() => {}
         }
     }
     eprintln!("shutting down");
-    // Stop accepting, give outboxes a moment to drain, end every session; within 5 s.
+    // First every peer task writes, flushes and acknowledges the batch it took (so that what
+    // was written is acknowledged, and with --state committed, before the sessions stop), then
+    // the server stops accepting, gives outboxes a moment to drain and ends every session.
+    let _ = stopping.send(true);
+    let mut code = ExitCode::SUCCESS;
+    let finished = tokio::time::timeout(Duration::from_secs(5), async {
+        while peers.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        eprintln!(
+            "error: {} peers could not finish writing to stdout; lines they took may be missing",
+            peers.len()
+        );
+        code = ExitCode::FAILURE;
+    }
     let _ = tokio::time::timeout(
         Duration::from_secs(4),
         server.shutdown(Duration::from_secs(2)),
     )
     .await;
-    // Sessions are over: the peer tasks finish writing what they took.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while peers.join_next().await.is_some() {}
-    })
-    .await;
     peers.abort_all();
+    if let Some(c) = console_task {
+        c.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_millis(500), log).await;
     let _ = out.lock().await.flush().await;
-    ExitCode::SUCCESS
+    code
 }
 
 /// How each peer is served.
@@ -210,9 +231,16 @@ async fn serve_peer(
     peer: &Peer,
     out: &Mutex<BufWriter<Stdout>>,
     opts: &PeerOptions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     loop {
-        let batch = match peer.recv_many(1_024).await {
+        // `recv_many` takes nothing unless it returns: stopping here loses no message.
+        let received = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            r = peer.recv_many(1_024) => r,
+        };
+        let batch = match received {
             Ok(batch) => batch,
             Err(steadfast::error::RecvError::Ended) => return Ok(()),
             Err(e) => {

@@ -1,13 +1,13 @@
 //! The server's event queue: lifecycle events that are never dropped, bounded by construction.
 //!
-//! Each session has at most one entry of each kind waiting (new peer, link change, messages
-//! waiting, end): a repeated change of a kind already waiting is coalesced into it, and the
-//! event is built from the session's state when the application reads it (a link change
-//! reads as `Resumed` if a connection carries the session then, `Disconnected` with the latest
-//! error otherwise). So the queue holds at most four entries per session. The sessions it
-//! refers to are the registry's (at most `max_sessions`) and ended ones whose events are
-//! unread: once there are `max_sessions` of those, new sessions are refused until the
-//! application reads, so the queue refers to at most twice `max_sessions` sessions.
+//! Each session has at most one entry of each kind waiting (new peer for `accept`, connected,
+//! link change, messages waiting, end): a repeated change of a kind already waiting is folded
+//! into it, and the event is built from the session's state when the application reads it (a
+//! link change reads as `Resumed` if a connection carries the session then, `Disconnected`
+//! with the latest error otherwise). So the queues hold at most five entries per session. The
+//! sessions they refer to are the registry's (at most `max_sessions`) and ended ones whose
+//! entries are unread: once there are `max_sessions` of those, new sessions are refused until
+//! the application reads, so the queues refer to at most twice `max_sessions` sessions.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
