@@ -146,12 +146,16 @@ impl EventQueue {
         self.accepting.load(Ordering::SeqCst)
     }
 
-    /// The first `accept`: from now on new sessions are kept for it, starting with `existing`
-    /// (the sessions there are now, oldest first).
-    pub(crate) fn start_accepting(&self, existing: &[Arc<PeerShared>]) {
-        if self.accepting.swap(true, Ordering::SeqCst) {
-            return;
-        }
+    /// The first `accept`: from now on new sessions are kept for it. Returns true for the
+    /// call that turned it on; that caller then hands in the sessions that exist with
+    /// [`EventQueue::push_existing`] (a session created meanwhile may come both ways: it is
+    /// queued once).
+    pub(crate) fn begin_accepting(&self) -> bool {
+        !self.accepting.swap(true, Ordering::SeqCst)
+    }
+
+    /// Queues sessions that existed when `accept` was first called, oldest first.
+    pub(crate) fn push_existing(&self, existing: &[Arc<PeerShared>]) {
         for s in existing {
             self.push(s, NEW);
         }
@@ -182,9 +186,11 @@ impl EventQueue {
         }
         {
             let mut st = shared.lock();
-            if st.queued & kind != 0 {
+            if st.queued & kind != 0 || (kind == NEW && st.offered) {
                 return;
             }
+            // `accept` hands a session out once, however it was queued.
+            st.offered |= kind == NEW;
             st.queued |= kind;
             if (kind == END || st.ending.is_some()) && !st.held {
                 st.held = true;

@@ -272,12 +272,13 @@ impl Server {
     /// event logger can run side by side, and the events still report
     /// [`ServerEvent::Connected`].
     pub async fn accept(&self) -> Option<Peer> {
-        if !self.inner.queue.is_accepting() {
+        if !self.inner.queue.is_accepting() && self.inner.queue.begin_accepting() {
             // The first call: every session there is now (restored ones included) is new to
-            // the application, oldest first; later ones are queued as they come.
+            // the application, oldest first; later ones are queued as they come. The switch
+            // comes first, so a session created meanwhile is queued one way or the other.
             let mut existing: Vec<_> = self.inner.registry().sessions.values().cloned().collect();
             existing.sort_by_key(|s| s.lock().created);
-            self.inner.queue.start_accepting(&existing);
+            self.inner.queue.push_existing(&existing);
         }
         match self.inner.queue.next(true).await? {
             ServerEvent::Connected { peer } => Some(peer),

@@ -94,6 +94,8 @@ pub(crate) struct PeerState {
     pub(crate) linger_timer: bool,
     /// The order in which the server created (or restored) the session.
     pub(crate) created: u64,
+    /// Queued for `accept` once already (server side).
+    pub(crate) offered: bool,
 }
 
 /// When a store write is on disk.
@@ -435,6 +437,7 @@ impl PeerShared {
                 end_reported: false,
                 linger_timer: false,
                 created: 0,
+                offered: false,
             }),
             role,
             name,
