@@ -180,7 +180,11 @@ async fn silent_sockets_past_the_per_address_limit_evict_that_addresses_oldest()
         honest_gets_in(&server, addr).await;
         assert_eq!(server.handshakes(), PER_ADDR);
         let max = sampler.stop(server.handshakes()).await;
-        assert_eq!(max, PER_ADDR as u64, "pending handshakes peaked at {max}");
+        // The honest client's own handshake may be counted beside the attacker's.
+        assert!(
+            (PER_ADDR as u64..=PER_ADDR as u64 + 1).contains(&max),
+            "pending handshakes peaked at {max}"
+        );
         drop(sockets);
         server.shutdown(Duration::ZERO).await;
     })
