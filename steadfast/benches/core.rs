@@ -25,6 +25,7 @@ const MAX_FRAME: u32 = 65_536;
 
 fn data_frame(seq: u64, size: usize) -> Frame {
     Frame::Data(Data {
+        offset: None,
         seq: Seq(seq),
         timestamp_us: 1_700_000_000_000_000 + seq,
         more: false,

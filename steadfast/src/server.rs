@@ -572,8 +572,9 @@ async fn greet(inner: &Inner, tcp: TcpStream) -> Option<Greeted> {
     let mut buf = vec![0u8; 16 << 10];
     loop {
         if let Some(Event::Hello(req)) = conn.poll_event() {
-            // A HELLO followed by more frames (pipelined before WELCOME) has already been
-            // refused by the core: the event is stale, nothing may be created for it.
+            // Frames pipelined after the HELLO wait in the core until the answer is out
+            // (PROTOCOL.md §2); more than a frame's worth has already been refused by it: the
+            // event is then stale, nothing may be created for it.
             if conn.is_closed() {
                 flush_and_close(&mut conn, &mut stream).await;
                 return None;
@@ -777,7 +778,7 @@ async fn decide(
     }
     if !st
         .session()
-        .is_some_and(|s| s.can_resume_from(resume.received))
+        .is_some_and(|s| s.can_resume_at(resume.received, resume.partial))
     {
         drop(st);
         conn.reject(RejectCode::ProtocolError, 0, "impossible resume position");

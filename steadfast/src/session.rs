@@ -252,9 +252,10 @@ impl PeerState {
                 .map_or(0, |u| u.iter().map(|m| m.body.len() as u64).sum()),
             (Link::Ended, _) | (_, None) => 0,
             (Link::Attached(c), Some(s)) => {
-                s.inbox_bytes() + s.outbox_bytes() + c.reassembly_bytes()
+                s.inbox_bytes() + s.outbox_bytes() + c.reassembly_bytes() + s.held_partial_bytes()
             }
-            (_, Some(s)) => s.inbox_bytes() + s.outbox_bytes(),
+            // A detached version-2 session keeps a message received in part (§5.5).
+            (_, Some(s)) => s.inbox_bytes() + s.outbox_bytes() + s.held_partial_bytes(),
         };
         if now >= self.accounted {
             budget

@@ -156,6 +156,7 @@ async fn malformed_openings_are_refused_and_the_good_client_loses_nothing() {
     let witness = Witness::start(&mut server).await;
     let mut data_first = Vec::new();
     Frame::Data(steadfast::proto::frame::Data {
+        offset: None,
         seq: Seq(1),
         timestamp_us: 0,
         more: false,
@@ -262,6 +263,7 @@ async fn a_flood_of_resumes_with_random_tokens_disturbs_nothing() {
             1,
             1,
             Some(ResumeRequest {
+                partial: 0,
                 session_id: id,
                 token: ResumeToken(rng.u128(..).to_le_bytes()),
                 received: Seq(1),

@@ -327,6 +327,7 @@ async fn partial_messages_on_many_connections_stay_within_the_bound() {
     }
     let mut chunk = Vec::new();
     Frame::Data(Data {
+        offset: None,
         seq: Seq(1),
         timestamp_us: 0,
         more: true,

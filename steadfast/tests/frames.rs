@@ -7,9 +7,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use steadfast::proto::frame::{
-    Close, DATA_PREFIX_LEN, Data, GoAway, HEADER_LEN, Hello, MAGIC, MAX_CREDENTIALS_LEN,
-    MAX_NAME_LEN, MAX_REASON_LEN, MAX_TRANSFORMS, MIN_MAX_FRAME, Reject, Welcome, WelcomeKind,
-    encode_data_header, kind,
+    Close, DATA_CONTINUED_PREFIX_LEN, DATA_PREFIX_LEN, Data, GoAway, HEADER_LEN, Hello, MAGIC,
+    MAX_CREDENTIALS_LEN, MAX_NAME_LEN, MAX_REASON_LEN, MAX_TRANSFORMS, MIN_MAX_FRAME, Reject,
+    Timings, Welcome, WelcomeKind, encode_data_header, kind,
 };
 use steadfast::proto::{
     CloseCode, Decoder, Frame, FrameError, Limits, RejectCode, ResumeRequest, ResumeToken, Seq,
@@ -56,7 +56,7 @@ fn drain(dec: &mut Decoder, out: &mut Vec<Frame>) {
 
 /// Decodes one frame from exactly these bytes with a fresh decoder.
 fn decode_one(bytes: &[u8]) -> Result<Option<Frame>, FrameError> {
-    let mut dec = Decoder::new(BIG);
+    let mut dec = v2_decoder(BIG);
     dec.feed(bytes);
     dec.decode()
 }
@@ -214,18 +214,35 @@ fn arb_id() -> impl Strategy<Value = SessionId> {
     any::<[u8; 16]>().prop_map(SessionId)
 }
 
+/// The fixed part of a DATA payload: longer with CONTINUED (version 2).
+fn data_prefix(d: &Data) -> usize {
+    if d.offset.is_some() {
+        DATA_CONTINUED_PREFIX_LEN
+    } else {
+        DATA_PREFIX_LEN
+    }
+}
+
+/// A decoder of a version-2 connection: the generated frames include DATA with CONTINUED.
+fn v2_decoder(max_frame: u32) -> Decoder {
+    let mut dec = Decoder::new(max_frame);
+    dec.set_version(2);
+    dec
+}
+
 fn arb_token() -> impl Strategy<Value = ResumeToken> {
     any::<[u8; 16]>().prop_map(ResumeToken)
 }
 
 fn arb_hello(s: Sizes, resume: bool) -> BoxedStrategy<Frame> {
-    let req = (arb_id(), arb_token(), arb_seq()).prop_map(|(session_id, token, received)| {
-        ResumeRequest {
+    let req = (arb_id(), arb_token(), arb_seq(), any::<u64>()).prop_map(
+        |(session_id, token, received, partial)| ResumeRequest {
+            partial,
             session_id,
             token,
             received,
-        }
-    });
+        },
+    );
     let resume = if resume {
         req.prop_map(Some).boxed()
     } else {
@@ -256,7 +273,13 @@ fn arb_hello(s: Sizes, resume: bool) -> BoxedStrategy<Frame> {
                     limits,
                     // Not encoded for a resume.
                     first_seq: if resume.is_some() { Seq(0) } else { first_seq },
-                    resume,
+                    // Only the version-2 layout (offering versions 2 and up) carries a partial.
+                    resume: resume.map(|mut r| {
+                        if min_version < 2 {
+                            r.partial = 0;
+                        }
+                        r
+                    }),
                     name,
                     credentials,
                     transforms,
@@ -273,8 +296,9 @@ fn arb_transforms() -> impl Strategy<Value = Vec<String>> {
 
 fn arb_welcome(resumed: bool) -> BoxedStrategy<Frame> {
     let kind = if resumed {
-        (arb_seq(), arb_seq())
-            .prop_map(|(received, delivered)| WelcomeKind::Resumed {
+        (arb_seq(), arb_seq(), any::<u64>())
+            .prop_map(|(received, delivered, partial)| WelcomeKind::Resumed {
+                partial,
                 received,
                 delivered,
             })
@@ -290,18 +314,30 @@ fn arb_welcome(resumed: bool) -> BoxedStrategy<Frame> {
         arb_token(),
         arb_limits(),
         kind,
-        arb_transforms(),
+        (arb_transforms(), any::<(u32, u32)>()),
     )
-        .prop_map(|(version, session_id, token, limits, kind, transforms)| {
-            Frame::Welcome(Welcome {
-                version,
-                session_id,
-                token,
-                limits,
-                kind,
-                transforms,
-            })
-        })
+        .prop_map(
+            |(version, session_id, token, limits, mut kind, (transforms, (ka, idle)))| {
+                // Version 1 has neither timings nor a partial position.
+                if let WelcomeKind::Resumed { partial, .. } = &mut kind
+                    && version < 2
+                {
+                    *partial = 0;
+                }
+                Frame::Welcome(Welcome {
+                    timings: (version >= 2).then_some(Timings {
+                        keepalive_ms: ka,
+                        idle_timeout_ms: idle,
+                    }),
+                    version,
+                    session_id,
+                    token,
+                    limits,
+                    kind,
+                    transforms,
+                })
+            },
+        )
         .boxed()
 }
 
@@ -315,9 +351,16 @@ fn arb_close_code() -> impl Strategy<Value = CloseCode> {
 }
 
 fn arb_data(s: Sizes) -> BoxedStrategy<Frame> {
-    (arb_seq(), any::<u64>(), any::<bool>(), arb_bytes(0, s.body))
-        .prop_map(|(seq, timestamp_us, more, body)| {
+    (
+        arb_seq(),
+        any::<u64>(),
+        any::<bool>(),
+        prop::option::of(any::<u64>()),
+        arb_bytes(0, s.body),
+    )
+        .prop_map(|(seq, timestamp_us, more, offset, body)| {
             Frame::Data(Data {
+                offset,
                 seq,
                 timestamp_us,
                 more,
@@ -466,7 +509,7 @@ proptest! {
         let bytes = encode(&frame);
         prop_assert_eq!(payload_len(&bytes), bytes.len() - HEADER_LEN);
         prop_assert_eq!(bytes[4], frame.kind());
-        let mut dec = Decoder::new(BIG);
+        let mut dec = v2_decoder(BIG);
         dec.feed(&bytes);
         prop_assert_eq!(dec.decode().unwrap(), Some(frame));
         prop_assert_eq!(dec.decode().unwrap(), None);
@@ -478,7 +521,7 @@ proptest! {
     #[test]
     fn every_strict_prefix_is_incomplete(frame in arb_frame(FULL)) {
         let bytes = encode(&frame);
-        let mut dec = Decoder::new(BIG);
+        let mut dec = v2_decoder(BIG);
         for (i, b) in bytes.iter().enumerate() {
             dec.feed(std::slice::from_ref(b));
             let got = dec.decode().unwrap();
@@ -503,7 +546,7 @@ proptest! {
             ends.push(at);
         }
         for split in 0..=bytes.len() {
-            let mut dec = Decoder::new(BIG);
+            let mut dec = v2_decoder(BIG);
             let mut out = Vec::new();
             dec.feed(&bytes[..split]);
             drain(&mut dec, &mut out);
@@ -523,7 +566,7 @@ proptest! {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut cuts: Vec<usize> = (0..rng.usize(1..64)).map(|_| rng.usize(..=bytes.len())).collect();
         cuts.sort_unstable();
-        let mut dec = Decoder::new(BIG);
+        let mut dec = v2_decoder(BIG);
         let mut out = Vec::new();
         let mut from = 0;
         for cut in cuts.into_iter().chain([bytes.len()]) {
@@ -644,9 +687,9 @@ proptest! {
         let cut = raw_frame(k, bytes[5], &bytes[HEADER_LEN..HEADER_LEN + keep]);
         let got = decode_one(&cut);
         match &frame {
-            Frame::Data(d) if keep >= DATA_PREFIX_LEN => {
+            Frame::Data(d) if keep >= data_prefix(d) => {
                 let mut shorter = d.clone();
-                shorter.body = d.body.slice(..keep - DATA_PREFIX_LEN);
+                shorter.body = d.body.slice(..keep - data_prefix(d));
                 prop_assert_eq!(got, Ok(Some(Frame::Data(shorter))));
             }
             _ => prop_assert_eq!(got, Err(FrameError::Malformed(kind_name(k)))),
@@ -722,7 +765,7 @@ proptest! {
         body in vec(any::<u8>(), 0..32),
     ) {
         for frame in [
-            Frame::Data(Data { seq, timestamp_us: ts, more, body: Bytes::from(body.clone()) }),
+            Frame::Data(Data { offset: None, seq, timestamp_us: ts, more, body: Bytes::from(body.clone()) }),
             Frame::Ack { delivered: seq, window: Window { messages: 1, bytes: 1 } },
             Frame::Close(Close { code: CloseCode::Normal, delivered: seq, reason: String::new() }),
         ] {
@@ -746,6 +789,7 @@ fn data_seq_exact_boundaries_roundtrip() {
         u64::MAX,
     ] {
         let frame = Frame::Data(Data {
+            offset: None,
             seq: Seq(s),
             timestamp_us: u64::MAX - s,
             more: s % 2 == 0,
@@ -764,6 +808,7 @@ fn data_seq_exact_boundaries_roundtrip() {
 fn data_wire_size_with_64_byte_body() {
     let body = Bytes::from(vec![0xab; 64]);
     let frame = Frame::Data(Data {
+        offset: None,
         seq: Seq(1),
         timestamp_us: 0,
         more: false,

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use steadfast::proto::frame::{Close, Data, HEADER_LEN, Hello, Reject, Welcome, WelcomeKind, kind};
 use steadfast::proto::{
     CloseCode, Config, Connection, ConnectionError, Decoder, Event, Frame, Limits, Message,
-    RejectCode, ResumeRequest, ResumeToken, Seq, Session, SessionEnd, SessionId, Window,
+    RejectCode, ResumeRequest, ResumeToken, SUPPORTED_VERSIONS, Seq, Session, SessionEnd,
+    SessionId, Window,
 };
 
 // ------------------------------------------------------------------------------- helpers
@@ -93,6 +94,7 @@ fn hello_new(first_seq: Seq) -> Hello {
 fn hello_resume(session_id: SessionId, token: [u8; 16], received: Seq) -> Frame {
     Frame::Hello(Hello {
         resume: Some(ResumeRequest {
+            partial: 0,
             session_id,
             token: ResumeToken(token),
             received,
@@ -104,6 +106,7 @@ fn hello_resume(session_id: SessionId, token: [u8; 16], received: Seq) -> Frame 
 
 fn data(seq: u64, more: bool, body: &[u8]) -> Frame {
     Frame::Data(Data {
+        offset: None,
         seq: Seq(seq),
         timestamp_us: 0,
         more,
@@ -120,6 +123,7 @@ fn ack(delivered: u64) -> Frame {
 
 fn welcome_new(version: u16, limits: Limits) -> Frame {
     Frame::Welcome(Welcome {
+        timings: None,
         version,
         session_id: SID,
         token: ResumeToken(TOKEN),
@@ -347,7 +351,7 @@ fn client_awaiting_welcome(cfg: &Config, now: Instant) -> Connection {
     let [Frame::Hello(h)] = &out[..] else {
         panic!("expected HELLO, sent {out:?}");
     };
-    assert_eq!((h.min_version, h.max_version), (1, 1));
+    assert_eq!((h.min_version, h.max_version), SUPPORTED_VERSIONS);
     assert_eq!(h.resume, None);
     assert_eq!(h.first_seq, Seq(1));
     assert_eq!(h.credentials.as_deref(), Some(&b"pw"[..]));
@@ -803,47 +807,63 @@ fn server_handshake_timeout_for_silent_client() {
     assert!(!server.is_established());
 }
 
+/// A frame the client sent after its HELLO, before the answer (a client must not), is held
+/// unparsed while the application decides and handled as a frame of the established
+/// connection once WELCOME is out: the same outcome however TCP split the bytes (§2).
 #[test]
-fn server_refuses_frames_between_hello_and_decision() {
+fn frames_between_hello_and_decision_wait_for_the_welcome_however_split() {
     let now = Instant::now();
-    // In the same read as the HELLO.
+    let hello = enc(&[Frame::Hello(hello_new(Seq(1)))]);
+    let eager = enc(&[data(1, false, b"eager")]);
+    for same_read in [true, false] {
+        let mut server = Connection::accept(Config::default(), now).unwrap();
+        if same_read {
+            server.handle_input(now, &[hello.clone(), eager.clone()].concat());
+        } else {
+            server.handle_input(now, &hello);
+            server.handle_input(now, &eager);
+        }
+        hello_event(&mut server);
+        assert!(
+            transmit(&mut server, now).is_empty(),
+            "nothing before the answer"
+        );
+        assert!(server.session().is_none());
+        server.accept_new(now, SID, ResumeToken(TOKEN));
+        let out = sent(&mut server, now);
+        assert!(matches!(&out[0], Frame::Welcome(_)), "{out:?}");
+        assert_eq!(
+            server.recv().unwrap().body,
+            "eager",
+            "same read: {same_read}"
+        );
+        assert!(server.is_established());
+    }
+    // After a REJECT the held bytes are ignored.
     let mut server = Connection::accept(Config::default(), now).unwrap();
-    server.handle_input(
-        now,
-        &enc(&[Frame::Hello(hello_new(Seq(1))), data(1, false, b"eager")]),
-    );
+    server.handle_input(now, &[hello.clone(), eager.clone()].concat());
+    hello_event(&mut server);
+    server.reject(RejectCode::Unauthenticated, 0, "no");
     let out = sent(&mut server, now);
-    let [Frame::Reject(r)] = &out[..] else {
-        panic!("{out:?}");
-    };
-    assert_eq!(r.code, RejectCode::ProtocolError);
-    let evs = events(&mut server);
-    assert!(matches!(&evs[0], Event::Hello(_)), "{evs:?}");
-    assert!(matches!(
-        &evs[1],
-        Event::Disconnected(ConnectionError::Rejected {
-            code: RejectCode::ProtocolError,
-            ..
-        })
-    ));
-    // The application answers the stale Event::Hello: nothing happens.
+    assert!(matches!(&out[..], [Frame::Reject(_)]), "{out:?}");
+    assert!(server.session().is_none());
+}
+
+/// More than a frame's worth of bytes before the answer is refused at once.
+#[test]
+fn a_flood_before_the_answer_is_refused() {
+    let now = Instant::now();
+    let config = Config::default();
+    let mut server = Connection::accept(config, now).unwrap();
+    server.handle_input(now, &enc(&[Frame::Hello(hello_new(Seq(1)))]));
+    hello_event(&mut server);
+    let pings = enc(&vec![Frame::Ping(7); 65_536 / 14 + 2]);
+    let r = expect_reject(&mut server, now, &pings, RejectCode::ProtocolError);
+    assert!(r.reason.contains("before WELCOME"), "{r:?}");
+    // The application's late answer creates nothing.
     server.accept_new(now, SID, ResumeToken(TOKEN));
     assert!(transmit(&mut server, now).is_empty());
     assert!(server.session().is_none());
-    assert!(events(&mut server).is_empty());
-
-    // In a later read, while the application is deciding.
-    let mut server = Connection::accept(Config::default(), now).unwrap();
-    server.handle_input(now, &enc(&[Frame::Hello(hello_new(Seq(1)))]));
-    hello_event(&mut server);
-    expect_reject(
-        &mut server,
-        now,
-        &enc(&[Frame::Ping(1)]),
-        RejectCode::ProtocolError,
-    );
-    server.accept_new(now, SID, ResumeToken(TOKEN));
-    assert!(transmit(&mut server, now).is_empty());
 }
 
 // ----------------------------------------------------------------------- resume attacks
@@ -1002,7 +1022,7 @@ fn resume_with_impossible_position_refused() {
         .unwrap();
     let out = sent(&mut peer, now);
     assert!(
-        matches!(&out[0], Frame::Welcome(w) if w.kind == WelcomeKind::Resumed {
+        matches!(&out[0], Frame::Welcome(w) if w.kind == WelcomeKind::Resumed { partial: 0,
             received: Seq(2), delivered: Seq(2) }),
         "{out:?}"
     );
@@ -1379,11 +1399,13 @@ fn client_refuses_welcome_it_cannot_accept() {
         ),
         // A resumed WELCOME for a session the client never had.
         Frame::Welcome(Welcome {
+            timings: None,
             version: 1,
             session_id: SID,
             token: ResumeToken(TOKEN),
             limits: l,
             kind: WelcomeKind::Resumed {
+                partial: 0,
                 received: Seq(1),
                 delivered: Seq(1),
             },
@@ -1391,6 +1413,7 @@ fn client_refuses_welcome_it_cannot_accept() {
         }),
         // A chain the client does not apply.
         Frame::Welcome(Welcome {
+            timings: None,
             version: 1,
             session_id: SID,
             token: ResumeToken(TOKEN),

@@ -24,6 +24,9 @@ pub struct Decoder {
     buf: BytesMut,
     state: State,
     max_frame: u32,
+    /// The connection's protocol version (1 until a handshake chose another): it decides
+    /// which DATA flags are defined (§3.2).
+    version: u16,
 }
 
 impl Decoder {
@@ -33,7 +36,14 @@ impl Decoder {
             buf: BytesMut::new(),
             state: State::Head,
             max_frame,
+            version: 1,
         }
+    }
+
+    /// Parses the frames that follow by the rules of `version` (set when a handshake chose
+    /// it).
+    pub fn set_version(&mut self, version: u16) {
+        self.version = version;
     }
 
     /// Appends received bytes.
@@ -101,7 +111,7 @@ impl Decoder {
                     let payload = Bytes::copy_from_slice(&self.buf[..len]);
                     self.buf.advance(len);
                     self.state = State::Head;
-                    return Frame::parse(kind, flags, payload).map(Some);
+                    return Frame::parse_in(self.version, kind, flags, payload).map(Some);
                 }
             }
         }

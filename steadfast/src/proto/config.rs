@@ -5,7 +5,15 @@ use std::time::Duration;
 use super::frame::{MAX_TRANSFORMS, MIN_MAX_FRAME, Seq, Window, is_valid_transform_name};
 
 /// The protocol versions this implementation speaks. §4.6
-pub const SUPPORTED_VERSIONS: (u16, u16) = (1, 1);
+pub const SUPPORTED_VERSIONS: (u16, u16) = (1, 2);
+
+/// The longest a receiver may hold back an acknowledgement once its delivered position has
+/// advanced (§5.2); `ack_delay` may not exceed it.
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(100);
+
+/// The shortest idle timeout: a version-2 WELCOME announces it, and a client pings at a third
+/// of the server's (§8).
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Settings of one side of a connection and of the sessions it carries.
 ///
@@ -114,14 +122,17 @@ impl Config {
     }
 
     /// A PING is sent this often, so the peer always hears from a live connection and the
-    /// round-trip time stays fresh. Default 3 s: three chances before the idle timeout. §8
+    /// round-trip time stays fresh. Default 3 s: three chances before the idle timeout. On a
+    /// version-2 connection a client pings at least three times per idle timeout of the
+    /// server's, whatever this says. §8
     pub fn keepalive_interval(mut self, d: Duration) -> Self {
         self.keepalive_interval = d;
         self
     }
 
     /// A connection on which nothing arrived for this long is dead (half-open detection).
-    /// Default 10 s. Must exceed the keepalive interval. §8
+    /// Default 10 s; at least 100 ms, and more than the keepalive interval. On a version-2
+    /// connection a client waits at least three keepalive intervals of the server's. §8
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self
@@ -134,7 +145,7 @@ impl Config {
     }
 
     /// How long an acknowledgement may wait to be coalesced with others when no frame is going
-    /// out anyway. Default 1 ms. §5.2
+    /// out anyway. Default 1 ms; at most 100 ms (the protocol's bound, §5.2).
     pub fn ack_delay(mut self, d: Duration) -> Self {
         self.ack_delay = d;
         self
@@ -228,6 +239,14 @@ impl Config {
         }
         if self.keepalive_interval.is_zero() || self.keepalive_interval >= self.idle_timeout {
             return err("keepalive_interval must be non-zero and shorter than idle_timeout".into());
+        }
+        if self.idle_timeout < MIN_IDLE_TIMEOUT {
+            return err(format!(
+                "idle_timeout must be at least {MIN_IDLE_TIMEOUT:?}"
+            ));
+        }
+        if self.ack_delay > MAX_ACK_DELAY {
+            return err(format!("ack_delay must be at most {MAX_ACK_DELAY:?}"));
         }
         if self.handshake_timeout.is_zero() {
             return err("handshake_timeout must be non-zero".into());

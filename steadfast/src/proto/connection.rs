@@ -8,11 +8,12 @@ use bytes::{Bytes, BytesMut};
 use super::codec::Decoder;
 use super::config::Config;
 use super::frame::{
-    Close, CloseCode, DATA_PREFIX_LEN, Data, Frame, FrameError, GoAway, HEADER_LEN, Hello, Limits,
-    MIN_MAX_FRAME, Reject, RejectCode, ResumeRequest, ResumeToken, Seq, SessionId, Welcome,
-    WelcomeKind, encode_data_header,
+    Close, CloseCode, DATA_CONTINUED_PREFIX_LEN, DATA_PREFIX_LEN, Data, Frame, FrameError, GoAway,
+    HEADER_LEN, Hello, Limits, MIN_IDLE_TIMEOUT_MS, MIN_MAX_FRAME, Reject, RejectCode,
+    ResumeRequest, ResumeToken, Seq, SessionId, Timings, Welcome, WelcomeKind,
+    encode_continued_header, encode_data_header,
 };
-use super::session::{Message, Role, SendError, Session};
+use super::session::{HeldPartial, Message, Role, SendError, Session};
 
 /// Something the application should know or decide.
 #[derive(Debug)]
@@ -172,7 +173,8 @@ enum State {
     Closed,
 }
 
-/// A message being reassembled from chunks (dies with the connection, §5.3).
+/// A message being reassembled from chunks (§5.3). In version 1 it dies with the connection;
+/// in version 2 the session keeps it across a cut and the sender continues it (§5.5).
 #[derive(Debug)]
 struct Partial {
     seq: Seq,
@@ -180,6 +182,9 @@ struct Partial {
     buf: BytesMut,
     /// A chunked message already received earlier: its chunks are dropped.
     duplicate: bool,
+    /// Version 2: held from an earlier connection; the next chunk must be CONTINUED at
+    /// `buf.len()`.
+    awaiting_continuation: bool,
 }
 
 /// One connection, client or server side.
@@ -212,6 +217,17 @@ pub struct Connection {
     events: VecDeque<Event>,
     peer: Option<Limits>,
     version: u16,
+    /// Client: the version range its HELLO offered. §4.6
+    offered: (u16, u16),
+    /// The keepalive interval and idle timeout this connection applies: the configured ones,
+    /// adjusted to the server's on a client's version-2 connection (§8).
+    keepalive: Duration,
+    idle: Duration,
+    /// Sender: the next chunk continues a message the peer holds part of (version 2, §5.5).
+    send_continued: bool,
+    /// The partial message may not move to the session when the connection ends (it went over
+    /// the receive allowance).
+    drop_partial: bool,
     /// Server: the client has not yet proven it holds the token of our WELCOME. §4.4
     awaiting_proof: bool,
     // Send cursor (§5.4).
@@ -249,14 +265,31 @@ impl Connection {
     ) -> Result<Self, super::ConfigError> {
         config.validate()?;
         session.stats.connections += 1;
+        // A server message received in part can be stated only in the version-2 layout of a
+        // resume HELLO, which offers versions 2 and up (§5.5); otherwise it is dropped and the
+        // server sends that message whole.
+        let (lo, hi) = config.versions;
+        let partial = match &session.held {
+            Some(h) if session.id.is_some() && hi >= 2 && !h.buf.is_empty() => h.buf.len() as u64,
+            _ => {
+                session.held = None;
+                0
+            }
+        };
+        let offered = if partial > 0 {
+            (lo.max(2), hi)
+        } else {
+            (lo, hi)
+        };
         let hello = Hello {
-            min_version: config.versions.0,
-            max_version: config.versions.1,
+            min_version: offered.0,
+            max_version: offered.1,
             limits: local_limits(&config),
             resume: session.id.map(|session_id| ResumeRequest {
                 session_id,
                 token: session.token.clone().unwrap_or(ResumeToken([0; 16])),
                 received: session.received,
+                partial,
             }),
             // The first message of a new session is the oldest one queued (§4.1).
             first_seq: if session.id.is_some() {
@@ -269,6 +302,7 @@ impl Connection {
             transforms: session.transforms.clone(),
         };
         let mut conn = Connection::new(config, Role::Client, now, State::AwaitingWelcome);
+        conn.offered = offered;
         conn.control.push_back(Frame::Hello(hello));
         conn.session = Some(session);
         Ok(conn)
@@ -293,6 +327,11 @@ impl Connection {
             decoder: Decoder::new(config.max_frame),
             handshake_deadline: now + config.handshake_timeout,
             next_ping: now + config.keepalive_interval,
+            offered: config.versions,
+            keepalive: config.keepalive_interval,
+            idle: config.idle_timeout,
+            send_continued: false,
+            drop_partial: false,
             config,
             role,
             state,
@@ -367,7 +406,7 @@ impl Connection {
         session.closing = Some((code, reason.to_owned()));
         if self.state == State::Established {
             self.queue_close(code, reason);
-            self.close_deadline = Some(now + self.config.idle_timeout);
+            self.close_deadline = Some(now + self.idle);
         }
     }
 
@@ -416,9 +455,11 @@ impl Connection {
                 first_seq: session.acked,
             },
             transforms: session.transforms.clone(),
+            timings: self.own_timings(),
         }));
         self.session = Some(session);
         self.establish(now, &hello.limits, false);
+        self.process_input(now);
     }
 
     /// Server side: answers [`Event::Hello`] by resuming `session`, which the caller found by
@@ -447,7 +488,7 @@ impl Connection {
             self.reject(RejectCode::UnknownSession, 0, "unknown session");
             return Err(Box::new(session));
         }
-        if req.received < session.acked || req.received > session.sent_high {
+        if !session.can_resume_at(req.received, req.partial) {
             self.reject(RejectCode::ProtocolError, 0, "impossible resume position");
             return Err(Box::new(session));
         }
@@ -461,6 +502,11 @@ impl Connection {
         }
         session.rotate_token(&req.token, fresh.clone());
         session.stats.connections += 1;
+        // A client message held in part continues only on a version-2 connection (§5.5).
+        if self.version < 2 {
+            session.held = None;
+        }
+        let held = session.held.as_ref().map_or(0, |h| h.buf.len() as u64);
         self.control.push_back(Frame::Welcome(Welcome {
             version: self.version,
             session_id: req.session_id,
@@ -469,13 +515,16 @@ impl Connection {
             kind: WelcomeKind::Resumed {
                 received: session.received,
                 delivered: session.delivered,
+                partial: held,
             },
             transforms: session.transforms.clone(),
+            timings: self.own_timings(),
         }));
-        let resend_from = req.received;
+        let (resend_from, partial) = (req.received, req.partial);
         self.session = Some(session);
         self.establish(now, &hello.limits, true);
-        self.set_send_cursor(resend_from);
+        self.set_send_cursor(resend_from, partial);
+        self.process_input(now);
         Ok(())
     }
 
@@ -523,8 +572,27 @@ impl Connection {
         // Any byte is proof of life (§8).
         self.last_recv = now;
         self.decoder.feed(data);
+        if self.state == State::AwaitingDecision {
+            // Bytes after the HELLO wait, unparsed, until the answer is out: they are then
+            // frames of the established connection, however TCP split them (§2). A client
+            // that sends more than a frame's worth before the answer breaks the protocol.
+            let limit = self.config.max_frame as usize + HEADER_LEN;
+            if self.decoder.buffered() > limit {
+                self.violation(
+                    CloseCode::ProtocolError,
+                    format!("more than {limit} bytes sent before WELCOME"),
+                );
+            }
+            return;
+        }
+        self.process_input(now);
+    }
+
+    /// Parses and handles the buffered input, up to the HELLO while a server waits for its
+    /// application's decision.
+    fn process_input(&mut self, now: Instant) {
         let inbox_before = self.session.as_ref().map_or(0, |s| s.stats.received);
-        while self.state != State::Closed {
+        while self.state != State::Closed && self.state != State::AwaitingDecision {
             match self.decoder.decode() {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => break,
@@ -565,13 +633,13 @@ impl Connection {
                 // so a blocked writer never sees a deadline in the past (§8).
                 if now >= self.next_ping {
                     self.ping_requested = true;
-                    self.next_ping = now + self.config.keepalive_interval;
+                    self.next_ping = now + self.keepalive;
                 }
                 if self.ack_due.is_some_and(|d| now >= d) {
                     self.ack_due = None;
                     self.ack_now = true;
                 }
-                if now >= self.last_recv + self.config.idle_timeout {
+                if now >= self.last_recv + self.idle {
                     self.end_connection(ConnectionError::IdleTimeout);
                 } else if self.close_deadline.is_some_and(|d| now >= d) {
                     let (code, reason) = self
@@ -598,7 +666,7 @@ impl Connection {
         match self.state {
             State::Closed => None,
             State::Established => {
-                let mut t = (self.last_recv + self.config.idle_timeout).min(self.next_ping);
+                let mut t = (self.last_recv + self.idle).min(self.next_ping);
                 if let Some(d) = self.ack_due {
                     t = t.min(d);
                 }
@@ -629,7 +697,7 @@ impl Connection {
         }
         if self.ping_requested {
             self.ping_requested = false;
-            self.next_ping = now + self.config.keepalive_interval;
+            self.next_ping = now + self.keepalive;
             Frame::Ping(self.micros_since_epoch(now)).encode(buf);
         }
         let Some(session) = self.session.as_ref() else {
@@ -731,10 +799,22 @@ impl Connection {
         self.state = State::Established;
         self.peer = Some(*peer);
         self.last_recv = now;
-        self.next_ping = now + self.config.keepalive_interval;
+        self.next_ping = now + self.keepalive;
+        self.decoder.set_version(self.version);
         let Some(session) = self.session.as_mut() else {
             return;
         };
+        session.version = self.version;
+        // A peer message held in part continues where it stopped (version 2, §5.5).
+        if let Some(h) = session.held.take() {
+            self.partial = Some(Partial {
+                seq: h.seq,
+                timestamp_us: h.timestamp_us,
+                buf: h.buf,
+                duplicate: false,
+                awaiting_continuation: true,
+            });
+        }
         session.peer_max_message = Some(peer.max_message);
         // Server: the WELCOME told the client our delivered position. Client: the ACK sent
         // right after WELCOME (`ack_now`) does.
@@ -767,7 +847,7 @@ impl Connection {
         if let Some((code, reason)) = session.closing.clone() {
             // A CLOSE that a cut interrupted is repeated on the new connection (§7.2).
             self.queue_close(code, &reason);
-            self.close_deadline = Some(now + self.config.idle_timeout);
+            self.close_deadline = Some(now + self.idle);
         }
         self.events.push_back(Event::Established {
             session_id,
@@ -775,14 +855,16 @@ impl Connection {
         });
     }
 
-    /// Positions the send cursor at `from` (the peer's received position, §4.4) and counts
-    /// what is already in the peer's hands as in flight.
-    fn set_send_cursor(&mut self, from: Seq) {
-        let Some(session) = self.session.as_ref() else {
+    /// Positions the send cursor at `from` (the peer's received position, §4.4), `partial`
+    /// bytes into that message (what the peer holds of it, version 2, §5.5), and counts what
+    /// is already in the peer's hands as in flight.
+    fn set_send_cursor(&mut self, from: Seq, partial: u64) {
+        let Some(session) = self.session.as_mut() else {
             return;
         };
         self.next_to_send = from;
         self.chunk_offset = 0;
+        self.send_continued = false;
         let n = from.distance_from(session.acked) as usize;
         self.in_flight_bytes = session
             .outbox
@@ -790,6 +872,16 @@ impl Connection {
             .take(n)
             .map(|m| m.body.len() as u64)
             .sum();
+        if partial > 0
+            && let Some(m) = session.outbox_get(from)
+            && (partial as usize) < m.body.len()
+        {
+            // Started: it counts as in flight from its first chunk (§6).
+            self.in_flight_bytes += m.body.len() as u64;
+            self.chunk_offset = partial as usize;
+            self.send_continued = true;
+            session.stats.retransmitted += 1;
+        }
     }
 
     fn queue_close(&mut self, code: CloseCode, reason: &str) {
@@ -864,6 +956,33 @@ impl Connection {
                     session.stats.sent += 1;
                     session.sent_high = Seq(seq.0 + 1);
                 }
+            }
+            if self.send_continued {
+                // The first chunk after a resume continues what the peer holds (§5.5).
+                self.send_continued = false;
+                let max = (peer.max_frame as usize)
+                    .saturating_sub(DATA_CONTINUED_PREFIX_LEN)
+                    .min(chunk_max)
+                    .max(1);
+                let end = (self.chunk_offset + max).min(len);
+                let more = end < len;
+                buf.reserve(HEADER_LEN + DATA_CONTINUED_PREFIX_LEN + end - self.chunk_offset);
+                encode_continued_header(
+                    buf,
+                    seq,
+                    msg.timestamp_us,
+                    more,
+                    self.chunk_offset as u64,
+                    end - self.chunk_offset,
+                );
+                buf.extend_from_slice(&msg.body[self.chunk_offset..end]);
+                if more {
+                    self.chunk_offset = end;
+                } else {
+                    self.chunk_offset = 0;
+                    self.next_to_send = Seq(seq.0 + 1);
+                }
+                continue;
             }
             let end = (self.chunk_offset + chunk_max).min(len);
             let more = end < len;
@@ -978,7 +1097,7 @@ impl Connection {
     }
 
     fn on_welcome(&mut self, now: Instant, w: Welcome) {
-        let (lo, hi) = self.config.versions;
+        let (lo, hi) = self.offered;
         if w.version < lo || w.version > hi {
             self.violation(
                 CloseCode::ProtocolError,
@@ -990,6 +1109,20 @@ impl Connection {
             self.violation(CloseCode::ProtocolError, why.to_owned());
             return;
         }
+        let timings = match (w.version >= 2, w.timings) {
+            (false, _) => None,
+            (true, Some(t)) => match check_timings(&t) {
+                Ok(()) => Some(t),
+                Err(why) => {
+                    self.violation(CloseCode::ProtocolError, why.to_owned());
+                    return;
+                }
+            },
+            (true, None) => {
+                self.violation(CloseCode::ProtocolError, "WELCOME without timings".into());
+                return;
+            }
+        };
         let Some(session) = self.session.as_mut() else {
             return;
         };
@@ -1001,21 +1134,24 @@ impl Connection {
             self.violation(CloseCode::ProtocolError, detail);
             return;
         }
-        let resend_from = match (session.id, w.kind) {
+        let (resend_from, partial) = match (session.id, w.kind) {
             (None, WelcomeKind::New { first_seq }) => {
                 session.id = Some(w.session_id);
                 session.received = first_seq;
                 session.delivered = first_seq;
-                session.acked
+                (session.acked, 0)
             }
             (
                 Some(id),
                 WelcomeKind::Resumed {
                     received,
                     delivered,
+                    partial,
                 },
             ) if id == w.session_id => {
-                if received > session.sent_high || delivered > received || delivered < session.acked
+                if !session.can_resume_at(received, partial)
+                    || delivered > received
+                    || delivered < session.acked
                 {
                     self.violation(
                         CloseCode::ProtocolError,
@@ -1026,7 +1162,7 @@ impl Connection {
                 if let Some((first, end)) = session.apply_ack(delivered) {
                     self.events.push_back(Event::Acknowledged { first, end });
                 }
-                received
+                (received, partial)
             }
             _ => {
                 self.violation(
@@ -1038,9 +1174,17 @@ impl Connection {
         };
         session.token = Some(w.token);
         self.version = w.version;
+        if let Some(t) = timings {
+            // The server's timings govern (§8): ping at least three times per its idle
+            // timeout, and wait at least three of its keepalive intervals before giving up.
+            let server_idle = Duration::from_millis(u64::from(t.idle_timeout_ms));
+            let server_keepalive = Duration::from_millis(u64::from(t.keepalive_ms));
+            self.keepalive = self.config.keepalive_interval.min(server_idle / 3);
+            self.idle = self.config.idle_timeout.max(server_keepalive * 3);
+        }
         let resumed = matches!(w.kind, WelcomeKind::Resumed { .. });
         self.establish(now, &w.limits, resumed);
-        self.set_send_cursor(resend_from);
+        self.set_send_cursor(resend_from, partial);
         // Our first frame after WELCOME proves we hold the new token (§4.4): send it at once.
         self.ack_now = true;
     }
@@ -1073,6 +1217,23 @@ impl Connection {
         // Continue or start a message.
         let (seq, timestamp_us, body) = match self.partial.as_mut() {
             Some(p) => {
+                if p.awaiting_continuation {
+                    // Held from an earlier connection: it continues exactly where it stopped.
+                    let at = p.buf.len() as u64;
+                    if p.seq != d.seq || d.offset != Some(at) {
+                        let detail = format!(
+                            "message {} continues at byte {at}: expected CONTINUED DATA there",
+                            p.seq
+                        );
+                        self.violation(CloseCode::ProtocolError, detail);
+                        return;
+                    }
+                    p.awaiting_continuation = false;
+                } else if d.offset.is_some() {
+                    let detail = format!("CONTINUED DATA for {} inside message {}", d.seq, p.seq);
+                    self.violation(CloseCode::ProtocolError, detail);
+                    return;
+                }
                 if p.seq != d.seq {
                     let detail = format!("chunk of {} inside message {}", d.seq, p.seq);
                     self.violation(CloseCode::ProtocolError, detail);
@@ -1122,6 +1283,11 @@ impl Connection {
                 (p.seq, p.timestamp_us, p.buf.freeze())
             }
             None => {
+                if d.offset.is_some() {
+                    let detail = format!("CONTINUED DATA for {} with no message held", d.seq);
+                    self.violation(CloseCode::ProtocolError, detail);
+                    return;
+                }
                 if d.seq < session.received {
                     // Duplicate suppression (§5.1): already received, drop it.
                     if d.more {
@@ -1130,6 +1296,7 @@ impl Connection {
                             timestamp_us: d.timestamp_us,
                             buf: BytesMut::new(),
                             duplicate: true,
+                            awaiting_continuation: false,
                         });
                     } else {
                         session.stats.duplicates_dropped += 1;
@@ -1178,6 +1345,7 @@ impl Connection {
                         timestamp_us: d.timestamp_us,
                         buf,
                         duplicate: false,
+                        awaiting_continuation: false,
                     });
                     return;
                 }
@@ -1270,6 +1438,8 @@ impl Connection {
 
     /// The receive allowance is spent: this connection ends with GOAWAY, the session stays.
     fn over_allowance(&mut self) {
+        // Memory is what ran out: the part received is not kept for the resume.
+        self.drop_partial = true;
         self.go_away(CloseCode::ResourceLimit, 1_000, "memory budget spent");
     }
 
@@ -1299,7 +1469,22 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
-        self.partial = None;
+        // Version 2: a message received in part stays with the session, to be continued after
+        // the resume (§5.5); version 1 drops it and the sender starts it again.
+        if let Some(p) = self.partial.take()
+            && self.version >= 2
+            && !p.duplicate
+            && !p.buf.is_empty()
+            && !self.drop_partial
+            && let Some(session) = self.session.as_mut()
+            && session.closing.is_none()
+        {
+            session.held = Some(HeldPartial {
+                seq: p.seq,
+                timestamp_us: p.timestamp_us,
+                buf: p.buf,
+            });
+        }
         self.decoder.reset();
         self.events.push_back(Event::Disconnected(err));
     }
@@ -1320,6 +1505,15 @@ impl Connection {
             unacknowledged,
             discarded,
         });
+    }
+
+    /// The timings a version-2 WELCOME announces: this server's (§8).
+    fn own_timings(&self) -> Option<Timings> {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        (self.version >= 2).then(|| Timings {
+            keepalive_ms: ms(self.config.keepalive_interval).max(1),
+            idle_timeout_ms: ms(self.config.idle_timeout),
+        })
     }
 
     fn micros_since_epoch(&self, now: Instant) -> u64 {
@@ -1355,6 +1549,17 @@ fn check_transforms(config: &Config, offered: &[String]) -> Result<(), String> {
         if offered[..i].contains(t) {
             return Err(format!("message transform {t:?} is listed twice"));
         }
+    }
+    Ok(())
+}
+
+/// The timings of a version-2 WELCOME (§8).
+fn check_timings(t: &Timings) -> Result<(), &'static str> {
+    if t.keepalive_ms == 0 || t.idle_timeout_ms < MIN_IDLE_TIMEOUT_MS {
+        return Err("announced timings below the minimum");
+    }
+    if t.keepalive_ms >= t.idle_timeout_ms {
+        return Err("announced keepalive interval not below the idle timeout");
     }
     Ok(())
 }

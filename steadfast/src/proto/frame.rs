@@ -1,4 +1,6 @@
-//! Frames of protocol version 1: types, byte layout, encoding and parsing (PROTOCOL.md §3).
+//! Frames of protocol versions 1 and 2: types, byte layout, encoding and parsing (PROTOCOL.md
+//! §3). Version 2 changes three layouts (a resume HELLO offering only versions ≥ 2, a WELCOME
+//! choosing version 2, and DATA with the CONTINUED flag); every other frame is the same in both.
 //!
 //! Every frame starts with a six-byte header:
 //!
@@ -39,6 +41,11 @@ pub const MAX_TRANSFORM_NAME_LEN: usize = 32;
 /// The smallest maximum frame size a peer may announce or configure: a HELLO with the longest
 /// name, credentials and transform list fits. §3.1
 pub const MIN_MAX_FRAME: u32 = 8_192;
+/// Fixed part of a continuing DATA payload (version 2, CONTINUED set): sequence number (8),
+/// timestamp (8) and the offset of the chunk within the message (8). §5.5
+pub const DATA_CONTINUED_PREFIX_LEN: usize = 24;
+/// The smallest idle timeout a version-2 WELCOME may announce, in milliseconds. §8
+pub const MIN_IDLE_TIMEOUT_MS: u32 = 100;
 
 /// Frame type codes. §3.2
 pub mod kind {
@@ -70,6 +77,9 @@ pub mod flag {
     pub const RESUMED: u8 = 0x01;
     /// DATA: more chunks of this message follow.
     pub const MORE: u8 = 0x01;
+    /// DATA, version 2 only: this chunk continues a message the receiver holds part of from an
+    /// earlier connection; the payload carries the chunk's offset in the message. §5.5
+    pub const CONTINUED: u8 = 0x02;
 }
 
 /// A sequence number of a message in one direction of a session. §5.1
@@ -175,6 +185,10 @@ pub struct ResumeRequest {
     pub token: ResumeToken,
     /// The client's receive position: every server message below it has been received.
     pub received: Seq,
+    /// Version 2: body bytes the client holds of server message `received`, which it
+    /// received in part before the cut (0: none). A HELLO offering version 1 cannot carry it
+    /// (the version-1 layout), so it is 0 there. §5.5
+    pub partial: u64,
 }
 
 /// HELLO: the client's opening frame. §4.1
@@ -212,7 +226,22 @@ pub enum WelcomeKind {
         received: Seq,
         /// Every client message below this has been delivered by the server (an ACK).
         delivered: Seq,
+        /// Version 2: body bytes the server holds of client message `received` (0: none); the
+        /// client continues that message from this offset. Always 0 in version 1. §5.5
+        partial: u64,
     },
+}
+
+/// Keepalive interval and idle timeout a version-2 WELCOME announces: the server's, which
+/// govern the connection (§8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// The server sends a PING at least this often, in milliseconds (≥ 1, below the idle
+    /// timeout).
+    pub keepalive_ms: u32,
+    /// The server ends a connection on which nothing arrived for this long, in milliseconds
+    /// (≥ 100).
+    pub idle_timeout_ms: u32,
 }
 
 /// WELCOME: the server accepts the handshake. §4.2
@@ -230,6 +259,8 @@ pub struct Welcome {
     pub kind: WelcomeKind,
     /// The session's message transforms, in order: the client's list, echoed (§4.7).
     pub transforms: Vec<String>,
+    /// Version 2: the server's timings (`None` in version 1, which has no such field).
+    pub timings: Option<Timings>,
 }
 
 /// REJECT: the server refuses the handshake. §4.5
@@ -256,6 +287,9 @@ pub struct Data {
     pub timestamp_us: u64,
     /// More chunks of this message follow.
     pub more: bool,
+    /// Version 2, CONTINUED: where this chunk starts in the message (the receiver holds the
+    /// bytes before it from an earlier connection). `None`: a plain DATA frame.
+    pub offset: Option<u64>,
     /// This chunk's bytes.
     pub body: Bytes,
 }
@@ -448,7 +482,12 @@ impl Frame {
                 let name = truncate_str(h.name.as_deref().unwrap_or(""), MAX_NAME_LEN).as_bytes();
                 let cred = h.credentials.as_deref().unwrap_or(&[]);
                 let cred = &cred[..cred.len().min(MAX_CREDENTIALS_LEN)];
-                let tail = if h.resume.is_some() { 40 } else { 8 };
+                let v2 = h.resume.is_some() && h.min_version >= 2;
+                let tail = match (&h.resume, v2) {
+                    (None, _) => 8,
+                    (Some(_), false) => 40,
+                    (Some(_), true) => 48,
+                };
                 let len = 4
                     + 4
                     + 16
@@ -469,6 +508,9 @@ impl Frame {
                         buf.put_slice(&r.session_id.0);
                         buf.put_slice(&r.token.0);
                         buf.put_u64(r.received.0);
+                        if v2 {
+                            buf.put_u64(r.partial);
+                        }
                     }
                     None => buf.put_u64(h.first_seq.0),
                 }
@@ -479,9 +521,12 @@ impl Frame {
                 put_transforms(buf, &h.transforms);
             }
             Frame::Welcome(w) => {
-                let (flags, tail) = match w.kind {
-                    WelcomeKind::New { .. } => (0, 8),
-                    WelcomeKind::Resumed { .. } => (flag::RESUMED, 16),
+                let v2 = w.version >= 2;
+                let (flags, tail) = match (w.kind, v2) {
+                    (WelcomeKind::New { .. }, false) => (0, 8),
+                    (WelcomeKind::New { .. }, true) => (0, 16),
+                    (WelcomeKind::Resumed { .. }, false) => (flag::RESUMED, 16),
+                    (WelcomeKind::Resumed { .. }, true) => (flag::RESUMED, 32),
                 };
                 let len = 2 + 32 + 16 + tail + transforms_len(&w.transforms);
                 put_header(buf, len, kind::WELCOME, flags);
@@ -489,14 +534,26 @@ impl Frame {
                 buf.put_slice(&w.session_id.0);
                 buf.put_slice(&w.token.0);
                 put_limits(buf, &w.limits);
+                if v2 {
+                    let t = w.timings.unwrap_or(Timings {
+                        keepalive_ms: 0,
+                        idle_timeout_ms: 0,
+                    });
+                    buf.put_u32(t.keepalive_ms);
+                    buf.put_u32(t.idle_timeout_ms);
+                }
                 match w.kind {
                     WelcomeKind::New { first_seq } => buf.put_u64(first_seq.0),
                     WelcomeKind::Resumed {
                         received,
                         delivered,
+                        partial,
                     } => {
                         buf.put_u64(received.0);
                         buf.put_u64(delivered.0);
+                        if v2 {
+                            buf.put_u64(partial);
+                        }
                     }
                 }
                 put_transforms(buf, &w.transforms);
@@ -511,7 +568,17 @@ impl Frame {
                 put_reason(buf, reason);
             }
             Frame::Data(d) => {
-                encode_data_header(buf, d.seq, d.timestamp_us, d.more, d.body.len());
+                match d.offset {
+                    None => encode_data_header(buf, d.seq, d.timestamp_us, d.more, d.body.len()),
+                    Some(offset) => encode_continued_header(
+                        buf,
+                        d.seq,
+                        d.timestamp_us,
+                        d.more,
+                        offset,
+                        d.body.len(),
+                    ),
+                }
                 buf.put_slice(&d.body);
             }
             Frame::Ack { delivered, window } => {
@@ -541,13 +608,27 @@ impl Frame {
         }
     }
 
-    /// Parses a frame from its type, flags and complete payload.
+    /// Parses a frame of a version-1 connection (or of a handshake) from its type, flags and
+    /// complete payload: [`Frame::parse_in`] with version 1.
+    ///
+    /// # Errors
+    /// As [`Frame::parse_in`].
+    pub fn parse(kind: u8, flags: u8, p: Bytes) -> Result<Frame, FrameError> {
+        Frame::parse_in(1, kind, flags, p)
+    }
+
+    /// Parses a frame from its type, flags and complete payload, on a connection that speaks
+    /// `version` (before the handshake has chosen one: 1). HELLO and WELCOME say their layout
+    /// themselves (a resume HELLO whose `min_version` is 2 or more, a WELCOME whose `version`
+    /// is 2 or more have the version-2 layout); `version` decides only whether DATA may carry
+    /// the CONTINUED flag (2 and above).
     ///
     /// # Errors
     /// [`FrameError`] when the type is unknown, reserved flags are set, or the payload does not
     /// have the type's layout (including trailing bytes).
-    pub fn parse(kind: u8, flags: u8, mut p: Bytes) -> Result<Frame, FrameError> {
+    pub fn parse_in(version: u16, kind: u8, flags: u8, mut p: Bytes) -> Result<Frame, FrameError> {
         let allowed = match kind {
+            kind::DATA if version >= 2 => flag::MORE | flag::CONTINUED,
             kind::HELLO | kind::WELCOME | kind::DATA => 0x01,
             kind::REJECT | kind::ACK | kind::PING | kind::PONG | kind::GOAWAY | kind::CLOSE => 0,
             other => return Err(FrameError::UnknownType(other)),
@@ -568,15 +649,18 @@ impl Frame {
                 let max_version = p.get_u16();
                 let limits = get_limits(&mut p);
                 let (resume, first_seq) = if flags & flag::RESUME != 0 {
-                    need(&p, 40, name)?;
+                    let v2 = min_version >= 2;
+                    need(&p, if v2 { 48 } else { 40 }, name)?;
                     let session_id = SessionId(get_array(&mut p));
                     let token = ResumeToken(get_array(&mut p));
                     let received = Seq(p.get_u64());
+                    let partial = if v2 { p.get_u64() } else { 0 };
                     (
                         Some(ResumeRequest {
                             session_id,
                             token,
                             received,
+                            partial,
                         }),
                         Seq(0),
                     )
@@ -617,11 +701,22 @@ impl Frame {
                 let session_id = SessionId(get_array(&mut p));
                 let token = ResumeToken(get_array(&mut p));
                 let limits = get_limits(&mut p);
+                let v2 = version >= 2;
+                let timings = if v2 {
+                    need(&p, 8, name)?;
+                    Some(Timings {
+                        keepalive_ms: p.get_u32(),
+                        idle_timeout_ms: p.get_u32(),
+                    })
+                } else {
+                    None
+                };
                 let kind = if flags & flag::RESUMED != 0 {
-                    need(&p, 16, name)?;
+                    need(&p, if v2 { 24 } else { 16 }, name)?;
                     WelcomeKind::Resumed {
                         received: Seq(p.get_u64()),
                         delivered: Seq(p.get_u64()),
+                        partial: if v2 { p.get_u64() } else { 0 },
                     }
                 } else {
                     need(&p, 8, name)?;
@@ -637,6 +732,7 @@ impl Frame {
                     limits,
                     kind,
                     transforms,
+                    timings,
                 })
             }
             kind::REJECT => {
@@ -656,15 +752,23 @@ impl Frame {
                 })
             }
             kind::DATA => {
-                need(&p, DATA_PREFIX_LEN, "DATA")?;
+                let continued = flags & flag::CONTINUED != 0;
+                let prefix = if continued {
+                    DATA_CONTINUED_PREFIX_LEN
+                } else {
+                    DATA_PREFIX_LEN
+                };
+                need(&p, prefix, "DATA")?;
                 let seq = Seq(p.get_u64());
                 let timestamp_us = p.get_u64();
+                let offset = continued.then(|| p.get_u64());
                 // The body is the rest: a zero-copy slice of the input buffer.
                 let body = std::mem::take(&mut p);
                 Frame::Data(Data {
                     seq,
                     timestamp_us,
                     more: flags & flag::MORE != 0,
+                    offset,
                     body,
                 })
             }
@@ -727,6 +831,23 @@ pub fn encode_data_header<B: BufMut>(buf: &mut B, seq: Seq, ts: u64, more: bool,
     put_header(buf, DATA_PREFIX_LEN + body_len, kind::DATA, flags);
     buf.put_u64(seq.0);
     buf.put_u64(ts);
+}
+
+/// Writes the header and fixed prefix of a continuing DATA frame (version 2, CONTINUED) whose
+/// chunk of `body_len` bytes, starting at `offset` in the message, follows. §5.5
+pub fn encode_continued_header<B: BufMut>(
+    buf: &mut B,
+    seq: Seq,
+    ts: u64,
+    more: bool,
+    offset: u64,
+    body_len: usize,
+) {
+    let flags = flag::CONTINUED | if more { flag::MORE } else { 0 };
+    put_header(buf, DATA_CONTINUED_PREFIX_LEN + body_len, kind::DATA, flags);
+    buf.put_u64(seq.0);
+    buf.put_u64(ts);
+    buf.put_u64(offset);
 }
 
 fn frame_name(kind: u8) -> &'static str {

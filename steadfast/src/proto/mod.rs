@@ -44,10 +44,10 @@ pub mod frame;
 mod session;
 
 pub use codec::Decoder;
-pub use config::{Config, ConfigError, SUPPORTED_VERSIONS};
+pub use config::{Config, ConfigError, MAX_ACK_DELAY, MIN_IDLE_TIMEOUT, SUPPORTED_VERSIONS};
 pub use connection::{Connection, ConnectionError, Event, HelloRequest, SessionEnd};
 pub use frame::{
     CloseCode, Frame, FrameError, Limits, RejectCode, ResumeRequest, ResumeToken, Seq, SessionId,
-    Window,
+    Timings, Window,
 };
 pub use session::{Message, Role, SendError, Session, SessionRecord, Stats};

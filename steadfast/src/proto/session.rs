@@ -26,6 +26,15 @@ pub struct Message {
     pub body: Bytes,
 }
 
+/// A message this side received in part on an earlier connection (version 2): kept with the
+/// session so that the sender continues it from the next byte after a resume (§5.5).
+#[derive(Debug)]
+pub(crate) struct HeldPartial {
+    pub(crate) seq: Seq,
+    pub(crate) timestamp_us: u64,
+    pub(crate) buf: bytes::BytesMut,
+}
+
 /// What a store keeps of a session so that it survives the death of its process (PROTOCOL.md
 /// §13): identity, tokens and positions. The outbox is kept beside it, message by message.
 ///
@@ -154,6 +163,10 @@ pub struct Session {
     pub(crate) discarded: usize,
     /// The message transforms both ends apply, in order (§4.7): fixed for the session's life.
     pub(crate) transforms: Vec<String>,
+    /// Version 2: the peer message `received`, received in part before the last cut (§5.5).
+    pub(crate) held: Option<HeldPartial>,
+    /// The protocol version of the last connection established (0: none yet).
+    pub(crate) version: u16,
     pub(crate) stats: Stats,
 }
 
@@ -215,8 +228,17 @@ impl Session {
             closing: None,
             discarded: 0,
             transforms: Vec::new(),
+            held: None,
+            version: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// Bytes held of a peer message received in part before the last cut, by the capacity of
+    /// their buffer (0: none). Version 2 keeps them with the session so that the message
+    /// continues after the resume (§5.5); they count in a server's memory budget.
+    pub fn held_partial_bytes(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.buf.capacity() as u64)
     }
 
     /// The message transforms both ends apply to every body, in order (§4.7).
@@ -484,7 +506,22 @@ impl Session {
     /// Server side: whether a client stating `received` as its position is possible: at least
     /// what it acknowledged, at most what was ever sent (§4.4). Checked before a takeover.
     pub fn can_resume_from(&self, received: Seq) -> bool {
-        received >= self.acked && received <= self.sent_high
+        self.can_resume_at(received, 0)
+    }
+
+    /// Server side: whether a client stating `received` and, of message `received`, `partial`
+    /// bytes (version 2, §5.5) is possible: the position as for [`Session::can_resume_from`],
+    /// and a partial only of a message that was sent (at least its first chunk) and shorter
+    /// than it. Checked before a takeover.
+    pub fn can_resume_at(&self, received: Seq, partial: u64) -> bool {
+        if received < self.acked || received > self.sent_high {
+            return false;
+        }
+        partial == 0
+            || (received < self.sent_high
+                && self
+                    .outbox_get(received)
+                    .is_some_and(|m| partial < m.body.len() as u64))
     }
 
     /// Ends the session's life as a sender: hands back every message not acknowledged, in
@@ -539,6 +576,7 @@ impl Session {
 
     /// Discards messages received but not taken (on CLOSE: they are not delivered, §7.2).
     pub(crate) fn discard_inbox(&mut self) -> usize {
+        self.held = None;
         let n = self.inbox.len();
         self.inbox.clear();
         self.inbox_bytes = 0;

@@ -1274,6 +1274,7 @@ fn every_frame() -> Vec<Frame> {
         Frame::Hello(hello.clone()),
         Frame::Hello(Hello {
             resume: Some(ResumeRequest {
+                partial: 0,
                 session_id: session_id(HELD_SID),
                 token: token(HELD_TOKEN),
                 received: Seq(2),
@@ -1285,6 +1286,7 @@ fn every_frame() -> Vec<Frame> {
             ..hello
         }),
         Frame::Welcome(Welcome {
+            timings: None,
             version: 1,
             session_id: session_id(1),
             token: token(1),
@@ -1293,11 +1295,13 @@ fn every_frame() -> Vec<Frame> {
             transforms: Vec::new(),
         }),
         Frame::Welcome(Welcome {
+            timings: None,
             version: 1,
             session_id: session_id(HELD_SID),
             token: token(2),
             limits,
             kind: WelcomeKind::Resumed {
+                partial: 0,
                 received: Seq(2),
                 delivered: Seq(2),
             },
@@ -1311,12 +1315,14 @@ fn every_frame() -> Vec<Frame> {
             reason: "full".into(),
         }),
         Frame::Data(Data {
+            offset: None,
             seq: Seq(1),
             timestamp_us: 7,
             more: false,
             body: Bytes::from_static(b"hello"),
         }),
         Frame::Data(Data {
+            offset: None,
             seq: Seq(2),
             timestamp_us: 7,
             more: true,
@@ -1360,6 +1366,7 @@ fn decoder_seeds() -> Vec<Vec<u8>> {
     seeds.push([vec![1], Splits::encode(&[1, 7, 0, 300]), encode(&frames)].concat());
     // A frame above the maximum of 8,192.
     let big = encode(&[Frame::Data(Data {
+        offset: None,
         seq: Seq(1),
         timestamp_us: 0,
         more: false,
@@ -1448,6 +1455,7 @@ fn handshake_seeds() -> Vec<Vec<u8>> {
             },
         },
         resume: Some(ResumeRequest {
+            partial: 0,
             session_id: session_id(HELD_SID),
             token: token(HELD_TOKEN + 1),
             received: Seq(3),
@@ -1580,6 +1588,7 @@ fn connection_ops_seeds() -> Vec<Vec<u8>> {
     s.extend(ack);
     s.push(INJECT_SERVER);
     let data = encode(&[Frame::Data(Data {
+        offset: None,
         seq: Seq(1),
         timestamp_us: 0,
         more: false,

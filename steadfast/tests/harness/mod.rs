@@ -105,6 +105,9 @@ pub struct Plan {
     pub cut_max: usize,
     /// Cut every time after 1..=N KB (progress test) instead of random faults.
     pub cut_every: Option<(usize, usize)>,
+    /// With `cut_every`: count the bytes of both directions towards the cut (otherwise those
+    /// of one direction, picked at random per connection).
+    pub cut_both: bool,
     /// Largest number of messages an application sends per step.
     pub send_burst: usize,
     /// Largest number of messages an application takes per step (0 = slow reader off).
@@ -128,6 +131,7 @@ impl Default for Plan {
             fault_rate: 300,
             cut_max: 60_000,
             cut_every: None,
+            cut_both: false,
             send_burst: 64,
             recv_burst: 96,
             link_step: 64 << 10,
@@ -174,6 +178,8 @@ pub struct Report {
     /// Of those, messages the dead server's application had taken but not yet acknowledged
     /// (delivered again in the next session: at-least-once across a crash).
     pub delivered_twice: u64,
+    /// Protocol versions the client's established connections spoke.
+    pub versions: std::collections::BTreeSet<u16>,
 }
 
 impl Report {
@@ -189,6 +195,9 @@ pub struct Sim {
     pub start: Instant,
     rng: fastrand::Rng,
     pub config: Config,
+    /// The server's configuration (the client's unless a test sets another, e.g. to speak
+    /// another protocol version).
+    pub server_config: Config,
     pub plan: Plan,
     // Client.
     client: Option<Connection>,
@@ -245,6 +254,7 @@ impl Sim {
             flows: Default::default(),
             report: Report::default(),
             session_ends: Vec::new(),
+            server_config: config.clone(),
             config,
             plan,
             first_seq,
@@ -407,7 +417,7 @@ impl Sim {
         self.report.connections += 1;
         let conn = Connection::connect(self.config.clone(), self.now, session, None).unwrap();
         self.client = Some(conn);
-        let server = Connection::accept(self.config.clone(), self.now).unwrap();
+        let server = Connection::accept(self.server_config.clone(), self.now).unwrap();
         self.next_conn += 1;
         self.conns.push(ServerConn {
             id: self.next_conn,
@@ -583,7 +593,7 @@ impl Sim {
             };
             let mut n = self.rng.usize(1..=self.plan.link_step).min(queue.len());
             if let Some((dir, budget, notice)) = link.budget.as_mut()
-                && *dir == to_server
+                && (*dir == to_server || self.plan.cut_both)
             {
                 n = n.min(*budget);
                 *budget -= n;
@@ -715,6 +725,9 @@ impl Sim {
                 match ev {
                     Event::Acknowledged { first, end } => {
                         record_ack(&mut self.flows[C2S], self.first_seq, first, end);
+                    }
+                    Event::Established { .. } => {
+                        self.report.versions.extend(c.version());
                     }
                     Event::Disconnected(e) => {
                         if e == ConnectionError::IdleTimeout {
