@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use steadfast::error::ConnectError;
+use steadfast::proto::SendError;
 use steadfast::store::{SessionStore, StoreRole};
 use steadfast::tls::TlsClient;
 use steadfast::{Client, ClientConfig, ClientEvent};
@@ -24,8 +25,12 @@ const EXIT_SESSION_LOST: u8 = 4;
 pub(crate) fn client_config(
     name: Option<String>,
     sec: &ClientSecurity,
+    max_message: u32,
 ) -> Result<ClientConfig, String> {
-    let mut config = ClientConfig::default();
+    let mut config = ClientConfig::default().protocol(crate::size::protocol(
+        steadfast::proto::Config::default(),
+        max_message,
+    ));
     if let Some(n) = name {
         config = config.name(n);
     }
@@ -113,7 +118,7 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
 
 async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCode {
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut config = match client_config(a.name.clone(), &a.security) {
+    let mut config = match client_config(a.name.clone(), &a.security, a.max_message) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -213,10 +218,19 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                     if l.last() == Some(&b'\r') {
                         l.pop();
                     }
-                    if peer.send(l).await.is_err() {
-                        continue; // the SessionLost event says why
+                    let len = l.len();
+                    match peer.send(l).await {
+                        Ok(_) => sent += 1,
+                        // Never skip a line: one that cannot be sent ends the run.
+                        Err(SendError::TooLarge { max, .. }) => {
+                            bar.finish_and_clear();
+                            return fail(format!(
+                                "input line {} is {len} bytes, above the largest message of {max} bytes (--max-message, and the server's own limit); {sent} lines before it were sent",
+                                skip + sent + 1
+                            ));
+                        }
+                        Err(_) => continue, // the SessionLost event says why
                     }
-                    sent += 1;
                 }
                 Ok(None) => {
                     eof = true;
@@ -273,7 +287,7 @@ fn note(bar: &ProgressBar, msg: &str) {
 }
 
 pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
-    let config = match client_config(a.name.clone(), &a.security) {
+    let config = match client_config(a.name.clone(), &a.security, a.max_message) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

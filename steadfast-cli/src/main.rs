@@ -6,6 +6,7 @@ mod chaos;
 mod client;
 mod demo;
 mod serve;
+mod size;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -184,6 +185,10 @@ struct ServeArgs {
     /// or foreign directory is refused and left untouched.
     #[arg(long, value_name = "DIR")]
     state: Option<std::path::PathBuf>,
+    /// Largest message accepted and sent: bytes, or with a KiB, MiB or GiB suffix, up to
+    /// 4 GiB − 1 (the outbox and the memory budget grows to fit).
+    #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
+    max_message: u32,
     #[command(flatten)]
     security: ServerSecurity,
 }
@@ -206,6 +211,10 @@ struct SendArgs {
     /// untouched.
     #[arg(long, value_name = "DIR")]
     state: Option<std::path::PathBuf>,
+    /// Largest message accepted and sent: bytes, or with a KiB, MiB or GiB suffix, up to
+    /// 4 GiB − 1 (the outbox grows to fit).
+    #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
+    max_message: u32,
     #[command(flatten)]
     security: ClientSecurity,
 }
@@ -217,6 +226,10 @@ struct ConnectArgs {
     /// A peer name shown to the server.
     #[arg(long)]
     name: Option<String>,
+    /// Largest message accepted and sent: bytes, or with a KiB, MiB or GiB suffix, up to
+    /// 4 GiB − 1 (the outbox grows to fit).
+    #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
+    max_message: u32,
     #[command(flatten)]
     security: ClientSecurity,
 }

@@ -16,6 +16,11 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     let mut config = match security(
         ServerConfig::default()
             .linger(Duration::from_secs(a.linger))
+            .memory_budget(crate::size::memory_budget(a.max_message))
+            .protocol(crate::size::protocol(
+                steadfast::proto::Config::default(),
+                a.max_message,
+            ))
             // Clients may compress their messages with either.
             .transform(steadfast::transform::Lz4)
             .transform(steadfast::transform::Zstd::default()),
@@ -35,7 +40,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         // message again.
         config = config
             .store(Arc::new(store))
-            .protocol(steadfast::proto::Config::default().manual_ack(true));
+            .protocol(crate::size::protocol(
+                steadfast::proto::Config::default().manual_ack(true),
+                a.max_message,
+            ));
     }
     let server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
         Ok(s) => s,

@@ -641,14 +641,16 @@ impl Peer {
         .await
     }
 
-    /// Closes the session gracefully (PROTOCOL.md §7.2): a CLOSE carrying the final positions,
-    /// then both sides end the session. Messages not acknowledged by then are handed back
-    /// ([`Peer::take_unacknowledged`]); wait for them with [`Peer::flush`] first to lose
-    /// nothing. Returns when the session has ended.
+    /// Closes the session gracefully (PROTOCOL.md §7.2): first waits for the messages sent so
+    /// far to be acknowledged (a CLOSE makes the peer discard what it has not delivered yet),
+    /// for at most half the bound, then sends a CLOSE carrying the final positions, and both
+    /// sides end the session. Messages not acknowledged by then are handed back
+    /// ([`Peer::take_unacknowledged`]). Returns when the session has ended.
     ///
-    /// Bounded: when the exchange has not finished within the session's idle timeout (default
+    /// Bounded: when the whole has not finished within the session's idle timeout (default
     /// 10 s; a client that is reconnecting sends its CLOSE after the resume), the session ends
-    /// here without the peer's confirmation. [`Peer::close_within`] takes another bound.
+    /// here without the peer's confirmation. [`Peer::close_within`] takes another bound. A
+    /// server session whose client is away ends at once.
     pub async fn close(&self, reason: &str) {
         self.close_within(reason, self.shared.close_timeout).await;
     }
@@ -656,6 +658,16 @@ impl Peer {
     /// [`Peer::close`] with its own bound: after `limit` the session ends here (the peer's
     /// CLOSE unconfirmed), whatever the connection does. Returns why the session ended.
     pub async fn close_within(&self, reason: &str, limit: Duration) -> EndReason {
+        let deadline = tokio::time::Instant::now() + limit;
+        let away = {
+            let st = self.shared.lock();
+            self.shared.role == Role::Server && matches!(st.link, Link::Detached(_))
+        };
+        if !away {
+            // A graceful close waits for the last ACK (§7.2): the peer would discard messages
+            // it has received but not delivered when the CLOSE arrives.
+            let _ = self.flush_within(limit / 2).await;
+        }
         let closed = |confirmed| {
             EndReason::Protocol(SessionEnd::Closed {
                 by_peer: false,
@@ -681,7 +693,6 @@ impl Peer {
             }
         }
         self.shared.settle();
-        let deadline = tokio::time::Instant::now() + limit;
         if tokio::time::timeout_at(deadline, self.ended())
             .await
             .is_err()

@@ -371,3 +371,49 @@ async fn an_authenticator_that_never_answers_refuses_within_the_handshake_timeou
     })
     .await;
 }
+
+/// `close` right after sends waits for their acknowledgement before the CLOSE goes out
+/// (PROTOCOL.md §7.2): a CLOSE makes the peer discard what it received and has not delivered,
+/// so closing at once used to hand those messages back to the sender.
+#[tokio::test]
+async fn close_right_after_sending_delivers_everything_first() {
+    bounded(async {
+        let (server, addr) = bind_on_loopback(ServerConfig::default()).await;
+        let client = honest_client(addr, ClientConfig::default()).await.unwrap();
+        let on_server = accept(&server).await;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(m) = on_server.recv().await {
+                got.push(m);
+            }
+            got
+        });
+        for i in 0..200u32 {
+            client.send(i.to_string()).await.unwrap();
+        }
+        let reason = client
+            .peer()
+            .close_within("done", Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(
+                reason,
+                EndReason::Protocol(SessionEnd::Closed {
+                    confirmed: true,
+                    ..
+                })
+            ),
+            "{reason:?}"
+        );
+        assert!(
+            client.peer().take_unacknowledged().is_empty(),
+            "messages were handed back after a graceful close"
+        );
+        let got = within("the reader", PROMPTLY, reader).await.unwrap();
+        assert_eq!(
+            texts(&got),
+            (0..200).map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+    })
+    .await;
+}
