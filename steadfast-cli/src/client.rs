@@ -162,6 +162,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     };
     let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     let mut sent = 0u64;
+    let mut sent_bytes = 0u64;
     let mut eof = false;
     let sleep = async {
         match deadline {
@@ -220,7 +221,10 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                     }
                     let len = l.len();
                     match peer.send(l).await {
-                        Ok(_) => sent += 1,
+                        Ok(_) => {
+                            sent += 1;
+                            sent_bytes += len as u64;
+                        }
                         // Never skip a line: one that cannot be sent ends the run.
                         Err(SendError::TooLarge { max, .. }) => {
                             bar.finish_and_clear();
@@ -259,6 +263,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
         }
     }
     bar.finish_and_clear();
+    let transmitted = peer.stats().body_bytes_sent;
     // End the session with CLOSE; everything is acknowledged already.
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("done")).await;
     if skip > 0 {
@@ -267,6 +272,12 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
         );
     } else {
         eprintln!("{sent} messages sent, {sent} acknowledged");
+    }
+    if transmitted > sent_bytes && skip == 0 && a.security.compress.is_none() {
+        eprintln!(
+            "{transmitted} body bytes transmitted for {sent_bytes} bytes of messages: {} sent again after cuts",
+            transmitted - sent_bytes
+        );
     }
     ExitCode::SUCCESS
 }

@@ -397,3 +397,91 @@ fn serve_echo_kicks_a_peer_that_does_not_read_and_serves_the_others() {
         "the second client's lines, in order, once each"
     );
 }
+
+/// One line far larger than what a connection carries between two cuts, with
+/// `--max-message` on both ends and `steadfast chaos` cutting every `cut_max` bytes at most:
+/// it arrives intact, exactly once, and `send` reports what it had to transmit again.
+fn one_large_line_through_chaos(size: usize, max_message: &str, cut_max: u64) {
+    let mut serve = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-message",
+        max_message,
+    ]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut stdout = serve.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let mut chaos = spawn(&[
+        "chaos",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &server,
+        "--seed",
+        "5",
+        "--min-bytes",
+        &(cut_max / 4).to_string(),
+        "--max-bytes",
+        &cut_max.to_string(),
+    ]);
+    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+    let mut line: Vec<u8> = (0..size).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+    line.push(b'\n');
+    let (code, err) = run_send(
+        &proxy,
+        &line,
+        &["--max-message", max_message, "--timeout", "600"],
+    );
+    assert_eq!(code, 0, "send failed: {err}");
+    assert!(err.contains("1 messages sent, 1 acknowledged"), "{err}");
+    serve.terminate();
+    assert!(serve.child.wait().unwrap().success());
+    let out = reader.join().unwrap();
+    assert_eq!(
+        out.len(),
+        line.len(),
+        "the line arrived with another length"
+    );
+    assert!(out == line, "the line arrived altered");
+    let _ = chaos.child.kill();
+    let mut faults = String::new();
+    chaos
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut faults)
+        .unwrap();
+    let cuts = faults.lines().filter(|l| l.starts_with("fault:")).count();
+    println!("{size} bytes in one line through {cuts} cuts: {err}");
+    assert!(cuts as u64 >= size as u64 / cut_max, "{faults}");
+}
+
+#[test]
+fn a_line_larger_than_the_bytes_between_two_cuts_arrives_once() {
+    one_large_line_through_chaos(24 << 20, "32MiB", 2 << 20);
+}
+
+/// The figure: `cargo test --release -p steadfast-cli --test cli -- --ignored
+/// --nocapture a_256_mib`.
+#[test]
+#[ignore = "256 MiB: run in release"]
+fn a_256_mib_line_through_a_cut_every_4_mib_at_most_arrives_once() {
+    one_large_line_through_chaos(256 << 20, "300MiB", 4 << 20);
+}
+
+#[test]
+fn send_refuses_a_line_above_max_message_instead_of_skipping_it() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let input = format!("short\n{}\nafter\n", "x".repeat(2_000));
+    let (code, err) = run_send(&server, input.as_bytes(), &["--max-message", "1KiB"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("input line 2 is 2000 bytes"), "{err}");
+    serve.terminate();
+}

@@ -43,6 +43,13 @@ pub struct PeerStats {
     pub acknowledged: u64,
     /// Messages transmitted again after a reconnect.
     pub retransmitted: u64,
+    /// Body bytes transmitted, every transmission counted: beyond the total of the bodies
+    /// sent, what faults made this side send again (after a cut a version-2 session resends
+    /// the rest of a message, not all of it).
+    pub body_bytes_sent: u64,
+    /// Bytes read from the network while a connection carried the session (every frame,
+    /// complete or cut off by a fault).
+    pub bytes_received: u64,
     /// Messages received from the peer.
     pub received: u64,
     /// Messages not yet acknowledged (queued or in flight).
@@ -592,6 +599,8 @@ impl Peer {
             sent: x.sent,
             acknowledged: x.acknowledged,
             retransmitted: x.retransmitted,
+            body_bytes_sent: x.body_bytes_sent,
+            bytes_received: x.bytes_received,
             received: x.received,
             in_flight: s.outbox_len(),
             waiting: s.inbox_len(),

@@ -571,6 +571,9 @@ impl Connection {
         }
         // Any byte is proof of life (§8).
         self.last_recv = now;
+        if let Some(s) = self.session.as_mut() {
+            s.stats.bytes_received += data.len() as u64;
+        }
         self.decoder.feed(data);
         if self.state == State::AwaitingDecision {
             // Bytes after the HELLO wait, unparsed, until the answer is out: they are then
@@ -976,6 +979,7 @@ impl Connection {
                     end - self.chunk_offset,
                 );
                 buf.extend_from_slice(&msg.body[self.chunk_offset..end]);
+                session.stats.body_bytes_sent += (end - self.chunk_offset) as u64;
                 if more {
                     self.chunk_offset = end;
                 } else {
@@ -989,6 +993,7 @@ impl Connection {
             buf.reserve(HEADER_LEN + DATA_PREFIX_LEN + end - self.chunk_offset);
             encode_data_header(buf, seq, msg.timestamp_us, more, end - self.chunk_offset);
             buf.extend_from_slice(&msg.body[self.chunk_offset..end]);
+            session.stats.body_bytes_sent += (end - self.chunk_offset) as u64;
             if more {
                 self.chunk_offset = end;
             } else {

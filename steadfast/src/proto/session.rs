@@ -106,6 +106,12 @@ pub struct Stats {
     pub sent: u64,
     /// Messages transmitted again on a new connection.
     pub retransmitted: u64,
+    /// Body bytes transmitted in DATA frames, counting every transmission (so beyond the
+    /// bodies' total: what faults made this side send again).
+    pub body_bytes_sent: u64,
+    /// Bytes read from the transport while a connection carried the session, frames of every
+    /// kind and incomplete ones included.
+    pub bytes_received: u64,
     /// Messages acknowledged by the peer.
     pub acknowledged: u64,
     /// Messages received from the peer (each counted once).

@@ -744,6 +744,13 @@ pub const HONEST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::ne
 /// The attacker's source address (Linux loopback accepts all of 127/8).
 pub const ATTACKER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
+/// [`bounded`] with a limit of its own (for long runs).
+pub async fn bounded_for<F: std::future::Future>(limit: Duration, body: F) -> F::Output {
+    tokio::time::timeout(limit, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"))
+}
+
 /// Runs a test body within [`TEST_LIMIT`].
 pub async fn bounded<F: std::future::Future>(body: F) -> F::Output {
     tokio::time::timeout(TEST_LIMIT, body)
