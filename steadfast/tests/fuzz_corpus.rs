@@ -80,6 +80,11 @@ fn connection_ops_corpus() {
     replay("connection_ops", fuzz_logic::connection_ops);
 }
 
+#[test]
+fn frames_v2_corpus() {
+    replay("frames_v2", fuzz_logic::frames_v2);
+}
+
 /// Writes the generated seeds into `fuzz/corpus/<target>/seed-NN`.
 #[test]
 #[ignore = "writes files: run by hand before fuzzing"]
@@ -89,4 +94,22 @@ fn write_seed_corpus() {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(name), data).unwrap();
     }
+}
+
+/// Runs one input, `FUZZ_FILE`, through the logic of target `FUZZ_TARGET` (to debug a crash
+/// with the test build: `FUZZ_TARGET=frames_v2 FUZZ_FILE=path cargo test -p steadfast --test
+/// fuzz_corpus -- --ignored --nocapture run_one_input`).
+#[test]
+#[ignore = "runs the input named by FUZZ_FILE"]
+fn run_one_input() {
+    let target = std::env::var("FUZZ_TARGET").unwrap();
+    let data = fs::read(std::env::var("FUZZ_FILE").unwrap()).unwrap();
+    let run: fn(&[u8]) = match target.as_str() {
+        "frame_decoder" => fuzz_logic::frame_decoder,
+        "handshake" => fuzz_logic::handshake,
+        "connection_ops" => fuzz_logic::connection_ops,
+        "frames_v2" => fuzz_logic::frames_v2,
+        other => panic!("no target {other}"),
+    };
+    run(&data);
 }

@@ -14,13 +14,24 @@
 //!   go away) decoded from the input; the receiver delivers in order without duplicates, what
 //!   is acknowledged was delivered, and the outbox and inbox stay within their bounds.
 //!
+//! * [`frames_v2`]: protocol version 2's frames (parser and decoder, roundtrip) and a client
+//!   and a server with large messages in flight across cuts and resumes (see its module).
+//!
 //! [`seeds`] makes the seed corpus of each target.
+
+mod frames_v2;
+
+#[allow(unused_imports)] // used by the test and the `frames_v2` target, not by the others
+pub(crate) use frames_v2::frames_v2;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use steadfast::proto::frame::{Data, GoAway, HEADER_LEN, Hello, Reject, Welcome, WelcomeKind};
+use steadfast::proto::frame::{
+    DATA_CONTINUED_PREFIX_LEN, DATA_PREFIX_LEN, Data, GoAway, HEADER_LEN, Hello, Reject, Welcome,
+    WelcomeKind,
+};
 use steadfast::proto::{
     CloseCode, Config, Connection, ConnectionError, Decoder, Event, Frame, FrameError,
     HelloRequest, Limits, Message, RejectCode, ResumeRequest, ResumeToken, SendError, Seq, Session,
@@ -125,16 +136,26 @@ pub(crate) fn frame_decoder(data: &[u8]) {
     let max_frame = DECODER_MAX_FRAMES[usize::from(r.u8()) % DECODER_MAX_FRAMES.len()];
     let splits = Splits::read(&mut r);
     let stream = r.rest();
-    let whole = decode_stream(max_frame, &[stream]);
-    let split = decode_stream(max_frame, &splits.chunks(stream));
+    let whole = decode_stream(max_frame, (1, 1, 0), &[stream]);
+    let split = decode_stream(max_frame, (1, 1, 0), &splits.chunks(stream));
     assert_eq!(whole, split, "the split changed what was decoded");
 }
 
 /// Decodes `chunks` as one stream until the first error; checks every frame re-encodes to the
-/// bytes it came from and the buffered bytes stay within one header plus one frame.
-fn decode_stream(max_frame: u32, chunks: &[&[u8]]) -> Vec<Result<Frame, FrameError>> {
+/// bytes it came from and the buffered bytes stay within one header plus one frame. `plan`:
+/// the decoder's version for the first `plan.2` frames, then its version after them (as a
+/// connection switches after its handshake).
+fn decode_stream(
+    max_frame: u32,
+    plan: (u16, u16, usize),
+    chunks: &[&[u8]],
+) -> Vec<Result<Frame, FrameError>> {
     let stream: Vec<u8> = chunks.concat();
     let mut dec = Decoder::new(max_frame);
+    let switch_version = |dec: &mut Decoder, decoded: usize| {
+        dec.set_version(if decoded < plan.2 { plan.0 } else { plan.1 });
+    };
+    switch_version(&mut dec, 0);
     let mut out = Vec::new();
     let mut fed = 0;
     let mut consumed = 0;
@@ -155,6 +176,7 @@ fn decode_stream(max_frame: u32, chunks: &[&[u8]]) -> Vec<Result<Frame, FrameErr
                     assert!(encoded.len() - HEADER_LEN <= max_frame as usize);
                     consumed = end;
                     out.push(Ok(frame));
+                    switch_version(&mut dec, out.len());
                 }
                 Ok(None) => {
                     assert!(dec.buffered() <= HEADER_LEN + max_frame as usize);
@@ -356,8 +378,8 @@ impl Peer {
     }
 }
 
-/// Watches the bytes one connection writes: whole, well-formed frames only, and DATA frames
-/// within the peer's maximum frame size.
+/// Watches the bytes one connection writes: whole frames only, well-formed by the rules of the
+/// connection's version, and DATA frames within the peer's maximum frame size.
 struct Monitor {
     dec: Decoder,
 }
@@ -369,14 +391,21 @@ impl Monitor {
         }
     }
 
-    fn check(&mut self, bytes: &[u8], peer_max_frame: Option<u32>) {
+    /// `version`: the writer's negotiated version (1 before its handshake finished).
+    fn check(&mut self, bytes: &[u8], peer_max_frame: Option<u32>, version: u16) {
+        self.dec.set_version(version);
         self.dec.feed(bytes);
         loop {
             match self.dec.decode() {
                 Ok(Some(Frame::Data(d))) => {
                     if let Some(max) = peer_max_frame {
+                        let prefix = if d.offset.is_some() {
+                            DATA_CONTINUED_PREFIX_LEN
+                        } else {
+                            DATA_PREFIX_LEN
+                        };
                         assert!(
-                            16 + d.body.len() <= max as usize,
+                            prefix + d.body.len() <= max as usize,
                             "DATA frame above the peer's maximum of {max}"
                         );
                     }
@@ -550,7 +579,7 @@ pub(crate) fn handshake(data: &[u8]) {
     let mut monitor = Monitor::new();
     let mut out = Vec::new();
     peer.transmit(clock.now(), &mut out);
-    monitor.check(&out, None);
+    monitor.check(&out, None, 1);
     for chunk in splits.chunks(stream) {
         let now = clock.now();
         peer.conn.handle_input(now, chunk);
@@ -588,7 +617,11 @@ fn handshake_round(
     }
     let mut out = Vec::new();
     peer.transmit(now, &mut out);
-    monitor.check(&out, peer.conn.peer_limits().map(|l| l.max_frame));
+    monitor.check(
+        &out,
+        peer.conn.peer_limits().map(|l| l.max_frame),
+        peer.conn.version().unwrap_or(1),
+    );
     // Answering a HELLO may have ended the connection (a REJECT).
     while let Some(ev) = peer.conn.poll_event() {
         peer.count_end(&ev);
@@ -994,16 +1027,22 @@ impl Harness {
         let mut out = Vec::new();
         self.client.transmit(now, &mut out);
         let mut moved = !out.is_empty();
-        self.mon_up
-            .check(&out, trusted.then_some(self.sp.max_frame));
+        self.mon_up.check(
+            &out,
+            trusted.then_some(self.sp.max_frame),
+            self.client.conn.version().unwrap_or(1),
+        );
         if self.link_up {
             self.to_server.extend(&out);
         }
         out.clear();
         self.server.transmit(now, &mut out);
         moved |= !out.is_empty();
-        self.mon_down
-            .check(&out, trusted.then_some(self.cp.max_frame));
+        self.mon_down.check(
+            &out,
+            trusted.then_some(self.cp.max_frame),
+            self.server.conn.version().unwrap_or(1),
+        );
         if self.link_up {
             self.to_client.extend(&out);
         }
@@ -1238,6 +1277,9 @@ pub(crate) fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (i, s) in connection_ops_seeds().into_iter().enumerate() {
         out.push(("connection_ops", format!("seed-{i:02}"), s));
+    }
+    for (i, s) in frames_v2::seeds().into_iter().enumerate() {
+        out.push(("frames_v2", format!("seed-{i:02}"), s));
     }
     out
 }
