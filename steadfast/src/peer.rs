@@ -667,12 +667,25 @@ impl Peer {
     /// [`Peer::close`] with its own bound: after `limit` the session ends here (the peer's
     /// CLOSE unconfirmed), whatever the connection does. Returns why the session ended.
     pub async fn close_within(&self, reason: &str, limit: Duration) -> EndReason {
+        self.close_inner(reason, limit, true).await
+    }
+
+    /// [`Peer::close`] without waiting for acknowledgements: the CLOSE goes out at once, and
+    /// messages the peer has not delivered by then come back ([`Peer::take_unacknowledged`]),
+    /// also those it received and holds unread (it discards them on the CLOSE). For a peer
+    /// known not to read. Bounded like `close`.
+    pub async fn close_at_once(&self, reason: &str) -> EndReason {
+        self.close_inner(reason, self.shared.close_timeout, false)
+            .await
+    }
+
+    async fn close_inner(&self, reason: &str, limit: Duration, wait_for_acks: bool) -> EndReason {
         let deadline = tokio::time::Instant::now() + limit;
         let away = {
             let st = self.shared.lock();
             self.shared.role == Role::Server && matches!(st.link, Link::Detached(_))
         };
-        if !away {
+        if wait_for_acks && !away {
             // A graceful close waits for the last ACK (§7.2): the peer would discard messages
             // it has received but not delivered when the CLOSE arrives.
             let _ = self.flush_within(limit / 2).await;
