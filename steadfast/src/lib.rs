@@ -81,9 +81,15 @@
 //! - **No lost events**: lifecycle events ([`ServerEvent`], [`ClientEvent`]) are never
 //!   dropped; repeated ones of a kind fold together while unread, so their queues stay
 //!   bounded.
+//! - **Large messages through bad links**: a message is sent in chunks, and with protocol
+//!   version 2 (spoken by default; version 1 still with peers that speak only it) a message cut
+//!   off by a connection loss continues after the resume from the last chunk the receiver
+//!   holds, so a message larger than what the link carries between two cuts still arrives.
+//!   Messages up to 16 MiB by default ([`proto::Config::max_message`], at most 4 GiB − 1).
 //! - **Liveness**: PING every 3 s and an idle timeout of 10 s by default: a dead or half-open
 //!   connection is noticed within 10 s on both sides, even during a large transfer (messages
-//!   are chunked; control frames go first).
+//!   are chunked; control frames go first). A version-2 client also pings often enough for the
+//!   server's idle timeout, and waits long enough for its keepalive, whatever its own settings.
 //!
 //! Across a *crash* of a process (not a link) sessions are lost unless a [`store`] keeps them:
 //! with a durable store, a message whose receipt resolved is never lost by a crash of either
