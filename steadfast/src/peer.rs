@@ -680,7 +680,11 @@ impl Peer {
     }
 
     async fn close_inner(&self, reason: &str, limit: Duration, wait_for_acks: bool) -> EndReason {
-        let deadline = tokio::time::Instant::now() + limit;
+        let now = tokio::time::Instant::now();
+        // A bound too far to represent is no bound at all.
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         let away = {
             let st = self.shared.lock();
             self.shared.role == Role::Server && matches!(st.link, Link::Detached(_))

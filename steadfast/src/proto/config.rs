@@ -131,8 +131,7 @@ impl Config {
     }
 
     /// A connection on which nothing arrived for this long is dead (half-open detection).
-    /// Default 10 s; at least 100 ms, and more than the keepalive interval. On a version-2
-    /// connection a client waits at least three keepalive intervals of the server's. §8
+    /// Default 10 s; at least 100 ms, and more than the keepalive interval. §8
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self

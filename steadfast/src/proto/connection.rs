@@ -219,9 +219,10 @@ pub struct Connection {
     version: u16,
     /// Client: the version range its HELLO offered. §4.6
     offered: (u16, u16),
-    /// The keepalive interval and idle timeout this connection applies: the configured ones,
-    /// adjusted to the server's on a client's version-2 connection (§8).
+    /// The keepalive interval this connection applies: the configured one, shortened to a
+    /// third of the server's idle timeout on a client's version-2 connection (§8).
     keepalive: Duration,
+    /// The idle timeout (always the configured one: a live server answers every PING).
     idle: Duration,
     /// Sender: the next chunk continues a message the peer holds part of (version 2, §5.5).
     send_continued: bool,
@@ -459,7 +460,7 @@ impl Connection {
         }));
         self.session = Some(session);
         self.establish(now, &hello.limits, false);
-        self.process_input(now);
+        self.process_held_input(now);
     }
 
     /// Server side: answers [`Event::Hello`] by resuming `session`, which the caller found by
@@ -524,7 +525,7 @@ impl Connection {
         self.session = Some(session);
         self.establish(now, &hello.limits, true);
         self.set_send_cursor(resend_from, partial);
-        self.process_input(now);
+        self.process_held_input(now);
         Ok(())
     }
 
@@ -575,10 +576,14 @@ impl Connection {
             s.stats.bytes_received += data.len() as u64;
         }
         self.decoder.feed(data);
+        if self.state != State::AwaitingDecision {
+            self.process_input(now);
+        }
         if self.state == State::AwaitingDecision {
             // Bytes after the HELLO wait, unparsed, until the answer is out: they are then
             // frames of the established connection, however TCP split them (§2). A client
-            // that sends more than a frame's worth before the answer breaks the protocol.
+            // that sends more than a frame's worth before the answer breaks the protocol,
+            // whether those bytes came with the HELLO or after it.
             let limit = self.config.max_frame as usize + HEADER_LEN;
             if self.decoder.buffered() > limit {
                 self.violation(
@@ -586,9 +591,16 @@ impl Connection {
                     format!("more than {limit} bytes sent before WELCOME"),
                 );
             }
-            return;
         }
+    }
+
+    /// Server: handles the bytes that arrived after the HELLO, before the answer, now that
+    /// WELCOME is queued. They were sent before the client could hold the new token, so they
+    /// do not count as its proof (§4.4 rule A).
+    fn process_held_input(&mut self, now: Instant) {
+        let awaiting_proof = std::mem::take(&mut self.awaiting_proof);
         self.process_input(now);
+        self.awaiting_proof = awaiting_proof && self.state == State::Established;
     }
 
     /// Parses and handles the buffered input, up to the HELLO while a server waits for its
@@ -1180,12 +1192,12 @@ impl Connection {
         session.token = Some(w.token);
         self.version = w.version;
         if let Some(t) = timings {
-            // The server's timings govern (§8): ping at least three times per its idle
-            // timeout, and wait at least three of its keepalive intervals before giving up.
+            // The server's idle timeout governs (§8): ping at least three times per it. The
+            // client keeps its own idle timeout: the server answers each of its PINGs, so a
+            // live server is heard at least once per (adapted) keepalive interval, whatever
+            // its own keepalive.
             let server_idle = Duration::from_millis(u64::from(t.idle_timeout_ms));
-            let server_keepalive = Duration::from_millis(u64::from(t.keepalive_ms));
             self.keepalive = self.config.keepalive_interval.min(server_idle / 3);
-            self.idle = self.config.idle_timeout.max(server_keepalive * 3);
         }
         let resumed = matches!(w.kind, WelcomeKind::Resumed { .. });
         self.establish(now, &w.limits, resumed);
@@ -1195,6 +1207,26 @@ impl Connection {
     }
 
     fn on_reject(&mut self, r: Reject) {
+        let offered_v2_only = self.offered.0 >= 2 && self.config.versions.0 < 2;
+        if offered_v2_only
+            && matches!(
+                r.code,
+                RejectCode::VersionMismatch | RejectCode::ProtocolError
+            )
+        {
+            // Only the part held made this HELLO offer versions 2 and up (§5.5); a server
+            // that does not speak them leaves the session untouched. Drop the part and try
+            // again with the configured range (the message comes again whole).
+            if let Some(s) = self.session.as_mut() {
+                s.held = None;
+            }
+            self.end_connection(ConnectionError::Rejected {
+                code: r.code,
+                retry_after_ms: r.retry_after_ms,
+                reason: r.reason,
+            });
+            return;
+        }
         if r.code.is_retryable() {
             self.end_connection(ConnectionError::Rejected {
                 code: r.code,
@@ -1515,9 +1547,12 @@ impl Connection {
     /// The timings a version-2 WELCOME announces: this server's (§8).
     fn own_timings(&self) -> Option<Timings> {
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        // Whole milliseconds, saturated: still a valid pair whatever the durations were
+        // (at least 100 ms of idle timeout, a keepalive below it).
+        let idle_timeout_ms = ms(self.config.idle_timeout).max(MIN_IDLE_TIMEOUT_MS);
         (self.version >= 2).then(|| Timings {
-            keepalive_ms: ms(self.config.keepalive_interval).max(1),
-            idle_timeout_ms: ms(self.config.idle_timeout),
+            keepalive_ms: ms(self.config.keepalive_interval).clamp(1, idle_timeout_ms - 1),
+            idle_timeout_ms,
         })
     }
 

@@ -492,6 +492,8 @@ impl Session {
             return false;
         }
         self.closing = Some((code, reason.to_owned()));
+        // Nothing more is delivered after a CLOSE: a message held in part is of no use.
+        self.held = None;
         true
     }
 
