@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use steadfast::proto::frame::{Close, Data, HEADER_LEN, Hello, Reject, Welcome, WelcomeKind, kind};
+mod support;
+
 use steadfast::proto::{
-    CloseCode, Config, Connection, ConnectionError, Decoder, Event, Frame, Limits, Message,
-    RejectCode, ResumeRequest, ResumeToken, SUPPORTED_VERSIONS, Seq, Session, SessionEnd,
-    SessionId, Window,
+    CloseCode, Config, Connection, ConnectionError, Event, Frame, Limits, Message, RejectCode,
+    ResumeRequest, ResumeToken, SUPPORTED_VERSIONS, Seq, Session, SessionEnd, SessionId, Window,
 };
+use support::core::{decode_all_in, enc, events, good_limits, pump, transmit};
 
 // ------------------------------------------------------------------------------- helpers
 
@@ -24,14 +26,6 @@ const WRONG: [u8; 16] = [0x71; 16];
 const FRESH: [u8; 16] = [0x72; 16];
 const FRESH2: [u8; 16] = [0x73; 16];
 
-fn enc(frames: &[Frame]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    for f in frames {
-        f.encode(&mut buf);
-    }
-    buf
-}
-
 fn raw(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_be_bytes().to_vec();
     v.push(kind);
@@ -40,42 +34,13 @@ fn raw(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Everything the connection has to send now.
-fn transmit(conn: &mut Connection, now: Instant) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while conn.poll_transmit(now, &mut buf) > 0 {}
-    buf
-}
-
 /// Decodes what a connection sent; it must be well-formed.
 fn decode_all(bytes: &[u8]) -> Vec<Frame> {
-    let mut dec = Decoder::new(1 << 24);
-    dec.feed(bytes);
-    let mut out = Vec::new();
-    while let Some(f) = dec.decode().unwrap() {
-        out.push(f);
-    }
-    assert_eq!(dec.buffered(), 0, "trailing bytes in output");
-    out
+    decode_all_in(bytes, 1)
 }
 
 fn sent(conn: &mut Connection, now: Instant) -> Vec<Frame> {
     decode_all(&transmit(conn, now))
-}
-
-fn events(conn: &mut Connection) -> Vec<Event> {
-    std::iter::from_fn(|| conn.poll_event()).collect()
-}
-
-fn good_limits() -> Limits {
-    Limits {
-        max_frame: 65_536,
-        max_message: 16 << 20,
-        window: Window {
-            messages: 8_192,
-            bytes: 8 << 20,
-        },
-    }
 }
 
 fn hello_new(first_seq: Seq) -> Hello {
@@ -216,37 +181,6 @@ fn expect_close(conn: &mut Connection, now: Instant, input: &[u8], code: CloseCo
     conn.handle_input(now, input);
     assert!(transmit(conn, now).is_empty(), "output after the end");
     ended.expect("no SessionEnded")
-}
-
-/// Moves bytes both ways until neither side has anything to say, advancing the virtual clock
-/// in small steps while quiet (delayed ACKs), and firing due timeouts.
-fn pump(now: &mut Instant, a: &mut Connection, b: &mut Connection) {
-    let mut quiet = 0;
-    for _ in 0..1_000 {
-        let ab = transmit(a, *now);
-        if !ab.is_empty() {
-            b.handle_input(*now, &ab);
-        }
-        let ba = transmit(b, *now);
-        if !ba.is_empty() {
-            a.handle_input(*now, &ba);
-        }
-        if ab.is_empty() && ba.is_empty() {
-            quiet += 1;
-            if quiet > 3 {
-                return;
-            }
-            *now += Duration::from_millis(2);
-            for c in [&mut *a, &mut *b] {
-                if c.poll_timeout().is_some_and(|t| t <= *now) {
-                    c.handle_timeout(*now);
-                }
-            }
-        } else {
-            quiet = 0;
-        }
-    }
-    panic!("the link never went quiet");
 }
 
 /// A real session: a client `Connection` and a server `Connection` talking in memory, the

@@ -10,52 +10,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use steadfast::proto::frame::{Data, Hello, Welcome, WelcomeKind};
+mod support;
+
 use steadfast::proto::{
-    CloseCode, Config, Connection, ConnectionError, Decoder, Event, Frame, Limits, RejectCode,
-    ResumeToken, Seq, Session, SessionId, Timings, Window,
+    CloseCode, Config, Connection, ConnectionError, Event, Frame, RejectCode, ResumeToken, Seq,
+    Session, SessionId, Timings,
 };
+use support::core::{decode_all_in, enc, events, good_limits, pump, transmit};
 
 const SID: SessionId = SessionId([0x51; 16]);
-
-fn enc(frames: &[Frame]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    for f in frames {
-        f.encode(&mut buf);
-    }
-    buf
-}
-
-fn transmit(conn: &mut Connection, now: Instant) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while conn.poll_transmit(now, &mut buf) > 0 {}
-    buf
-}
-
-fn decode_all(bytes: &[u8], version: u16) -> Vec<Frame> {
-    let mut dec = Decoder::new(1 << 24);
-    dec.set_version(version);
-    dec.feed(bytes);
-    let mut out = Vec::new();
-    while let Some(f) = dec.decode().unwrap() {
-        out.push(f);
-    }
-    out
-}
-
-fn events(conn: &mut Connection) -> Vec<Event> {
-    std::iter::from_fn(|| conn.poll_event()).collect()
-}
-
-fn good_limits() -> Limits {
-    Limits {
-        max_frame: 65_536,
-        max_message: 16 << 20,
-        window: Window {
-            messages: 8_192,
-            bytes: 8 << 20,
-        },
-    }
-}
 
 fn hello_new(first_seq: Seq) -> Hello {
     Hello {
@@ -78,35 +41,6 @@ fn data(seq: u64, more: bool, body: &[u8]) -> Frame {
         more,
         body: Bytes::copy_from_slice(body),
     })
-}
-
-fn pump(now: &mut Instant, a: &mut Connection, b: &mut Connection) {
-    let mut quiet = 0;
-    for _ in 0..10_000 {
-        let ab = transmit(a, *now);
-        if !ab.is_empty() {
-            b.handle_input(*now, &ab);
-        }
-        let ba = transmit(b, *now);
-        if !ba.is_empty() {
-            a.handle_input(*now, &ba);
-        }
-        if ab.is_empty() && ba.is_empty() {
-            quiet += 1;
-            if quiet > 3 {
-                return;
-            }
-            *now += Duration::from_millis(2);
-            for c in [&mut *a, &mut *b] {
-                if c.poll_timeout().is_some_and(|t| t <= *now) {
-                    c.handle_timeout(*now);
-                }
-            }
-        } else {
-            quiet = 0;
-        }
-    }
-    panic!("never quiet");
 }
 
 /// Handshake between a real client and a real server (new session).
@@ -214,7 +148,7 @@ fn the_pipelined_bytes_limit_holds_however_the_bytes_were_split() {
         }
         events(&mut server);
         server.accept_new(now, SID, ResumeToken([1; 16]));
-        let out = decode_all(&transmit(&mut server, now), 1);
+        let out = decode_all_in(&transmit(&mut server, now), 1);
         assert!(
             matches!(&out[..], [Frame::Reject(r)] if r.code == RejectCode::ProtocolError),
             "same read {same_read}: {out:?}"
@@ -235,7 +169,7 @@ fn pipelined_frames_do_not_prove_the_new_token() {
     );
     events(&mut server);
     server.accept_new(now, SID, ResumeToken([1; 16]));
-    let out = decode_all(&transmit(&mut server, now), 2);
+    let out = decode_all_in(&transmit(&mut server, now), 2);
     assert!(
         matches!(&out[..], [Frame::Welcome(_), Frame::Pong(1)]),
         "{out:?}"
@@ -318,7 +252,7 @@ fn closing_drops_a_held_part() {
     s.close(CloseCode::Normal, "bye");
     assert_eq!(s.held_partial_bytes(), 0);
     let mut c2 = Connection::connect(cfg, now, s, None).unwrap();
-    let out = decode_all(&transmit(&mut c2, now), 1);
+    let out = decode_all_in(&transmit(&mut c2, now), 1);
     let Frame::Hello(h) = &out[0] else {
         panic!("{out:?}")
     };

@@ -972,40 +972,29 @@ impl Connection {
                     session.sent_high = Seq(seq.0 + 1);
                 }
             }
-            if self.send_continued {
-                // The first chunk after a resume continues what the peer holds (§5.5).
-                self.send_continued = false;
+            // The first chunk after a resume continues what the peer holds (§5.5): its frame
+            // carries the offset, so its body is 8 bytes shorter.
+            let continued = std::mem::take(&mut self.send_continued);
+            let (prefix, max) = if continued {
                 let max = (peer.max_frame as usize)
                     .saturating_sub(DATA_CONTINUED_PREFIX_LEN)
                     .min(chunk_max)
                     .max(1);
-                let end = (self.chunk_offset + max).min(len);
-                let more = end < len;
-                buf.reserve(HEADER_LEN + DATA_CONTINUED_PREFIX_LEN + end - self.chunk_offset);
-                encode_continued_header(
-                    buf,
-                    seq,
-                    msg.timestamp_us,
-                    more,
-                    self.chunk_offset as u64,
-                    end - self.chunk_offset,
-                );
-                buf.extend_from_slice(&msg.body[self.chunk_offset..end]);
-                session.stats.body_bytes_sent += (end - self.chunk_offset) as u64;
-                if more {
-                    self.chunk_offset = end;
-                } else {
-                    self.chunk_offset = 0;
-                    self.next_to_send = Seq(seq.0 + 1);
-                }
-                continue;
-            }
-            let end = (self.chunk_offset + chunk_max).min(len);
+                (DATA_CONTINUED_PREFIX_LEN, max)
+            } else {
+                (DATA_PREFIX_LEN, chunk_max)
+            };
+            let from = self.chunk_offset;
+            let end = (from + max).min(len);
             let more = end < len;
-            buf.reserve(HEADER_LEN + DATA_PREFIX_LEN + end - self.chunk_offset);
-            encode_data_header(buf, seq, msg.timestamp_us, more, end - self.chunk_offset);
-            buf.extend_from_slice(&msg.body[self.chunk_offset..end]);
-            session.stats.body_bytes_sent += (end - self.chunk_offset) as u64;
+            buf.reserve(HEADER_LEN + prefix + end - from);
+            if continued {
+                encode_continued_header(buf, seq, msg.timestamp_us, more, from as u64, end - from);
+            } else {
+                encode_data_header(buf, seq, msg.timestamp_us, more, end - from);
+            }
+            buf.extend_from_slice(&msg.body[from..end]);
+            session.stats.body_bytes_sent += (end - from) as u64;
             if more {
                 self.chunk_offset = end;
             } else {

@@ -12,8 +12,12 @@
 //!   and in order on the server.
 //!
 //! Obtaining a server-side `Peer` happens in one place only, [`accept_peer`].
+//!
+//! [`core`] drives the I/O-free protocol core by hand (`tests/hostile.rs`, `tests/v2_edges.rs`).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+pub mod core;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
