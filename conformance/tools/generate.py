@@ -704,7 +704,7 @@ s.events(ev("connection_ended", cause="rejected", code="ProtocolError"))
 
 # --- pipelining (point 5)
 
-s = S("server-pipelined-after-hello", "§2 point 5: frames sent after the HELLO in the same write "
+s = S("server-pipelined-after-hello", "§2 step 4: frames sent after the HELLO in the same write "
       "wait until the answer is out, then are handled as frames of the established connection",
       [1, 2], "server", versions=[1, 2])
 s.connect().peer(hello_new(1, 2), ack(1), data(1, txt("piped")))
@@ -715,7 +715,7 @@ s.sent(welcome_new(2))
 s.events(EST_NEW)
 s.app("recv", expect=dict(seq=1, body=txt("piped")))
 
-s = S("server-pipelined-split", "§2 point 5: the same bytes in a later write before the answer: "
+s = S("server-pipelined-split", "§2 step 4: the same bytes in a later write before the answer: "
       "the same outcome, however TCP split them", [1, 2], "server", versions=[1, 2])
 s.connect().peer(hello_new(1, 2))
 s.events(ev("hello_received", version=2, resume=False))
@@ -727,7 +727,7 @@ s.sent(welcome_new(2))
 s.events(EST_NEW)
 s.app("recv", expect=dict(seq=1, body=txt("piped")))
 
-s = S("server-pipelined-after-reject", "§2 point 5: bytes held after the HELLO are ignored "
+s = S("server-pipelined-after-reject", "§2 step 4: bytes held after the HELLO are ignored "
       "after a REJECT", [1, 2], "server", versions=[1, 2])
 s.connect().peer(hello_new(1, 2), ping(1))
 s.events(ev("hello_received", version=2, resume=False))
@@ -737,7 +737,7 @@ s.events(ev("connection_ended", cause="rejected", code="ServerFull"))
 
 BIG = data(1, "00" * (8192 - 16))
 assert len(encode(BIG)) == 8198
-s = S("server-too-much-before-welcome", "§2 point 5: more than max_frame + 6 bytes (8,198 with "
+s = S("server-too-much-before-welcome", "§2 step 4: more than max_frame + 6 bytes (8,198 with "
       "max_frame 8,192) after the HELLO before the answer: REJECT ProtocolError", [1, 2],
       "server", versions=[1, 2], max_frame=8192)
 s.connect().peer(hello_new(1, 2))
@@ -746,7 +746,7 @@ s.peer(raw_bytes=encode(BIG) + b"\x00")
 s.sent(only(reject("ProtocolError", 1, 2), "code"))
 s.events(ev("connection_ended", cause="rejected", code="ProtocolError"))
 
-s = S("server-too-much-before-welcome-same-read", "§2 point 5: the limit holds just the same "
+s = S("server-too-much-before-welcome-same-read", "§2 step 4: the limit holds just the same "
       "for bytes that come in the same read as the HELLO: REJECT ProtocolError", [1, 2],
       "server", versions=[1, 2], max_frame=8192)
 s.connect().peer(raw_bytes=encode(hello_new(1, 2)) + encode(BIG) + b"\x00")
@@ -754,7 +754,7 @@ s.sent(only(reject("ProtocolError", 1, 2), "code"))
 s.events(ev("hello_received", version=2, resume=False),
          ev("connection_ended", cause="rejected", code="ProtocolError"))
 
-s = S("server-max-frame-plus-6-before-welcome", "§2 point 5: exactly max_frame + 6 bytes after "
+s = S("server-max-frame-plus-6-before-welcome", "§2 step 4: exactly max_frame + 6 bytes after "
       "the HELLO are held and handled after WELCOME", [1, 2], "server", versions=[1, 2],
       max_frame=8192)
 s.connect().peer(hello_new(1, 2))

@@ -1,8 +1,9 @@
 //! Edges of protocol version 2 found in review: announced timings that round or saturate, a
 //! hostile server's timings, the pipelined-bytes limit whatever the split, pipelined frames
 //! that must not prove a token, a continuation cut short by the memory budget, a close while
-//! a part is held, and a client holding a part that meets a version-1-only server
-//! (PROTOCOL.md §2, §4.4, §5.5, §8).
+//! a part is held, a client holding a part that meets a version-1-only server, a pipelined
+//! frame split across the server's answer, and manual acknowledgement after a CLOSE
+//! (PROTOCOL.md §2, §4.4, §5.5, §7.2, §8).
 
 #![allow(clippy::unwrap_used)]
 
@@ -312,4 +313,57 @@ fn a_client_holding_a_part_resumes_with_a_version_1_only_server() {
     let m = client.recv().unwrap();
     assert_eq!(&m.body[..], &body[..]);
     assert!(client.recv().is_none());
+}
+
+/// A pipelined frame that the server's answer splits (part of it held before the WELCOME, the
+/// rest after) began before the client could hold the new token: it does not prove it either
+/// (§4.4 rule A); the next whole frame does.
+#[test]
+fn a_pipelined_frame_split_across_the_answer_does_not_prove_the_token() {
+    let now = Instant::now();
+    let mut server = Connection::accept(Config::default(), now).unwrap();
+    let ping = enc(&[Frame::Ping(1)]);
+    server.handle_input(
+        now,
+        &[enc(&[Frame::Hello(hello_new(Seq(1)))]), ping[..10].to_vec()].concat(),
+    );
+    events(&mut server);
+    server.accept_new(now, SID, ResumeToken([1; 16]));
+    server.handle_input(now, &ping[10..]);
+    let out = decode_all_in(&transmit(&mut server, now), 2);
+    assert!(
+        matches!(&out[..], [Frame::Welcome(_), Frame::Pong(1)]),
+        "{out:?}"
+    );
+    let record = server.session().unwrap().record();
+    assert_eq!(
+        record.token, None,
+        "a split pipelined frame proved the token"
+    );
+    server.handle_input(now, &enc(&[Frame::Ping(2)]));
+    let record = server.session().unwrap().record();
+    assert_eq!(record.token, Some(ResumeToken([1; 16])));
+}
+
+/// With manual acknowledgement, a message taken but not acknowledged when this side's CLOSE
+/// goes out stays unacknowledged: the CLOSE's delivered position is final (§7.2).
+#[test]
+fn manual_acknowledgement_after_close_changes_nothing() {
+    let mut now = Instant::now();
+    let cfg = Config::default().manual_ack(true);
+    let (mut client, mut server) = pair(&mut now, cfg.clone(), cfg);
+    events(&mut client);
+    events(&mut server);
+    client.send(Bytes::from_static(b"one"), 0).unwrap();
+    pump(&mut now, &mut client, &mut server);
+    let m = server.recv().unwrap();
+    server.close(now, CloseCode::Normal, "bye");
+    assert_eq!(server.session_mut().unwrap().acknowledge(m.seq), 0);
+    pump(&mut now, &mut client, &mut server);
+    let evs = events(&mut client);
+    let handed_back = evs.iter().find_map(|e| match e {
+        Event::SessionEnded { unacknowledged, .. } => Some(unacknowledged.len()),
+        _ => None,
+    });
+    assert_eq!(handed_back, Some(1), "{evs:?}");
 }

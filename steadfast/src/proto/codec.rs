@@ -56,6 +56,12 @@ impl Decoder {
         self.buf.len()
     }
 
+    /// Whether a frame has begun and is not complete yet (some of its bytes are buffered, or
+    /// its header has been read).
+    pub fn is_mid_frame(&self) -> bool {
+        !self.buf.is_empty() || matches!(self.state, State::Body { .. })
+    }
+
     /// Frees the buffer's memory if nothing is pending: no buffered byte and no frame header
     /// read whose payload is still to come (a header alone leaves nothing buffered).
     pub fn shrink(&mut self) {

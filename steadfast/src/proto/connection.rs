@@ -231,6 +231,8 @@ pub struct Connection {
     drop_partial: bool,
     /// Server: the client has not yet proven it holds the token of our WELCOME. §4.4
     awaiting_proof: bool,
+    /// Server: the next frame to complete began before our answer (pipelined): it is no proof.
+    proof_skip: bool,
     // Send cursor (§5.4).
     next_to_send: Seq,
     chunk_offset: usize,
@@ -344,6 +346,7 @@ impl Connection {
             peer: None,
             version: 0,
             awaiting_proof: false,
+            proof_skip: false,
             next_to_send: Seq(0),
             chunk_offset: 0,
             in_flight_bytes: 0,
@@ -601,6 +604,9 @@ impl Connection {
         let awaiting_proof = std::mem::take(&mut self.awaiting_proof);
         self.process_input(now);
         self.awaiting_proof = awaiting_proof && self.state == State::Established;
+        // A frame begun before the answer and completed by later bytes is no proof either,
+        // however the transport split it.
+        self.proof_skip = self.awaiting_proof && self.decoder.is_mid_frame();
     }
 
     /// Parses and handles the buffered input, up to the HELLO while a server waits for its
@@ -1032,7 +1038,9 @@ impl Connection {
                 "frame sent before WELCOME".to_owned(),
             ),
             State::Established => {
-                if self.awaiting_proof {
+                if std::mem::take(&mut self.proof_skip) {
+                    // Begun before our WELCOME (pipelined): the client may not hold the token.
+                } else if self.awaiting_proof {
                     // The client only speaks after our WELCOME: it holds the new token. §4.4
                     self.awaiting_proof = false;
                     if let Some(s) = self.session.as_mut() {

@@ -419,9 +419,12 @@ impl Session {
     /// Manual acknowledgement ([`Config::manual_ack`]): acknowledges the taken message `seq`
     /// and every taken message before it (the ACK goes out from the connection, coalesced).
     /// Returns how many messages this newly acknowledged: 0 if `seq` was already acknowledged
-    /// or has not been taken (or manual acknowledgement is off).
+    /// or has not been taken (or manual acknowledgement is off, or a CLOSE was sent or
+    /// received: the delivered position is then final, §7.2).
     pub fn acknowledge(&mut self, seq: Seq) -> usize {
-        if self.taken.back().is_none_or(|(last, _)| *last < seq) {
+        // After a CLOSE this side's delivered position is final (§7.2): messages taken and not
+        // acknowledged by then go back to their sender as unacknowledged.
+        if self.closing.is_some() || self.taken.back().is_none_or(|(last, _)| *last < seq) {
             return 0;
         }
         let mut n = 0;
