@@ -1013,6 +1013,18 @@ s.events(EST_RES)
 s.peer(data(1, txt("abcdefgh")))
 s.app("recv", expect=dict(seq=1, body=txt("abcdefgh")))
 
+for code in ["VersionMismatch", "ProtocolError"]:
+    s = client_holding_part(f"client-holds-partial-v1-server-{code}",
+                            f"§4.5/§4.6 (version 2) a client that offered 2..2 only because it "
+                            f"holds a part gets REJECT {code} from a version-1-only server: not "
+                            f"final; the part is dropped and the next connection resumes with "
+                            f"the configured range 1..2 in the version-1 layout")
+    s.connect().sent(hello_resume(2, 2, SID, T1, 1, partial=4))
+    s.peer(reject(code, 1, 1, "version 1 only"))
+    s.sent()
+    s.events(ev("connection_ended", cause="rejected", code=code))
+    s.connect().sent(hello_resume(1, 2, SID, T1, 1))
+
 s = S("client-no-part-v1-layout", "§4.1 (version 2) a client holding no part resumes with the "
       "version-1 layout and its configured range, so that a version-1 server can resume it", [2],
       "client", versions=[1, 2])

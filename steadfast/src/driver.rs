@@ -202,6 +202,9 @@ where
                             conn.handle_input(now(), &rbuf[..n]);
                         }
                     }
+                    // Count what this input added at once, under the same lock: another
+                    // session's allowance must not be computed from a total that misses it.
+                    st.account();
                 }
                 drop(st);
                 if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
