@@ -367,3 +367,17 @@ fn manual_acknowledgement_after_close_changes_nothing() {
     });
     assert_eq!(handed_back, Some(1), "{evs:?}");
 }
+
+/// The session remembers the version its last connection spoke.
+#[test]
+fn a_session_knows_the_version_of_its_last_connection() {
+    let mut now = Instant::now();
+    let v1 = Config::default().versions(1, 1);
+    let (client, server) = pair(&mut now, Config::default(), v1);
+    assert_eq!(client.session().unwrap().version(), Some(1));
+    assert_eq!(server.session().unwrap().version(), Some(1));
+    let (client, _server) = pair(&mut now, Config::default(), Config::default());
+    assert_eq!(client.session().unwrap().version(), Some(2));
+    let cfg = Config::default();
+    assert_eq!(Session::client(&cfg, None).version(), None);
+}

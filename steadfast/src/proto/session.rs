@@ -332,6 +332,12 @@ impl Session {
         self.id
     }
 
+    /// The protocol version of the last connection that carried the session (§4.6), once one
+    /// was established.
+    pub fn version(&self) -> Option<u16> {
+        (self.version != 0).then_some(self.version)
+    }
+
     /// Client or server end.
     pub fn role(&self) -> Role {
         self.role
