@@ -222,8 +222,6 @@ pub struct Connection {
     /// The keepalive interval this connection applies: the configured one, shortened to a
     /// third of the server's idle timeout on a client's version-2 connection (§8).
     keepalive: Duration,
-    /// The idle timeout (always the configured one: a live server answers every PING).
-    idle: Duration,
     /// Sender: the next chunk continues a message the peer holds part of (version 2, §5.5).
     send_continued: bool,
     /// The partial message may not move to the session when the connection ends (it went over
@@ -332,7 +330,6 @@ impl Connection {
             next_ping: now + config.keepalive_interval,
             offered: config.versions,
             keepalive: config.keepalive_interval,
-            idle: config.idle_timeout,
             send_continued: false,
             drop_partial: false,
             config,
@@ -410,7 +407,7 @@ impl Connection {
         session.closing = Some((code, reason.to_owned()));
         if self.state == State::Established {
             self.queue_close(code, reason);
-            self.close_deadline = Some(now + self.idle);
+            self.close_deadline = Some(now + self.config.idle_timeout);
         }
     }
 
@@ -660,7 +657,7 @@ impl Connection {
                     self.ack_due = None;
                     self.ack_now = true;
                 }
-                if now >= self.last_recv + self.idle {
+                if now >= self.last_recv + self.config.idle_timeout {
                     self.end_connection(ConnectionError::IdleTimeout);
                 } else if self.close_deadline.is_some_and(|d| now >= d) {
                     let (code, reason) = self
@@ -687,7 +684,7 @@ impl Connection {
         match self.state {
             State::Closed => None,
             State::Established => {
-                let mut t = (self.last_recv + self.idle).min(self.next_ping);
+                let mut t = (self.last_recv + self.config.idle_timeout).min(self.next_ping);
                 if let Some(d) = self.ack_due {
                     t = t.min(d);
                 }
@@ -868,7 +865,7 @@ impl Connection {
         if let Some((code, reason)) = session.closing.clone() {
             // A CLOSE that a cut interrupted is repeated on the new connection (§7.2).
             self.queue_close(code, &reason);
-            self.close_deadline = Some(now + self.idle);
+            self.close_deadline = Some(now + self.config.idle_timeout);
         }
         self.events.push_back(Event::Established {
             session_id,
