@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Bodies, Ctx, Figures, Tally, bind, counter, pair, percentile};
+use super::{Bodies, Ctx, Figures, Tally, bind, context_switches, counter, pair, percentile};
 
 /// Round trips before measuring (connection warm-up).
 fn warmup(n: u64) -> u64 {
@@ -18,7 +18,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
     let n = ctx.count;
     let total = n + warmup(n);
     let bar = ctx.ui.bar("raw tokio ping-pong", total);
-    let mut raw = raw_ping_pong(n, ctx.size, &bar).await?;
+    let (mut raw, raw_switches) = raw_ping_pong(n, ctx.size, &bar).await?;
     bar.finish_and_clear();
 
     let server = bind(ctx.setup.server.clone()).await?;
@@ -38,7 +38,11 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
     let mut bodies = Bodies::new(ctx.size);
     let mut samples = Vec::with_capacity(n as usize);
     let mut tally = Tally::default();
+    let mut switches_at_start = None;
     for i in 0..total {
+        if i == total - n {
+            switches_at_start = context_switches();
+        }
         let t0 = Instant::now();
         peer.send(bodies.next(i))
             .await
@@ -56,6 +60,9 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
             bar.set_position(i);
         }
     }
+    let switches = switches_at_start
+        .zip(context_switches())
+        .map(|(a, b)| b - a);
     bar.finish_and_clear();
     echo.abort();
     drop(pair);
@@ -72,6 +79,15 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
         f.values.insert(pick(prefix, "max"), us(s, 1.0));
     }
     f.set("ratio_vs_raw", us(&samples, 0.5) / us(&raw, 0.5));
+    // Context switches per round trip, over the whole process (both ends run in it): the
+    // figure that does not depend on what a wake-up costs on this machine.
+    let per_round_trip = |s: Option<u64>| s.map(|s| s as f64 / n.max(1) as f64);
+    if let Some(v) = per_round_trip(switches) {
+        f.set("ctx_switches_per_round_trip", v);
+    }
+    if let Some(v) = per_round_trip(raw_switches) {
+        f.set("raw_ctx_switches_per_round_trip", v);
+    }
     f.notes.push(histogram("steadfast round trips", &samples));
     f.notes.push(histogram("raw tokio round trips", &raw));
     f.lost = tally.lost(total);
@@ -96,12 +112,13 @@ fn pick(prefix: &str, p: &str) -> &'static str {
 }
 
 /// Round-trip times (ns) of raw length-prefixed ping-pong: the server reads a frame and
-/// writes it back; both sides TCP_NODELAY, reads buffered, each frame one write.
+/// writes it back; both sides TCP_NODELAY, reads buffered, each frame one write. With the
+/// process's context switches during the measured round trips.
 async fn raw_ping_pong(
     n: u64,
     size: usize,
     bar: &indicatif::ProgressBar,
-) -> Result<Vec<u64>, String> {
+) -> Result<(Vec<u64>, Option<u64>), String> {
     let io = |e: std::io::Error| format!("raw baseline: {e}");
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
@@ -135,7 +152,11 @@ async fn raw_ping_pong(
     frame[..4].copy_from_slice(&(size as u32).to_be_bytes());
     let mut reply = vec![0u8; size];
     let mut samples = Vec::with_capacity(n as usize);
+    let mut switches_at_start = None;
     for i in 0..total {
+        if i == total - n {
+            switches_at_start = context_switches();
+        }
         frame[4..12].copy_from_slice(&i.to_be_bytes());
         let t0 = Instant::now();
         w.write_all(&frame).await.map_err(io)?;
@@ -155,9 +176,12 @@ async fn raw_ping_pong(
             bar.set_position(i);
         }
     }
+    let switches = switches_at_start
+        .zip(context_switches())
+        .map(|(a, b)| b - a);
     drop(w);
     let _ = server.await;
-    Ok(samples)
+    Ok((samples, switches))
 }
 
 /// A log-scale histogram of sorted samples (ns) with the usual percentiles.

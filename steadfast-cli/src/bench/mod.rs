@@ -270,6 +270,8 @@ const JSON_FIELDS: &[&str] = &[
     "rtt_max_us",
     "raw_rtt_p50_us",
     "raw_rtt_p99_us",
+    "ctx_switches_per_round_trip",
+    "raw_ctx_switches_per_round_trip",
     "connections",
     "rss_bytes_per_session",
     "lingering_sessions",
@@ -284,6 +286,7 @@ const JSON_FIELDS: &[&str] = &[
     "send_all_msgs_per_sec",
     "memory_msgs_per_sec",
     "durable_msgs_per_sec",
+    "ratio_durable_vs_memory",
     "peak_rss_bytes",
 ];
 
@@ -461,7 +464,8 @@ const EXTRA_FIELDS: &[&str] = &[
     "raw_rtt_p999_us",
     "raw_rtt_max_us",
     "recovery_resent",
-    "ratio_durable_vs_memory",
+    "commit_p50_us",
+    "commit_p99_us",
 ];
 
 fn json_line(ctx: &Ctx, runs: usize, f: &Figures) -> String {
@@ -498,13 +502,15 @@ fn json_line(ctx: &Ctx, runs: usize, f: &Figures) -> String {
     serde_json::Value::Object(o).to_string()
 }
 
-/// Ratios with 3 decimals, times with 1, everything else whole.
+/// Ratios with 3 decimals, counts per round trip with 2, times with 1, everything else whole.
 fn json_number(key: &str, v: Option<f64>) -> serde_json::Value {
     let Some(v) = v.filter(|v| v.is_finite()) else {
         return serde_json::Value::Null;
     };
     if key.starts_with("ratio") {
         serde_json::json!((v * 1_000.0).round() / 1_000.0)
+    } else if key.ends_with("_per_round_trip") {
+        serde_json::json!((v * 100.0).round() / 100.0)
     } else if key.ends_with("_us") || key.ends_with("_ms") {
         serde_json::json!((v * 10.0).round() / 10.0)
     } else {
@@ -534,11 +540,14 @@ fn summary_line(mode: Mode, f: &Figures) -> String {
             s
         }
         Mode::Latency => format!(
-            "rtt p50 {:.1} us p99 {:.1} us; raw p50 {:.1} us p99 {:.1} us",
+            "rtt p50 {:.1} us p99 {:.1} us, {:.2} switches/rt; raw p50 {:.1} us p99 {:.1} us, \
+             {:.2} switches/rt",
             g("rtt_p50_us"),
             g("rtt_p99_us"),
+            g("ctx_switches_per_round_trip"),
             g("raw_rtt_p50_us"),
-            g("raw_rtt_p99_us")
+            g("raw_rtt_p99_us"),
+            g("raw_ctx_switches_per_round_trip")
         ),
         Mode::Connections => format!(
             "{} B/session, {} B/lingering session, {} round trips/s vs echo {}",
@@ -639,6 +648,14 @@ fn print_human(ctx: &Ctx, runs: usize, f: &Figures) {
             row(
                 "ratio (p50, steadfast / raw)",
                 format!("{:.2}", g("ratio_vs_raw")),
+            );
+            row(
+                "context switches per round trip",
+                format!(
+                    "{:.2} (raw {:.2})",
+                    g("ctx_switches_per_round_trip"),
+                    g("raw_ctx_switches_per_round_trip")
+                ),
             );
         }
         Mode::Connections => {
@@ -980,6 +997,26 @@ fn median(v: &mut [f64]) -> f64 {
     } else {
         (v[m - 1] + v[m]) / 2.0
     }
+}
+
+/// Context switches of this process so far, voluntary and involuntary, summed over its
+/// threads (`/proc/self/task/*/status`; `None` where that is not readable).
+fn context_switches() -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
 }
 
 /// This process's peak resident set size (`VmHWM` in `/proc/self/status`), in bytes; `None`
