@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::{debug, trace};
 
 pub(crate) use crate::clock::now;
 use crate::error::EndReason;
+use crate::output::Output;
 use crate::proto::{ConnectionError, Event, Seq, SessionEnd};
 use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
 
@@ -27,9 +28,43 @@ const WRITE_KEEP: usize = 4 << 10;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Any byte stream a connection can run over (TCP, TLS, in-memory).
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The stream as plain TCP, if it is that, else itself.
+    fn into_tcp(self: Box<Self>) -> Result<tokio::net::TcpStream, BoxStream>;
+}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
+    fn into_tcp(self: Box<Self>) -> Result<tokio::net::TcpStream, BoxStream> {
+        let any: Box<dyn std::any::Any> = self;
+        match any.downcast::<tokio::net::TcpStream>() {
+            Ok(tcp) => Ok(*tcp),
+            Err(any) => Err(any
+                .downcast::<T>()
+                .map(|t| t as BoxStream)
+                .expect("a stream is of its own type")),
+        }
+    }
+}
+
+/// The reading half of a connection's stream.
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half of a connection's stream.
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Splits a stream into its halves: plain TCP into its own halves (reads and writes never
+/// wait for each other), any other stream behind a lock the halves share.
+fn split(stream: BoxStream) -> (ReadHalf, WriteHalf) {
+    match stream.into_tcp() {
+        Ok(tcp) => {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Err(other) => {
+            let (r, w) = tokio::io::split(other);
+            (Box::new(r), Box::new(w))
+        }
+    }
+}
 
 /// A boxed stream: plain TCP or TLS behind one type.
 pub(crate) type BoxStream = Box<dyn Stream>;
@@ -65,24 +100,75 @@ pub(crate) enum Progress {
     },
     /// Messages are waiting and the application has not been told since its last read.
     MessagesWaiting,
+    /// Messages arrived: wake receivers (the driver's own).
+    Readable,
+    /// Acknowledgements arrived: wake senders and receipts (the driver's own).
+    Acknowledged,
 }
 
 /// Runs the connection in `peer`'s state (attached with generation `generation`) over
 /// `stream` until it ends.
-pub(crate) async fn drive<S, F>(
+///
+/// `direct`: handles may write to the stream from their own tasks when the connection is idle
+/// (plain TCP; see [`crate::output`]).
+pub(crate) async fn drive<F>(
     peer: &Arc<PeerShared>,
     generation: u64,
-    stream: S,
+    stream: BoxStream,
+    direct: bool,
     mut on_progress: F,
 ) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(Progress),
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (mut rd, wr) = split(stream);
+    let output = Arc::new(Output::new(generation, direct, wr));
+    {
+        let mut st = peer.lock();
+        if st.generation == generation {
+            st.output = Some(output.clone());
+        }
+    }
+    // However the driver stops (also dropped, as when its client goes away), the session lets
+    // go of the stream's writing half, so the transport closes with the driver.
+    let _installed = Installed {
+        peer,
+        output: &output,
+    };
+    drive_output(peer, generation, &mut rd, &output, &mut on_progress).await
+}
+
+/// The session's reference to a driver's output, removed when the driver stops.
+struct Installed<'a> {
+    peer: &'a PeerShared,
+    output: &'a Arc<Output>,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let mut st = self.peer.lock();
+        if st
+            .output
+            .as_ref()
+            .is_some_and(|o| Arc::ptr_eq(o, self.output))
+        {
+            st.output = None;
+        }
+    }
+}
+
+async fn drive_output<R, F>(
+    peer: &Arc<PeerShared>,
+    generation: u64,
+    rd: &mut R,
+    output: &Output,
+    on_progress: &mut F,
+) -> Outcome
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(Progress),
+{
     let mut rbuf = vec![0u8; READ_SMALL];
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut wpos = 0usize;
     let mut progress = Vec::new();
     loop {
         // Under the lock: gather output, events and the next deadline.
@@ -103,18 +189,26 @@ where
                     }
                 }
                 Link::Attached(conn) => {
-                    if wpos == wbuf.len() {
-                        wbuf.clear();
-                        wpos = 0;
-                        while wbuf.len() < (128 << 10) && conn.poll_transmit(now, &mut wbuf) > 0 {}
+                    let mut out = output.lock();
+                    if std::mem::take(&mut out.failed) {
+                        conn.handle_disconnect();
+                    }
+                    if out.is_idle() {
+                        while out.buf.len() < (128 << 10)
+                            && conn.poll_transmit(now, &mut out.buf) > 0
+                        {}
                     }
                     let deadline = conn.poll_timeout();
                     if conn.is_closed() {
                         // Ending: everything the connection still owes (a CLOSE reply, a
                         // GOAWAY) goes after what is pending, whatever the batch size.
-                        while conn.poll_transmit(now, &mut wbuf) > 0 {}
+                        while conn.poll_transmit(now, &mut out.buf) > 0 {}
                     }
-                    let outcome = handle_events(peer, &mut st, &mut progress);
+                    drop(out);
+                    // Handles that change the session before this driver sleeps compare the
+                    // connection's next deadline with this one and wake the driver if earlier.
+                    st.driver_wake = deadline;
+                    let outcome = handle_events(&mut st, &mut progress);
                     st.account();
                     // Durable before visible: what this turn changed is committed before its
                     // bytes (DATA of new messages, ACKs of positions, proofs of tokens) go out.
@@ -149,38 +243,26 @@ where
                     if let Link::Attached(conn) = &mut st.link {
                         conn.handle_disconnect();
                     }
-                    let outcome = handle_events(peer, &mut st, &mut progress);
+                    let outcome = handle_events(&mut st, &mut progress);
                     st.account();
                     drop(st);
-                    for p in progress.drain(..) {
-                        on_progress(p);
-                    }
+                    report(peer, &mut progress, on_progress);
                     peer.settle();
                     return outcome.unwrap_or(Outcome::Disconnected(ConnectionError::Reset));
                 }
                 (d, o)
             }
             Step::Replaced(farewell) => {
-                let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
-                    wr.write_all(&wbuf[wpos..]).await?;
-                    wr.write_all(&farewell).await?;
-                    wr.shutdown().await
-                })
-                .await;
+                output.lock().buf.extend_from_slice(&farewell);
+                flush_and_shut(output).await;
                 return Outcome::Replaced;
             }
         };
-        for p in progress.drain(..) {
-            on_progress(p);
-        }
+        report(peer, &mut progress, on_progress);
         if let Some(outcome) = outcome {
             peer.settle();
             // Write what is left (a CLOSE, a GOAWAY) and end.
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
-                wr.write_all(&wbuf[wpos..]).await?;
-                wr.shutdown().await
-            })
-            .await;
+            flush_and_shut(output).await;
             return outcome;
         }
         let sleep = async {
@@ -189,6 +271,7 @@ where
                 None => std::future::pending().await,
             }
         };
+        let writing = !output.lock().is_idle();
         tokio::select! {
             r = rd.read(&mut rbuf) => {
                 let mut st = peer.lock();
@@ -212,15 +295,12 @@ where
                     rbuf.resize(READ_CHUNK, 0);
                 }
             }
-            r = wr.write(&wbuf[wpos..]), if wpos < wbuf.len() => {
-                match r {
-                    Ok(n) if n > 0 => wpos += n,
-                    _ => {
-                        let mut st = peer.lock();
-                        let current = st.generation == generation;
-                        if let Link::Attached(conn) = &mut st.link && current {
-                            conn.handle_disconnect();
-                        }
+            r = std::future::poll_fn(|cx| output.lock().poll_write_all(cx)), if writing => {
+                if r.is_err() {
+                    let mut st = peer.lock();
+                    let current = st.generation == generation;
+                    if let Link::Attached(conn) = &mut st.link && current {
+                        conn.handle_disconnect();
                     }
                 }
             }
@@ -237,13 +317,20 @@ where
                 if rbuf.len() > READ_SMALL {
                     rbuf = vec![0u8; READ_SMALL];
                 }
-                if wpos == wbuf.len() && wbuf.capacity() > WRITE_KEEP {
-                    wbuf = Vec::new();
-                    wpos = 0;
-                }
+                output.lock().shrink(WRITE_KEEP);
             }
         }
     }
+}
+
+/// Writes what is left for the transport and shuts its writing side down, within
+/// [`FLUSH_TIMEOUT`].
+async fn flush_and_shut(output: &Output) {
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+        std::future::poll_fn(|cx| output.lock().poll_write_all(cx)).await?;
+        std::future::poll_fn(|cx| output.lock().poll_shutdown(cx)).await
+    })
+    .await;
 }
 
 /// What the server's memory budget leaves this session for received bytes: what its inbox and
@@ -262,12 +349,25 @@ fn receive_allowance(st: &PeerState) -> Option<u64> {
     Some(held + free)
 }
 
-/// Applies the core's events to the shared state; returns how the connection ended, if it did.
-fn handle_events(
+/// Reports a turn's progress, after the session's lock is released (a woken task then finds
+/// it free): wakes receivers and senders, and tells the owner the rest.
+fn report<F: FnMut(Progress)>(
     peer: &PeerShared,
-    st: &mut PeerState,
     progress: &mut Vec<Progress>,
-) -> Option<Outcome> {
+    on_progress: &mut F,
+) {
+    for p in progress.drain(..) {
+        match p {
+            Progress::Readable => peer.readable.notify_waiters(),
+            Progress::Acknowledged => peer.progress.notify_waiters(),
+            p => on_progress(p),
+        }
+    }
+}
+
+/// Applies the core's events to the shared state; returns how the connection ended, if it did.
+/// Wake-ups go into `progress`, for [`report`].
+fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Outcome> {
     let mut outcome = None;
     let mut acked = false;
     while let Link::Attached(conn) = &mut st.link {
@@ -284,8 +384,9 @@ fn handle_events(
                 debug!(session = %session_id, resumed, "established");
             }
             Event::MessagesAvailable => {
-                peer.readable.notify_waiters();
-                if !st.notified {
+                progress.push(Progress::Readable);
+                // A waiting `recv` takes them: nothing to report (if it gives up, it does).
+                if !st.notified && st.receivers == 0 {
                     st.notified = true;
                     progress.push(Progress::MessagesWaiting);
                 }
@@ -322,7 +423,7 @@ fn handle_events(
         }
     }
     if acked {
-        peer.progress.notify_waiters();
+        progress.push(Progress::Acknowledged);
     }
     outcome
 }

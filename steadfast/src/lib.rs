@@ -150,6 +150,8 @@ mod events;
 #[cfg(feature = "runtime")]
 pub mod hooks;
 #[cfg(feature = "runtime")]
+mod output;
+#[cfg(feature = "runtime")]
 mod peer;
 #[cfg(feature = "runtime")]
 pub mod raw;

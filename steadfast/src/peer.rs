@@ -283,13 +283,13 @@ impl Peer {
 
     /// Queues an encoded body whose unencoded length was `len`; gives it back when full.
     fn queue(&self, len: usize, body: Bytes) -> Result<Receipt, Refused> {
-        let seq = {
-            let mut st = self.shared.lock();
-            let seq = queue_locked(&mut st, len, body, wall_clock_us())?;
-            st.account();
-            seq
-        };
-        self.shared.driver.notify_one();
+        let mut st = self.shared.lock();
+        // Nothing unacknowledged before it: the connection is idle (a request, a reply) and
+        // the message may go out from this task; behind others, the driver batches it.
+        let idle = st.session().is_some_and(|s| s.outbox_len() == 0);
+        let seq = queue_locked(&mut st, len, body, wall_clock_us())?;
+        st.account();
+        self.shared.transmit(st, idle);
         Ok(Receipt {
             shared: self.shared.clone(),
             seq,
@@ -314,17 +314,37 @@ impl Peer {
             let notified = self.shared.readable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(m) = self.take_raw() {
-                return match &self.shared.codec {
-                    None => Ok(m),
-                    Some(codec) => self.decode_off_thread(codec, m).await,
-                };
-            }
-            if self.is_ended() {
-                return Err(RecvError::Ended);
-            }
+            let waiting = match self.take_or_wait() {
+                Ok(m) => {
+                    return match &self.shared.codec {
+                        None => Ok(m),
+                        Some(codec) => self.decode_off_thread(codec, m).await,
+                    };
+                }
+                Err(None) => return Err(RecvError::Ended),
+                Err(Some(waiting)) => waiting,
+            };
             notified.await;
+            waiting.done();
         }
+    }
+
+    /// Takes the next message, or registers this call as waiting for one (`Err(None)`: the
+    /// session is over and nothing is left).
+    fn take_or_wait(&self) -> Result<Message, Option<Waiting<'_>>> {
+        let mut st = self.shared.lock();
+        if !st.parked.is_empty() || st.session().is_some_and(|s| s.inbox_len() > 0) {
+            drop(st);
+            return self.take_raw().ok_or(None);
+        }
+        if st.ending.is_some() {
+            return Err(None);
+        }
+        st.receivers += 1;
+        Err(Some(Waiting {
+            shared: &self.shared,
+            armed: true,
+        }))
     }
 
     /// Receives at least one message, waiting for it, and up to `n` (partial read: the rest
@@ -387,18 +407,17 @@ impl Peer {
 
     /// Takes the next message as it arrived (undecoded), if any.
     fn take_raw(&self) -> Option<Message> {
-        let m = {
-            let mut st = self.shared.lock();
-            st.notified = false;
-            if let Some(m) = st.parked.pop_front() {
-                m
-            } else {
-                let m = st.session_mut().and_then(Session::recv)?;
-                st.account();
-                m
-            }
+        let mut st = self.shared.lock();
+        st.notified = false;
+        let m = if let Some(m) = st.parked.pop_front() {
+            m
+        } else {
+            let m = st.session_mut().and_then(Session::recv)?;
+            st.account();
+            m
         };
-        self.shared.driver.notify_one();
+        // An ACK may be due (or its timer to arm): sent from here when the connection is idle.
+        self.shared.transmit(st, true);
         Some(m)
     }
 
@@ -494,9 +513,9 @@ impl Peer {
                     }
                 }
                 st.account();
-            }
-            if !taken.is_empty() {
-                self.shared.driver.notify_one();
+                if !taken.is_empty() {
+                    self.shared.transmit(st, true);
+                }
             }
             return Ok(taken);
         };
@@ -537,13 +556,10 @@ impl Peer {
     /// # }
     /// ```
     pub fn acknowledge(&self, seq: Seq) -> usize {
-        let n = self
-            .shared
-            .lock()
-            .session_mut()
-            .map_or(0, |s| s.acknowledge(seq));
+        let mut st = self.shared.lock();
+        let n = st.session_mut().map_or(0, |s| s.acknowledge(seq));
         if n > 0 {
-            self.shared.driver.notify_one();
+            self.shared.transmit(st, true);
         }
         n
     }
@@ -795,6 +811,40 @@ impl IntoFuture for Receipt {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.wait())
+    }
+}
+
+/// A `recv` waiting for a message. Dropped before its wake-up (the caller gave up), it reports
+/// messages that arrived meanwhile as waiting, since their arrival was not reported.
+struct Waiting<'a> {
+    shared: &'a Arc<PeerShared>,
+    armed: bool,
+}
+
+impl Waiting<'_> {
+    /// Woken: the call goes on to take what arrived.
+    fn done(mut self) {
+        self.armed = false;
+        self.shared.lock().receivers -= 1;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let report = {
+            let mut st = self.shared.lock();
+            st.receivers -= 1;
+            let waiting = !st.parked.is_empty() || st.session().is_some_and(|s| s.inbox_len() > 0);
+            let report = waiting && st.receivers == 0 && !st.notified;
+            st.notified |= report;
+            report
+        };
+        if report && let Some(owner) = self.shared.owner.get().and_then(std::sync::Weak::upgrade) {
+            owner.messages_waiting(self.shared);
+        }
     }
 }
 

@@ -142,6 +142,10 @@ impl Owner for Inner {
         self.queue.push(shared, events::END);
         self.forget(shared);
     }
+
+    fn messages_waiting(&self, shared: &Arc<PeerShared>) {
+        self.queue.push(shared, events::WAITING);
+    }
 }
 
 /// Stops the server when the last [`Server`] handle is dropped.
@@ -627,7 +631,7 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Tick
     }
     let outcome = tokio::select! {
         () = inner.stop_all.cancelled() => return,
-        o = driver::drive(&shared, generation, stream, |p| {
+        o = driver::drive(&shared, generation, stream, !tls_enabled(&inner.config), |p| {
             if let Progress::MessagesWaiting = p {
                 inner.queue.push(&shared, events::WAITING);
             }

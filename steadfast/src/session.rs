@@ -15,6 +15,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::clock::wall_clock_us;
 use crate::decode::{Codec, Receiving};
 use crate::error::EndReason;
+use crate::output::{Attempt, Output};
 use crate::proto::{
     Connection, ConnectionError, Message, Role, Seq, Session, SessionId, SessionRecord,
 };
@@ -55,6 +56,9 @@ pub(crate) struct PeerState {
     pub(crate) connected: bool,
     /// A "messages waiting" notification is out and not yet answered by a read.
     pub(crate) notified: bool,
+    /// `recv` calls waiting for a message now: while one waits, arrivals are not reported
+    /// as "messages waiting" too (the waiting call takes them).
+    pub(crate) receivers: u32,
     /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
     /// generation.
     pub(crate) farewell: Option<(u64, Vec<u8>)>,
@@ -96,6 +100,10 @@ pub(crate) struct PeerState {
     pub(crate) created: u64,
     /// Queued for `accept` once already (server side).
     pub(crate) offered: bool,
+    /// The write side of the connection carrying the session (while its driver runs).
+    pub(crate) output: Option<Arc<Output>>,
+    /// When the driver wakes by itself next (`None`: not before something wakes it).
+    pub(crate) driver_wake: Option<Instant>,
 }
 
 /// When a store write is on disk.
@@ -391,6 +399,9 @@ pub(crate) struct PeerShared {
 /// whatever path the session ended.
 pub(crate) trait Owner: Send + Sync + std::fmt::Debug {
     fn session_ended(&self, shared: &Arc<PeerShared>);
+    /// Messages wait and the application was not told (a `recv` that was waiting for them
+    /// was dropped): report it as the driver would have.
+    fn messages_waiting(&self, shared: &Arc<PeerShared>);
 }
 
 impl PeerShared {
@@ -420,6 +431,7 @@ impl PeerShared {
                 ping_waiters: Vec::new(),
                 connected: false,
                 notified: false,
+                receivers: 0,
                 farewell: None,
                 certificate: None,
                 budget: None,
@@ -439,6 +451,8 @@ impl PeerShared {
                 linger_timer: false,
                 created: 0,
                 offered: false,
+                output: None,
+                driver_wake: None,
             }),
             role,
             name,
@@ -454,6 +468,68 @@ impl PeerShared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, PeerState> {
         // A panic while holding the lock would be a bug in this crate; the state stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a handle changed the session: puts what the connection now has to send on the
+    /// wire from this task when the connection is idle, and wakes the driver only if it must
+    /// act (see [`crate::output`]).
+    ///
+    /// `direct` false: the change is for the driver to send (a message queued behind others:
+    /// the driver batches them), and it is woken. Otherwise (a message queued on an idle
+    /// connection, messages taken) this task encodes and writes what is due, if the
+    /// connection's output is free and idle, its transport plain and the session without a
+    /// store; the driver is woken when it cannot finish here or must act sooner than it
+    /// planned (an ACK timer armed).
+    pub(crate) fn transmit(&self, mut st: MutexGuard<'_, PeerState>, direct: bool) {
+        let output = match &st.output {
+            Some(o)
+                if direct
+                    && o.direct
+                    && o.generation == st.generation
+                    && st.durable.is_none()
+                    && st.unsettled.is_none() =>
+            {
+                o.clone()
+            }
+            _ => {
+                drop(st);
+                self.driver.notify_one();
+                return;
+            }
+        };
+        // Busy: the driver (or another handle) is writing and sends this after.
+        let mut out = match output.try_lock() {
+            Some(out) if out.is_idle() && !out.failed => out,
+            _ => {
+                drop(st);
+                self.driver.notify_one();
+                return;
+            }
+        };
+        let wake_at = st.driver_wake;
+        let Link::Attached(conn) = &mut st.link else {
+            drop(out);
+            drop(st);
+            self.driver.notify_one();
+            return;
+        };
+        if !conn.is_established() {
+            drop(out);
+            drop(st);
+            self.driver.notify_one();
+            return;
+        }
+        conn.poll_transmit(crate::clock::now(), &mut out.buf);
+        let driver_needed = conn.has_data_to_send()
+            || conn
+                .poll_timeout()
+                .is_some_and(|d| wake_at.is_none_or(|w| d < w));
+        drop(st);
+        let blocked = !out.is_idle() && matches!(out.write_now(), Attempt::Blocked);
+        drop(out);
+        if driver_needed || blocked {
+            self.driver.notify_one();
+        }
     }
 
     /// Wakes everything waiting on this session.

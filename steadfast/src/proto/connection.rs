@@ -655,7 +655,13 @@ impl Connection {
                 }
                 if self.ack_due.is_some_and(|d| now >= d) {
                     self.ack_due = None;
-                    self.ack_now = true;
+                    // The timer outlives an ACK that went out with data before it fired
+                    // (so that a runtime need not re-arm it on every message): it sends one
+                    // only if deliveries are still unacknowledged.
+                    self.ack_now |= self
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.delivered > self.last_ack_sent);
                 }
                 if now >= self.last_recv + self.config.idle_timeout {
                     self.end_connection(ConnectionError::IdleTimeout);
@@ -745,6 +751,15 @@ impl Connection {
     }
 
     // ---------------------------------------------------------------- state queries
+
+    /// Whether [`Connection::poll_transmit`] would give more data now (a message the window
+    /// admits): a caller that wrote one batch itself leaves the rest to its driver.
+    pub fn has_data_to_send(&self) -> bool {
+        !self.control.is_empty()
+            || (self.state == State::Established
+                && self.session.as_ref().is_some_and(|s| s.closing.is_none())
+                && self.can_send_data())
+    }
 
     /// Whether the handshake finished and the connection is live.
     pub fn is_established(&self) -> bool {
@@ -927,7 +942,8 @@ impl Connection {
         .encode(buf);
         self.last_ack_sent = session.delivered;
         self.last_ack_bytes = session.delivered_bytes;
-        self.ack_due = None;
+        // `ack_due` stays: a delivery before it passes is acknowledged by then (earlier than
+        // `ack_delay` after it, never later), and the timer is not moved on every ACK.
         self.ack_now = false;
     }
 
