@@ -64,7 +64,11 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
         .linger(Duration::from_secs(3_600))
         .max_sessions(lingering + live + 1_000)
         .max_connections(live + 1_000)
-        .max_handshakes(4_096);
+        .max_handshakes(4_096)
+        // Every client process connects from 127.0.0.1: the per-address limits (there
+        // against one attacker's many sockets) would turn the bench's own clients away.
+        .max_handshakes_per_addr(4_096)
+        .max_sessions_per_addr(lingering + live + 1_000);
     let server = Server::bind(vec!["127.0.0.1:0"; ports], config)
         .await
         .map_err(|e| format!("cannot start the server: {e}"))?;
