@@ -409,3 +409,48 @@ async fn server_clones_kick_broadcast_and_list_peers_from_another_task() {
     })
     .await;
 }
+
+/// A `recv` waiting on a session takes what arrives without a `MessagesWaiting` event as well
+/// (the application is reading that session already); a waiting `recv` dropped before it took
+/// what arrived leaves the event behind, so the messages are still reported.
+#[tokio::test]
+async fn a_waiting_recv_takes_arrivals_and_a_dropped_one_leaves_the_event() {
+    bounded(async {
+        let (server, addr) = bind_on_loopback(ServerConfig::default()).await;
+        let client = honest_client(addr, ClientConfig::default().name("reader"))
+            .await
+            .unwrap();
+        let peer = match next_event(&server).await {
+            ServerEvent::Connected { peer } => peer,
+            other => panic!("expected Connected, got {other:?}"),
+        };
+
+        // Request/response with the server reading by `recv`: no events for the arrivals.
+        for i in 0..20 {
+            let (m, sent) = tokio::join!(peer.recv(), client.send(format!("request {i}")));
+            sent.unwrap();
+            assert_eq!(m.unwrap().body, format!("request {i}"));
+        }
+        let events: Vec<_> = waiting_events(&server).iter().map(describe).collect();
+        assert!(events.is_empty(), "{events:?}");
+
+        // A `recv` that starts waiting, then is dropped before it takes the message.
+        let mut waiting = Box::pin(peer.recv());
+        assert!((&mut waiting).now_or_never().is_none());
+        client.send("left behind").await.unwrap();
+        wait_for("the message to arrive", PROMPTLY, || peer.waiting() == 1).await;
+        assert!(waiting_events(&server).is_empty());
+        drop(waiting);
+        let event = describe(&next_event(&server).await);
+        assert_eq!(event, ("reader".to_owned(), Kind::MessagesWaiting));
+        assert_eq!(texts(&peer.recv_up_to(10).unwrap()), ["left behind"]);
+
+        // Nobody waiting: an arrival is reported as before.
+        client.send("reported").await.unwrap();
+        let event = describe(&next_event(&server).await);
+        assert_eq!(event, ("reader".to_owned(), Kind::MessagesWaiting));
+        drop(client);
+        server.shutdown(Duration::ZERO).await;
+    })
+    .await;
+}
