@@ -70,7 +70,9 @@ pub enum ServerEvent {
         unacknowledged: Vec<Message>,
     },
     /// A peer has messages waiting (once until the application reads from that peer): the
-    /// notification queue.
+    /// notification queue. Not sent for messages that a [`Peer::recv`] waiting on that peer
+    /// takes (the application reads that peer already); a waiting `recv` dropped before it
+    /// took them leaves this event in its place.
     MessagesWaiting {
         /// Its handle.
         peer: Peer,

@@ -8,7 +8,9 @@
 //!  application ── Client / Server / Peer handles: send (receipt), recv, ping, stats
 //!       │
 //!  runtime (tokio) ── one driver task per connection: socket ⇄ protocol core, timers,
-//!       │            reconnect loop with jittered backoff, accept loop, session registry
+//!       │            reconnect loop with jittered backoff, accept loop, session registry;
+//!       │            a message sent on an idle plain-TCP connection (and an ACK due after a
+//!       │            read) is written from the caller's task, without a hand-off
 //!       │
 //!  protocol core (no I/O) ── steadfast::proto: frames, handshake, sessions, outbox,
 //!                            duplicate suppression, ACKs, flow control, heartbeats
