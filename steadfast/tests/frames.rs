@@ -578,6 +578,34 @@ proptest! {
         prop_assert_eq!(dec.buffered(), 0);
     }
 
+    /// Input given to `decode_from` (frames parsed in place, the rest buffered) in random
+    /// pieces decodes to the same frames in order, and leaves nothing buffered at a frame
+    /// boundary: in-place parsing and buffering take turns however the stream is split.
+    #[test]
+    fn stream_decoded_in_place_at_random_points(
+        frames in vec(arb_frame(FULL), 1..8),
+        seed in any::<u64>(),
+    ) {
+        let bytes = encode_all(&frames);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut cuts: Vec<usize> = (0..rng.usize(1..64)).map(|_| rng.usize(..=bytes.len())).collect();
+        cuts.sort_unstable();
+        let mut dec = v2_decoder(BIG);
+        let mut out = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            let mut input = &bytes[from..cut];
+            from = cut;
+            while let Some(f) = dec.decode_from(&mut input).unwrap() {
+                out.push(f);
+            }
+            // Whatever it did not parse, it buffered.
+            prop_assert!(input.is_empty());
+        }
+        prop_assert_eq!(out, frames);
+        prop_assert_eq!(dec.buffered(), 0);
+    }
+
     /// Hostile bytes in any split never panic the decoder, never make it hold more than it was
     /// fed, and whatever it does accept is canonical: re-encoding it gives back exactly the
     /// bytes it was decoded from.

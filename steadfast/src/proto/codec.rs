@@ -83,43 +83,81 @@ impl Decoder {
     /// of it is reserved), or any parse error of the payload. After an error the stream cannot
     /// be trusted: the caller closes the connection.
     pub fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
+        self.decode_from(&mut &[][..])
+    }
+
+    /// As [`Decoder::feed`] of `input` followed by [`Decoder::decode`], except that it
+    /// consumes from `input` only what the frame it returns needs: frames complete in `input`
+    /// are parsed from it in place, without passing through the decoder's buffer. Bytes it
+    /// did not consume stay in `input`; [`Decoder::feed`] them before the next call without
+    /// `input` (a partial frame at the end of `input` is buffered here already).
+    ///
+    /// # Errors
+    /// As [`Decoder::decode`].
+    pub fn decode_from(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameError> {
         loop {
             match self.state {
                 State::Head => {
-                    if self.buf.len() < HEADER_LEN {
-                        return Ok(None);
-                    }
-                    let len =
-                        u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                    let header: [u8; HEADER_LEN] =
+                        if self.buf.is_empty() && input.len() >= HEADER_LEN {
+                            let (h, rest) = input.split_at(HEADER_LEN);
+                            *input = rest;
+                            [h[0], h[1], h[2], h[3], h[4], h[5]]
+                        } else {
+                            self.take_up_to(HEADER_LEN, input);
+                            if self.buf.len() < HEADER_LEN {
+                                return Ok(None);
+                            }
+                            let h = &self.buf[..HEADER_LEN];
+                            let header = [h[0], h[1], h[2], h[3], h[4], h[5]];
+                            self.buf.advance(HEADER_LEN);
+                            header
+                        };
+                    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
                     if len > self.max_frame {
                         return Err(FrameError::TooLarge {
                             len,
                             max: self.max_frame,
                         });
                     }
-                    let kind = self.buf[4];
-                    let flags = self.buf[5];
-                    self.buf.advance(HEADER_LEN);
                     self.state = State::Body {
                         len: len as usize,
-                        kind,
-                        flags,
+                        kind: header[4],
+                        flags: header[5],
                     };
                 }
                 State::Body { len, kind, flags } => {
-                    if self.buf.len() < len {
-                        return Ok(None);
-                    }
                     // The payload gets an allocation of its own: a small message kept in an
                     // inbox must not pin the whole read buffer it arrived in (a peer could
                     // otherwise hold 64 KiB of memory per byte of window), and the buffer
                     // stays unshared, so it is reused instead of reallocated.
-                    let payload = Bytes::copy_from_slice(&self.buf[..len]);
-                    self.buf.advance(len);
+                    let payload = if self.buf.is_empty() && input.len() >= len {
+                        let (body, rest) = input.split_at(len);
+                        *input = rest;
+                        Bytes::copy_from_slice(body)
+                    } else {
+                        self.take_up_to(len, input);
+                        if self.buf.len() < len {
+                            return Ok(None);
+                        }
+                        let payload = Bytes::copy_from_slice(&self.buf[..len]);
+                        self.buf.advance(len);
+                        payload
+                    };
                     self.state = State::Head;
                     return Frame::parse_in(self.version, kind, flags, payload).map(Some);
                 }
             }
+        }
+    }
+
+    /// Moves bytes from `input` into the buffer until it holds `want` (or `input` is empty).
+    fn take_up_to(&mut self, want: usize, input: &mut &[u8]) {
+        let n = want.saturating_sub(self.buf.len()).min(input.len());
+        if n > 0 {
+            let (now, rest) = input.split_at(n);
+            self.buf.extend_from_slice(now);
+            *input = rest;
         }
     }
 }

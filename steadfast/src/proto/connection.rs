@@ -575,9 +575,13 @@ impl Connection {
         if let Some(s) = self.session.as_mut() {
             s.stats.bytes_received += data.len() as u64;
         }
-        self.decoder.feed(data);
+        let mut rest = data;
         if self.state != State::AwaitingDecision {
-            self.process_input(now);
+            self.process_input(now, &mut rest);
+        }
+        if self.state != State::Closed {
+            // A partial frame at the end, or bytes held until the server's decision.
+            self.decoder.feed(rest);
         }
         if self.state == State::AwaitingDecision {
             // Bytes after the HELLO wait, unparsed, until the answer is out: they are then
@@ -599,19 +603,20 @@ impl Connection {
     /// do not count as its proof (§4.4 rule A).
     fn process_held_input(&mut self, now: Instant) {
         let awaiting_proof = std::mem::take(&mut self.awaiting_proof);
-        self.process_input(now);
+        self.process_input(now, &mut &[][..]);
         self.awaiting_proof = awaiting_proof && self.state == State::Established;
         // A frame begun before the answer and completed by later bytes is no proof either,
         // however the transport split it.
         self.proof_skip = self.awaiting_proof && self.decoder.is_mid_frame();
     }
 
-    /// Parses and handles the buffered input, up to the HELLO while a server waits for its
-    /// application's decision.
-    fn process_input(&mut self, now: Instant) {
+    /// Parses and handles the buffered input, then `input` (frames complete in it are parsed
+    /// in place; what is left of it stays there), up to the HELLO while a server waits for
+    /// its application's decision.
+    fn process_input(&mut self, now: Instant, input: &mut &[u8]) {
         let inbox_before = self.session.as_ref().map_or(0, |s| s.stats.received);
         while self.state != State::Closed && self.state != State::AwaitingDecision {
-            match self.decoder.decode() {
+            match self.decoder.decode_from(input) {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => break,
                 Err(e) => {
