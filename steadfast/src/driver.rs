@@ -22,6 +22,9 @@ const READ_CHUNK: usize = 64 << 10;
 /// The read buffer of a quiet connection: buffers grow under load and shrink back when the
 /// connection is idle, so thousands of idle sessions cost little memory.
 const READ_SMALL: usize = 512;
+/// Bytes encoded per driver turn, under the session's lock: senders wait for that lock
+/// meanwhile, so a turn encodes a few socket writes' worth, not all there is.
+const WRITE_BATCH: usize = 32 << 10;
 /// Write-buffer capacity kept across idle periods.
 const WRITE_KEEP: usize = 4 << 10;
 /// How long a closing connection may take to write its last frames.
@@ -194,7 +197,7 @@ where
                         conn.handle_disconnect();
                     }
                     if out.is_idle() {
-                        while out.buf.len() < (128 << 10)
+                        while out.buf.len() < WRITE_BATCH
                             && conn.poll_transmit(now, &mut out.buf) > 0
                         {}
                     }
