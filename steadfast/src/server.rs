@@ -602,26 +602,12 @@ async fn greet(inner: &Inner, tcp: TcpStream) -> Option<Greeted> {
 
 async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Ticket) {
     let _conn_guard = CountGuard(&inner.connections);
-    let evicted = ticket.evicted.clone();
-    let greeted = tokio::select! {
-        () = inner.stop_all.cancelled() => return,
-        () = evicted.cancelled() => {
-            debug!("pending handshake evicted for a newer connection");
-            return;
-        }
-        g = greet(&inner, tcp) => g,
-    };
-    // The HELLO is in: no longer a pending handshake.
-    drop(ticket);
-    let Some((mut stream, certificate, mut conn, hello)) = greeted else {
-        return;
-    };
-    let decided = tokio::select! {
-        () = inner.stop_all.cancelled() => return,
-        d = decide(&inner, &mut conn, hello, addr, certificate.as_deref()) => d,
-    };
-    let Some((shared, generation, resumed)) = decided else {
-        flush_and_close(&mut conn, &mut stream).await;
+    // The handshake's state (the connection before it joins a session, the HELLO, the
+    // stream's set-up) lives in a box freed once the session runs: a live connection's task
+    // then holds only what its driver needs (PROTOCOL.md §12: memory per idle session).
+    let Some((stream, shared, generation, resumed)) =
+        Box::pin(handshake(&inner, tcp, addr, ticket)).await
+    else {
         return;
     };
     if resumed {
@@ -655,6 +641,37 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Tick
             start_linger(&inner, &shared, inner.config.linger);
         }
     }
+}
+
+/// The connection's handshake: the HELLO, then the application's (or the registry's)
+/// decision. `None`: the connection ends here (refused, evicted, timed out, server stopping).
+async fn handshake(
+    inner: &Arc<Inner>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    ticket: Ticket,
+) -> Option<(BoxStream, Arc<PeerShared>, u64, bool)> {
+    let evicted = ticket.evicted.clone();
+    let greeted = tokio::select! {
+        () = inner.stop_all.cancelled() => return None,
+        () = evicted.cancelled() => {
+            debug!("pending handshake evicted for a newer connection");
+            return None;
+        }
+        g = greet(inner, tcp) => g,
+    };
+    // The HELLO is in: no longer a pending handshake.
+    drop(ticket);
+    let (mut stream, certificate, mut conn, hello) = greeted?;
+    let decided = tokio::select! {
+        () = inner.stop_all.cancelled() => return None,
+        d = decide(inner, &mut conn, hello, addr, certificate.as_deref()) => d,
+    };
+    let Some((shared, generation, resumed)) = decided else {
+        flush_and_close(&mut conn, &mut stream).await;
+        return None;
+    };
+    Some((stream, shared, generation, resumed))
 }
 
 /// Starts the session's linger timer unless one runs already (one per session, however
@@ -1077,4 +1094,26 @@ async fn flush_and_close(conn: &mut Connection, stream: &mut BoxStream) {
         stream.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn returns.
+    fn future_size<F, A, B, C, D, Fut>(_: &F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// A live connection's task holds its driver's state, not the handshake's (a boxed phase
+    /// of its own): the task is the largest item of an idle session's memory.
+    #[test]
+    fn a_connection_task_holds_no_handshake_state() {
+        let serve = future_size(&super::serve);
+        assert!(
+            serve < 2048,
+            "the connection task's future takes {serve} bytes"
+        );
+    }
 }
