@@ -258,7 +258,8 @@ impl Client {
             &Receiving::new(&config.proto, 1),
         );
         if let Some(store) = &config.store {
-            shared.lock().durable = Some(Durable::new(store.clone(), CLIENT_KEY, committed));
+            shared.lock().durable =
+                Some(Box::new(Durable::new(store.clone(), CLIENT_KEY, committed)));
         }
         let events = Arc::new(ClientEvents::default());
         let (first_tx, first_rx) = oneshot::channel();

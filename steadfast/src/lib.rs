@@ -152,6 +152,8 @@ mod events;
 #[cfg(feature = "runtime")]
 pub mod hooks;
 #[cfg(feature = "runtime")]
+mod linger;
+#[cfg(feature = "runtime")]
 mod output;
 #[cfg(feature = "runtime")]
 mod peer;

@@ -112,6 +112,8 @@ struct Inner {
     receiving: Receiving,
     /// Numbers the sessions in the order they were created.
     created: AtomicU64,
+    /// The linger timers of detached sessions.
+    linger: crate::linger::Timers,
 }
 
 impl std::fmt::Debug for Inner {
@@ -225,6 +227,7 @@ impl Server {
             }),
             receiving: Receiving::new(&config.proto, config.decode_slots()),
             created: AtomicU64::new(0),
+            linger: crate::linger::Timers::default(),
             config,
         });
         if let Some(store) = &inner.config.store {
@@ -243,6 +246,7 @@ impl Server {
                 .tracker
                 .spawn(accept_loop(inner.clone(), l).instrument(span));
         }
+        inner.tracker.spawn(expire_lingering(inner.clone()));
         Ok(Server {
             _last: Arc::new(LastHandle(inner.clone())),
             inner,
@@ -685,18 +689,22 @@ fn start_linger(inner: &Arc<Inner>, shared: &Arc<PeerShared>, first: Duration) {
         }
         st.linger_timer = true;
     }
-    let inner2 = inner.clone();
-    let shared = shared.clone();
+    inner.linger.add(driver::now() + first, shared);
+}
+
+/// Serves every linger timer of the server: a session still detached when its time comes
+/// expires; one detached more recently waits for what is left of its linger; one resumed
+/// or ended has no timer any more.
+async fn expire_lingering(inner: Arc<Inner>) {
     let linger = inner.config.linger;
-    inner.tracker.spawn(async move {
-        let mut wait = first;
-        loop {
-            tokio::select! {
-                () = inner2.stop_all.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-            let now = driver::now();
-            let left = {
+    loop {
+        let earlier = inner.linger.earlier.notified();
+        tokio::pin!(earlier);
+        earlier.as_mut().enable();
+        let now = driver::now();
+        let (due, next) = inner.linger.due(now);
+        for shared in due {
+            let (expired, left) = {
                 let mut st = shared.lock();
                 match (&st.link, st.lingering_since) {
                     (Link::Detached(_), Some(since)) => {
@@ -705,23 +713,34 @@ fn start_linger(inner: &Arc<Inner>, shared: &Arc<PeerShared>, first: Duration) {
                             st.linger_timer = false;
                             st.end_here(EndReason::Expired(linger));
                         }
-                        left
+                        (left.is_zero(), left)
                     }
                     _ => {
                         // Resumed (its next loss starts a new timer) or ended.
                         st.linger_timer = false;
-                        Duration::ZERO
+                        (false, Duration::ZERO)
                     }
                 }
             };
-            if left.is_zero() {
+            if expired {
                 debug!("session expired");
                 shared.settle();
-                return;
+            } else if !left.is_zero() {
+                inner.linger.add(now + left, &shared);
             }
-            wait = left;
         }
-    });
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = inner.stop_all.cancelled() => return,
+            () = sleep => {}
+            () = &mut earlier => {}
+        }
+    }
 }
 
 /// The application's side of the handshake: new session, resume (taking the session over
@@ -948,7 +967,7 @@ fn new_session(
         st.created = inner.created.fetch_add(1, Ordering::Relaxed);
         st.budget = Some(inner.budget.clone());
         if let Some(store) = &inner.config.store {
-            st.durable = Some(Durable::new(store.clone(), id.0, None));
+            st.durable = Some(Box::new(Durable::new(store.clone(), id.0, None)));
         }
         st.account();
         generation
@@ -1073,7 +1092,7 @@ fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result
             st.id = Some(id);
             st.created = inner.created.fetch_add(1, Ordering::Relaxed);
             st.budget = Some(inner.budget.clone());
-            st.durable = Some(Durable::new(store.clone(), id.0, Some(committed)));
+            st.durable = Some(Box::new(Durable::new(store.clone(), id.0, Some(committed))));
             st.lingering_since = Some(
                 (driver::now() + left)
                     .checked_sub(linger)

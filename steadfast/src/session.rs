@@ -51,7 +51,7 @@ pub(crate) struct PeerState {
     /// Bumped on every attach; a driver whose generation is stale stops.
     pub(crate) generation: u64,
     pub(crate) addr: Option<SocketAddr>,
-    pub(crate) ending: Option<Ending>,
+    pub(crate) ending: Option<Box<Ending>>,
     pub(crate) ping_waiters: Vec<oneshot::Sender<Duration>>,
     pub(crate) connected: bool,
     /// A "messages waiting" notification is out and not yet answered by a read.
@@ -75,7 +75,7 @@ pub(crate) struct PeerState {
     /// The session's transforms, to give unacknowledged messages back as they were sent.
     pub(crate) codec: Option<Codec>,
     /// The store that keeps this session across crashes, with what it holds already.
-    pub(crate) durable: Option<Durable>,
+    pub(crate) durable: Option<Box<Durable>>,
     /// The store's answer to the write that recorded the session's end (`close` waits for it).
     pub(crate) end_written: Option<StoreAnswer>,
     /// A store write made during a driver turn, outside the driver's own commit: the driver
@@ -366,12 +366,12 @@ impl PeerState {
         self.ping_waiters.clear();
         self.account();
         if self.ending.is_none() {
-            self.ending = Some(Ending {
+            self.ending = Some(Box::new(Ending {
                 reason,
                 acked,
                 all_acknowledged: unacknowledged.is_empty(),
                 unacknowledged: Some(unacknowledged),
-            });
+            }));
         }
     }
 }
