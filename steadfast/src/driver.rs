@@ -25,6 +25,9 @@ const READ_SMALL: usize = 512;
 /// Bytes encoded per driver turn, under the session's lock: senders wait for that lock
 /// meanwhile, so a turn encodes a few socket writes' worth, not all there is.
 const WRITE_BATCH: usize = 32 << 10;
+/// Bytes encoded per driver turn with a session store: every turn waits for its commit, so
+/// a turn carries more.
+const DURABLE_BATCH: usize = 256 << 10;
 /// Write-buffer capacity kept across idle periods.
 const WRITE_KEEP: usize = 4 << 10;
 /// How long a closing connection may take to write its last frames.
@@ -179,6 +182,7 @@ where
             let mut st = peer.lock();
             let now = now();
             let replaced = st.generation != generation;
+            let durable = st.durable.is_some();
             match &mut st.link {
                 Link::Attached(_) if replaced => {
                     // Another connection took the session over: this one still owes its
@@ -197,9 +201,8 @@ where
                         conn.handle_disconnect();
                     }
                     if out.is_idle() {
-                        while out.buf.len() < WRITE_BATCH
-                            && conn.poll_transmit(now, &mut out.buf) > 0
-                        {}
+                        let batch = if durable { DURABLE_BATCH } else { WRITE_BATCH };
+                        while out.buf.len() < batch && conn.poll_transmit(now, &mut out.buf) > 0 {}
                     }
                     let deadline = conn.poll_timeout();
                     if conn.is_closed() {

@@ -458,12 +458,13 @@ pub(crate) use encoding::{decode_record, encode_record};
 // ------------------------------------------------------------------------ durable store
 
 #[cfg(feature = "durable")]
-pub use durable::DurableStore;
+pub use durable::{CommitLatency, DurableStore};
 
 #[cfg(feature = "durable")]
 mod durable {
     use std::path::{Path, PathBuf};
     use std::sync::mpsc;
+    use std::time::Duration;
 
     use std::collections::BTreeMap;
 
@@ -519,6 +520,43 @@ mod durable {
         path: PathBuf,
         jobs: Mutex<Option<mpsc::Sender<Job>>>,
         writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+        timings: Arc<Mutex<Timings>>,
+    }
+
+    /// How long the store's commits took (each a transaction and its sync to disk), over the
+    /// most recent ones.
+    #[derive(Clone, Copy, Debug, Default, PartialEq)]
+    #[non_exhaustive]
+    pub struct CommitLatency {
+        /// Commits since the store was opened.
+        pub commits: u64,
+        /// Median of the most recent commits (up to 4,096).
+        pub p50: Duration,
+        /// 99th percentile of the most recent commits (up to 4,096).
+        pub p99: Duration,
+    }
+
+    /// Commits made and the durations of the most recent ones, in microseconds (a ring).
+    #[derive(Default)]
+    struct Timings {
+        commits: u64,
+        recent: Vec<u32>,
+    }
+
+    /// Commit durations kept for the percentiles.
+    const TIMINGS_KEPT: usize = 4_096;
+
+    impl Timings {
+        fn record(&mut self, d: Duration) {
+            let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+            let at = (self.commits % TIMINGS_KEPT as u64) as usize;
+            if at < self.recent.len() {
+                self.recent[at] = us;
+            } else {
+                self.recent.push(us);
+            }
+            self.commits += 1;
+        }
     }
 
     impl fmt::Debug for DurableStore {
@@ -605,15 +643,18 @@ mod durable {
             let db = Arc::new(db);
             let (tx, rx) = mpsc::channel::<Job>();
             let writer_db = db.clone();
+            let timings = Arc::new(Mutex::new(Timings::default()));
+            let writer_timings = timings.clone();
             let handle = std::thread::Builder::new()
                 .name("steadfast-store".into())
-                .spawn(move || writer(&writer_db, &rx))
+                .spawn(move || writer(&writer_db, &rx, &writer_timings))
                 .map_err(|e| StoreError::Io(e.to_string()))?;
             Ok(DurableStore {
                 db,
                 path,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
+                timings,
             })
         }
 
@@ -672,6 +713,23 @@ mod durable {
         pub fn path(&self) -> &Path {
             &self.path
         }
+
+        /// How long commits take: every message is in one before its DATA (or its ACK) goes
+        /// out, so this is what durability adds to a driver turn.
+        pub fn commit_latency(&self) -> CommitLatency {
+            let t = self.timings.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v = t.recent.clone();
+            v.sort_unstable();
+            let at = |q: f64| {
+                let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+                Duration::from_micros(v.get(i).copied().map_or(0, u64::from))
+            };
+            CommitLatency {
+                commits: t.commits,
+                p50: at(0.5),
+                p99: at(0.99),
+            }
+        }
     }
 
     impl Drop for DurableStore {
@@ -686,7 +744,7 @@ mod durable {
     }
 
     /// The writer thread: folds every waiting job into one transaction and one sync.
-    fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
+    fn writer(db: &Database, rx: &mpsc::Receiver<Job>, timings: &Mutex<Timings>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < GROUP {
@@ -695,7 +753,12 @@ mod durable {
                     Err(_) => break,
                 }
             }
+            let started = std::time::Instant::now();
             let result = commit(db, batch.iter().flat_map(|(c, _)| c.iter()));
+            timings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(started.elapsed());
             for (_, reply) in batch {
                 let _ = reply.send(result.clone());
             }

@@ -611,6 +611,10 @@ fn print_human(ctx: &Ctx, runs: usize, f: &Figures) {
                     "ratio (durable / in memory)",
                     format!("{:.2}", g("ratio_durable_vs_memory")),
                 );
+                row(
+                    "store commit p50 / p99",
+                    format!("{:.0} / {:.0} us", g("commit_p50_us"), g("commit_p99_us")),
+                );
             }
             row(
                 "peak RSS of this process",

@@ -50,17 +50,24 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
             .map_err(|e| format!("cannot open the server's state directory: {e}"))?;
         let client_store = DurableStore::open(&dirs.client, StoreRole::Client)
             .map_err(|e| format!("cannot open the client's state directory: {e}"))?;
-        let server = bind(ctx.setup.server.clone().store(Arc::new(server_store))).await?;
+        let (server_store, client_store) = (Arc::new(server_store), Arc::new(client_store));
+        let server = bind(ctx.setup.server.clone().store(server_store.clone())).await?;
         let pair = pair(
             server,
             None,
-            ctx.setup.client.clone().store(Arc::new(client_store)),
+            ctx.setup.client.clone().store(client_store.clone()),
         )
         .await?;
         let bar = ctx.ui.bar("steadfast durable", n);
         let result = transfer_with(&pair, n, ctx.size, bar.clone(), Api::SendAll).await;
         bar.finish_and_clear();
         drop(pair);
+        // Commit latency: the slower of the two stores at each percentile.
+        let (a, b) = (server_store.commit_latency(), client_store.commit_latency());
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        f.set("commit_p50_us", us(a.p50.max(b.p50)));
+        f.set("commit_p99_us", us(a.p99.max(b.p99)));
+        drop((server_store, client_store));
         // Let the stores' writer threads finish with the files before they are removed.
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(dirs);
