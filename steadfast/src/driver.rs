@@ -178,6 +178,10 @@ where
     let mut progress = Vec::new();
     loop {
         // Under the lock: gather output, events and the next deadline.
+        peer.turn_clock_us.store(
+            crate::clock::wall_clock_us(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let step = {
             let mut st = peer.lock();
             let now = now();

@@ -287,7 +287,15 @@ impl Peer {
         // Nothing unacknowledged before it: the connection is idle (a request, a reply) and
         // the message may go out from this task; behind others, the driver batches it.
         let idle = st.session().is_some_and(|s| s.outbox_len() == 0);
-        let seq = queue_locked(&mut st, len, body, wall_clock_us())?;
+        // Behind others, on a connection whose driver runs (and is woken by each message),
+        // the timestamp of the driver's latest turn is the time closely enough.
+        let turn = self.shared.turn_clock_us.load(Ordering::Relaxed);
+        let ts = if !idle && turn != 0 && st.output.is_some() {
+            turn
+        } else {
+            wall_clock_us()
+        };
+        let seq = queue_locked(&mut st, len, body, ts)?;
         st.account();
         self.shared.transmit(st, idle);
         Ok(Receipt {

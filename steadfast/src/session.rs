@@ -393,6 +393,10 @@ pub(crate) struct PeerShared {
     pub(crate) codec: Option<Codec>,
     /// How long `close` waits for the peer's CLOSE.
     pub(crate) close_timeout: Duration,
+    /// The wall clock (µs since the Unix epoch) at the driver's latest turn: the timestamp
+    /// of a message queued behind others, which saves a clock read per message of a
+    /// streaming sender (0: no driver has run).
+    pub(crate) turn_clock_us: AtomicU64,
 }
 
 /// What keeps a session (a server): it forgets the session and reports its end, once, by
@@ -462,6 +466,7 @@ impl PeerShared {
             owner: OnceLock::new(),
             codec,
             close_timeout: receiving.close_timeout,
+            turn_clock_us: AtomicU64::new(0),
         })
     }
 

@@ -21,6 +21,9 @@ pub struct Message {
     /// Sequence number in its direction of the session.
     pub seq: Seq,
     /// Sender's wall-clock time at `send`, microseconds since the Unix epoch (0: not given).
+    /// The runtime stamps a message queued behind others on a streaming connection with the
+    /// time of its driver's latest turn (within that turn's work, typically microseconds, at
+    /// most a store commit), which saves a clock read per message.
     pub timestamp_us: u64,
     /// The body.
     pub body: Bytes,
