@@ -176,6 +176,11 @@ where
 {
     let mut rbuf = vec![0u8; READ_SMALL];
     let mut progress = Vec::new();
+    // One timer for the connection's life, moved only when the core's next deadline moves
+    // (registering a timer on every turn cost more than the turn's own work).
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
         // Under the lock: gather output, events and the next deadline.
         peer.turn_clock_us.store(
@@ -275,12 +280,12 @@ where
             flush_and_shut(output).await;
             return outcome;
         }
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        if let Some(d) = deadline
+            && armed != Some(d)
+        {
+            sleep.as_mut().reset(d.into());
+            armed = Some(d);
+        }
         let writing = !output.lock().is_idle();
         tokio::select! {
             r = rd.read(&mut rbuf) => {
@@ -315,7 +320,8 @@ where
                 }
             }
             () = peer.driver.notified() => {}
-            () = sleep => {
+            () = &mut sleep, if deadline.is_some() => {
+                armed = None;
                 let mut st = peer.lock();
                 let current = st.generation == generation;
                 if let Link::Attached(conn) = &mut st.link && current {
