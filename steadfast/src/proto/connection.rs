@@ -211,7 +211,9 @@ pub struct Connection {
     epoch: Instant,
     decoder: Decoder,
     session: Option<Session>,
-    hello: Option<Hello>,
+    /// Server: the HELLO awaiting the application's decision (boxed: a live connection has
+    /// none, and idle connections are many).
+    hello: Option<Box<Hello>>,
     /// Control frames waiting to be written, in order.
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
@@ -830,7 +832,7 @@ impl Connection {
         if self.state != State::AwaitingDecision {
             return None;
         }
-        self.hello.take()
+        self.hello.take().map(|h| *h)
     }
 
     fn establish(&mut self, now: Instant, peer: &Limits, resumed: bool) {
@@ -1124,7 +1126,7 @@ impl Connection {
             credentials: h.credentials.clone(),
             resume: h.resume.clone(),
         }));
-        self.hello = Some(h);
+        self.hello = Some(Box::new(h));
         self.state = State::AwaitingDecision;
     }
 
