@@ -223,6 +223,15 @@ fn data_prefix(d: &Data) -> usize {
     }
 }
 
+/// Up to 64 random cut points in `0..=len`, in order, ending with `len`.
+fn random_cuts(len: usize, seed: u64) -> Vec<usize> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut cuts: Vec<usize> = (0..rng.usize(1..64)).map(|_| rng.usize(..=len)).collect();
+    cuts.sort_unstable();
+    cuts.push(len);
+    cuts
+}
+
 /// A decoder of a version-2 connection: the generated frames include DATA with CONTINUED.
 fn v2_decoder(max_frame: u32) -> Decoder {
     let mut dec = Decoder::new(max_frame);
@@ -563,13 +572,10 @@ proptest! {
     #[test]
     fn stream_split_at_random_points(frames in vec(arb_frame(FULL), 1..8), seed in any::<u64>()) {
         let bytes = encode_all(&frames);
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let mut cuts: Vec<usize> = (0..rng.usize(1..64)).map(|_| rng.usize(..=bytes.len())).collect();
-        cuts.sort_unstable();
         let mut dec = v2_decoder(BIG);
         let mut out = Vec::new();
         let mut from = 0;
-        for cut in cuts.into_iter().chain([bytes.len()]) {
+        for cut in random_cuts(bytes.len(), seed) {
             dec.feed(&bytes[from..cut]);
             from = cut;
             drain(&mut dec, &mut out);
@@ -587,13 +593,10 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let bytes = encode_all(&frames);
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let mut cuts: Vec<usize> = (0..rng.usize(1..64)).map(|_| rng.usize(..=bytes.len())).collect();
-        cuts.sort_unstable();
         let mut dec = v2_decoder(BIG);
         let mut out = Vec::new();
         let mut from = 0;
-        for cut in cuts.into_iter().chain([bytes.len()]) {
+        for cut in random_cuts(bytes.len(), seed) {
             let mut input = &bytes[from..cut];
             from = cut;
             while let Some(f) = dec.decode_from(&mut input).unwrap() {
