@@ -197,7 +197,7 @@ where
                     // Another connection took the session over: this one still owes its
                     // socket the GOAWAY the takeover queued.
                     match st.farewell.take() {
-                        Some((g, bytes)) if g == generation => Step::Replaced(bytes),
+                        Some(f) if f.0 == generation => Step::Replaced(f.1),
                         other => {
                             st.farewell = other;
                             Step::Replaced(Vec::new())

@@ -258,7 +258,11 @@ impl EventQueue {
         // What an ended session hands back counts in the budget while it is held here.
         st.account();
         let connected = st.connected;
-        let error = st.last_error.clone().unwrap_or(ConnectionError::Reset);
+        let error = st
+            .last_error
+            .as_deref()
+            .cloned()
+            .unwrap_or(ConnectionError::Reset);
         let ending = st.ending.as_ref().map(|e| {
             (
                 e.reason.clone(),

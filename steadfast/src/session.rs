@@ -61,7 +61,7 @@ pub(crate) struct PeerState {
     pub(crate) receivers: u32,
     /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
     /// generation.
-    pub(crate) farewell: Option<(u64, Vec<u8>)>,
+    pub(crate) farewell: Option<Box<(u64, Vec<u8>)>>,
     /// The client's verified TLS certificate (DER), with mutual TLS (server side).
     pub(crate) certificate: Option<Vec<u8>>,
     /// The server-wide budget this session's queued bytes count against (server side).
@@ -73,7 +73,7 @@ pub(crate) struct PeerState {
     /// the rest of a batch cut short by a body that did not decode. They come first.
     pub(crate) parked: VecDeque<Message>,
     /// The session's transforms, to give unacknowledged messages back as they were sent.
-    pub(crate) codec: Option<Codec>,
+    pub(crate) codec: Option<Arc<Codec>>,
     /// The store that keeps this session across crashes, with what it holds already.
     pub(crate) durable: Option<Box<Durable>>,
     /// The store's answer to the write that recorded the session's end (`close` waits for it).
@@ -82,7 +82,7 @@ pub(crate) struct PeerState {
     /// waits for it too before writing.
     pub(crate) unsettled: Option<StoreAnswer>,
     /// Why the last connection ended (reported by a coalesced `Disconnected` event).
-    pub(crate) last_error: Option<ConnectionError>,
+    pub(crate) last_error: Option<Box<ConnectionError>>,
     /// Since when no connection carries the session (server side; `None` while connected).
     pub(crate) lingering_since: Option<Instant>,
     /// The address that created the session (server side: per-address limits).
@@ -180,7 +180,7 @@ impl PeerState {
         }
         self.connected = false;
         self.ping_waiters.clear();
-        self.last_error = Some(error);
+        self.last_error = Some(Box::new(error));
         self.lingering_since = Some(now);
     }
 
@@ -195,7 +195,7 @@ impl PeerState {
                 Some(s) => {
                     let mut bytes = Vec::new();
                     old.poll_transmit(now, &mut bytes);
-                    self.farewell = Some((old_generation, bytes));
+                    self.farewell = Some(Box::new((old_generation, bytes)));
                     Some(s)
                 }
                 None => {
@@ -390,7 +390,7 @@ pub(crate) struct PeerShared {
     /// The server that keeps the session (server side): told when it ends.
     pub(crate) owner: OnceLock<Weak<dyn Owner>>,
     /// The message transforms, if any (read without the lock on the hot path).
-    pub(crate) codec: Option<Codec>,
+    pub(crate) codec: Option<Arc<Codec>>,
     /// How long `close` waits for the peer's CLOSE.
     pub(crate) close_timeout: Duration,
     /// The wall clock (µs since the Unix epoch) at the driver's latest turn: the timestamp
@@ -423,7 +423,7 @@ impl PeerShared {
         };
         let id = session.and_then(Session::id);
         let max_recv = session.map_or(0, Session::max_recv_len);
-        let codec = Codec::new(chain, max_recv, receiving);
+        let codec = Codec::new(chain, max_recv, receiving).map(Arc::new);
         // A session created on its first connection starts at generation 1.
         let generation = u64::from(matches!(link, Link::Attached(_)));
         Arc::new(PeerShared {

@@ -207,10 +207,12 @@ fn version_1_and_version_2_peers_interoperate_through_faults() {
     for (client, server) in [((1, 1), (1, 2)), ((1, 2), (1, 1))] {
         let seed = seed();
         println!("seed {seed}, client {client:?}, server {server:?}");
+        // A fault in 10 % of the steps: a run takes ~150 steps, and at 3 % about one seed in
+        // a hundred saw none (seed 1796299183838673898), which the test rightly refuses.
         let plan = Plan {
             messages: 5_000,
             max_len: 20_000,
-            fault_rate: 300,
+            fault_rate: 1_000,
             ..Plan::default()
         };
         let mut sim = Sim::new(seed, small_chunks().versions(client.0, client.1), plan);

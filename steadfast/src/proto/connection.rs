@@ -846,7 +846,7 @@ impl Connection {
         };
         session.version = self.version;
         // A peer message held in part continues where it stopped (version 2, §5.5).
-        if let Some(h) = session.held.take() {
+        if let Some(h) = session.held.take().map(|h| *h) {
             self.partial = Some(Partial {
                 seq: h.seq,
                 timestamp_us: h.timestamp_us,
@@ -1533,11 +1533,11 @@ impl Connection {
             && let Some(session) = self.session.as_mut()
             && session.closing.is_none()
         {
-            session.held = Some(HeldPartial {
+            session.held = Some(Box::new(HeldPartial {
                 seq: p.seq,
                 timestamp_us: p.timestamp_us,
                 buf: p.buf,
-            });
+            }));
         }
         self.decoder.reset();
         self.events.push_back(Event::Disconnected(err));

@@ -173,7 +173,7 @@ pub struct Session {
     /// The message transforms both ends apply, in order (§4.7): fixed for the session's life.
     pub(crate) transforms: Vec<String>,
     /// Version 2: the peer message `received`, received in part before the last cut (§5.5).
-    pub(crate) held: Option<HeldPartial>,
+    pub(crate) held: Option<Box<HeldPartial>>,
     /// The protocol version of the last connection established (0: none yet).
     pub(crate) version: u16,
     pub(crate) stats: Stats,
