@@ -379,7 +379,7 @@ async fn run(
                     return;
                 };
                 let mut established = false;
-                let outcome = driver::drive(&shared, generation, stream, plain(&config), |p| {
+                let outcome = driver::drive(&shared, generation, stream, |p| {
                     if let Progress::Established { resumed } = p {
                         established = true;
                         if let Some(tx) = first.take() {
@@ -461,17 +461,6 @@ async fn run(
         let delay = retry_after + backoff(attempt - 1, config.backoff_initial, config.backoff_max);
         events.push(ClientEvent::Reconnecting { attempt, delay });
         tokio::time::sleep(delay).await;
-    }
-}
-
-/// Whether the transport is plain TCP (handles may write to it directly).
-fn plain(config: &ClientConfig) -> bool {
-    #[cfg(feature = "tls")]
-    return config.tls.is_none();
-    #[cfg(not(feature = "tls"))]
-    {
-        let _ = config;
-        true
     }
 }
 

@@ -58,16 +58,18 @@ type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
 type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// Splits a stream into its halves: plain TCP into its own halves (reads and writes never
-/// wait for each other), any other stream behind a lock the halves share.
-fn split(stream: BoxStream) -> (ReadHalf, WriteHalf) {
+/// wait for each other), any other stream behind a lock the halves share. True for plain TCP:
+/// handles may then write to it from their own tasks (see [`crate::output`]); a TLS stream's
+/// writes may leave bytes inside the TLS layer that only a later write or flush pushes out.
+fn split(stream: BoxStream) -> (ReadHalf, WriteHalf, bool) {
     match stream.into_tcp() {
         Ok(tcp) => {
             let (r, w) = tcp.into_split();
-            (Box::new(r), Box::new(w))
+            (Box::new(r), Box::new(w), true)
         }
         Err(other) => {
             let (r, w) = tokio::io::split(other);
-            (Box::new(r), Box::new(w))
+            (Box::new(r), Box::new(w), false)
         }
     }
 }
@@ -114,20 +116,16 @@ pub(crate) enum Progress {
 
 /// Runs the connection in `peer`'s state (attached with generation `generation`) over
 /// `stream` until it ends.
-///
-/// `direct`: handles may write to the stream from their own tasks when the connection is idle
-/// (plain TCP; see [`crate::output`]).
 pub(crate) async fn drive<F>(
     peer: &Arc<PeerShared>,
     generation: u64,
     stream: BoxStream,
-    direct: bool,
     mut on_progress: F,
 ) -> Outcome
 where
     F: FnMut(Progress),
 {
-    let (mut rd, wr) = split(stream);
+    let (mut rd, wr, direct) = split(stream);
     let output = Arc::new(Output::new(generation, direct, wr));
     {
         let mut st = peer.lock();

@@ -19,7 +19,7 @@ use tokio::io::AsyncWrite;
 pub(crate) struct Output {
     /// The generation of the connection in the session (see `PeerState::generation`).
     pub(crate) generation: u64,
-    /// Any task may write (plain TCP, in-memory streams): a write that cannot go on at once
+    /// Any task may write (plain TCP): a write that cannot go on at once
     /// is left to the driver. Off for TLS, whose writes may leave bytes inside the TLS layer
     /// that only a later write or flush pushes out.
     pub(crate) direct: bool,

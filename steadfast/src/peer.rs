@@ -342,8 +342,7 @@ impl Peer {
     fn take_or_wait(&self) -> Result<Message, Option<Waiting<'_>>> {
         let mut st = self.shared.lock();
         if !st.parked.is_empty() || st.session().is_some_and(|s| s.inbox_len() > 0) {
-            drop(st);
-            return self.take_raw().ok_or(None);
+            return self.take_locked(st).ok_or(None);
         }
         if st.ending.is_some() {
             return Err(None);
@@ -415,7 +414,11 @@ impl Peer {
 
     /// Takes the next message as it arrived (undecoded), if any.
     fn take_raw(&self) -> Option<Message> {
-        let mut st = self.shared.lock();
+        self.take_locked(self.shared.lock())
+    }
+
+    /// [`Peer::take_raw`] under a lock the caller holds already.
+    fn take_locked(&self, mut st: std::sync::MutexGuard<'_, PeerState>) -> Option<Message> {
         st.notified = false;
         let m = if let Some(m) = st.parked.pop_front() {
             m

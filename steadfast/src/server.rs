@@ -621,7 +621,7 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Tick
     }
     let outcome = tokio::select! {
         () = inner.stop_all.cancelled() => return,
-        o = driver::drive(&shared, generation, stream, !tls_enabled(&inner.config), |p| {
+        o = driver::drive(&shared, generation, stream, |p| {
             if let Progress::MessagesWaiting = p {
                 inner.queue.push(&shared, events::WAITING);
             }
