@@ -179,6 +179,9 @@ where
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
+    // The handshake's queues are released after the first turn, which sends and reports
+    // what they hold: an idle connection should not keep them until its first timer.
+    let mut handshake_queues = true;
     loop {
         // Under the lock: gather output, events and the next deadline.
         peer.turn_clock_us.store(
@@ -194,10 +197,12 @@ where
                 Link::Attached(_) if replaced => {
                     // Another connection took the session over: this one still owes its
                     // socket the GOAWAY the takeover queued.
-                    match st.farewell.take() {
+                    match st.rare.as_mut().and_then(|r| r.farewell.take()) {
                         Some(f) if f.0 == generation => Step::Replaced(f.1),
                         other => {
-                            st.farewell = other;
+                            if other.is_some() {
+                                st.rare().farewell = other;
+                            }
                             Step::Replaced(Vec::new())
                         }
                     }
@@ -222,13 +227,18 @@ where
                     // connection's next deadline with this one and wake the driver if earlier.
                     st.driver_wake = deadline;
                     let outcome = handle_events(&mut st, &mut progress);
+                    if std::mem::take(&mut handshake_queues)
+                        && let Link::Attached(conn) = &mut st.link
+                    {
+                        conn.release_buffers();
+                    }
                     st.account();
                     // Durable before visible: what this turn changed is committed before its
                     // bytes (DATA of new messages, ACKs of positions, proofs of tokens) go out.
                     let pending: Pending = st
                         .durable_commit(false)
                         .into_iter()
-                        .chain(st.unsettled.take())
+                        .chain(st.rare.as_mut().and_then(|r| r.unsettled.take()))
                         .collect();
                     Step::Run(deadline, outcome, pending)
                 }
@@ -410,8 +420,10 @@ fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Out
                 acked = true;
             }
             Event::Pong { rtt } => {
-                for w in st.ping_waiters.drain(..) {
-                    let _ = w.send(rtt);
+                if let Some(r) = &mut st.rare {
+                    for w in r.ping_waiters.drain(..) {
+                        let _ = w.send(rtt);
+                    }
                 }
             }
             Event::Disconnected(e) => {

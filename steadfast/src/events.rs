@@ -258,11 +258,14 @@ impl EventQueue {
         // What an ended session hands back counts in the budget while it is held here.
         st.account();
         let connected = st.connected;
-        let error = st
-            .last_error
-            .as_deref()
-            .cloned()
-            .unwrap_or(ConnectionError::Reset);
+        // The error is reported once, by the link event that stands for it: a session
+        // lingering after that holds no copy.
+        let error = if kind == LINK {
+            st.last_error.take()
+        } else {
+            None
+        }
+        .map_or(ConnectionError::Reset, |e| *e);
         let ending = st.ending.as_ref().map(|e| {
             (
                 e.reason.clone(),

@@ -81,7 +81,7 @@ impl Peer {
     /// The client's verified TLS certificate (DER) on a server with mutual TLS: the
     /// authenticated identity.
     pub fn certificate(&self) -> Option<Vec<u8>> {
-        self.shared.lock().certificate.clone()
+        self.shared.lock().certificate().map(<[u8]>::to_vec)
     }
 
     /// Whether a connection carries the session right now.
@@ -341,7 +341,7 @@ impl Peer {
     /// session is over and nothing is left).
     fn take_or_wait(&self) -> Result<Message, Option<Waiting<'_>>> {
         let mut st = self.shared.lock();
-        if !st.parked.is_empty() || st.session().is_some_and(|s| s.inbox_len() > 0) {
+        if st.waiting_messages() > 0 {
             return self.take_locked(st).ok_or(None);
         }
         if st.ending.is_some() {
@@ -383,7 +383,7 @@ impl Peer {
                 }
                 Err(_) => {
                     // Reported by the next call, after the good messages before it.
-                    self.shared.lock().parked.push_front(copy);
+                    self.shared.lock().park_front(copy);
                     break;
                 }
             }
@@ -420,7 +420,7 @@ impl Peer {
     /// [`Peer::take_raw`] under a lock the caller holds already.
     fn take_locked(&self, mut st: std::sync::MutexGuard<'_, PeerState>) -> Option<Message> {
         st.notified = false;
-        let m = if let Some(m) = st.parked.pop_front() {
+        let m = if let Some(m) = st.pop_parked() {
             m
         } else {
             let m = st.session_mut().and_then(Session::recv)?;
@@ -512,7 +512,7 @@ impl Peer {
                 let mut st = self.shared.lock();
                 st.notified = false;
                 while taken.len() < n {
-                    let Some(m) = st.parked.pop_front() else {
+                    let Some(m) = st.pop_parked() else {
                         break;
                     };
                     taken.push(m);
@@ -544,7 +544,7 @@ impl Peer {
                 Err(e) if out.is_empty() => return Err(e),
                 Err(_) => {
                     // Reported by the next call, after the good messages before it.
-                    self.shared.lock().parked.push_front(copy);
+                    self.shared.lock().park_front(copy);
                     break;
                 }
             }
@@ -586,7 +586,7 @@ impl Peer {
     /// Messages received and waiting.
     pub fn waiting(&self) -> usize {
         let st = self.shared.lock();
-        st.parked.len() + st.session().map_or(0, Session::inbox_len)
+        st.waiting_messages()
     }
 
     /// Measures the round-trip time with a PING now.
@@ -606,8 +606,9 @@ impl Peer {
             conn.ping();
             let (tx, rx) = oneshot::channel();
             // Waiters whose caller gave up are dropped, so the list stays small.
-            st.ping_waiters.retain(|w| !w.is_closed());
-            st.ping_waiters.push(tx);
+            let waiters = &mut st.rare().ping_waiters;
+            waiters.retain(|w| !w.is_closed());
+            waiters.push(tx);
             rx
         };
         self.shared.driver.notify_one();
@@ -755,7 +756,12 @@ impl Peer {
         }
         // With a store: return once the end is on disk (a process that exits right after
         // `close` must not leave the ended session stored as live), within the same bound.
-        let written = self.shared.lock().end_written.take();
+        let written = self
+            .shared
+            .lock()
+            .rare
+            .as_mut()
+            .and_then(|r| r.end_written.take());
         if let Some(w) = written {
             let _ = tokio::time::timeout_at(deadline, w).await;
         }
@@ -848,7 +854,7 @@ impl Drop for Waiting<'_> {
         let report = {
             let mut st = self.shared.lock();
             st.receivers -= 1;
-            let waiting = !st.parked.is_empty() || st.session().is_some_and(|s| s.inbox_len() > 0);
+            let waiting = st.waiting_messages() > 0;
             let report = waiting && st.receivers == 0 && !st.notified;
             st.notified |= report;
             report
@@ -874,7 +880,7 @@ impl ParkOnDrop<'_> {
 impl Drop for ParkOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(m) = self.message.take() {
-            self.shared.lock().parked.push_front(m);
+            self.shared.lock().park_front(m);
         }
     }
 }

@@ -48,7 +48,7 @@ impl Registry {
     fn insert(&mut self, id: SessionId, shared: &Arc<PeerShared>, origin: Option<IpAddr>) {
         self.sessions.insert(id, shared.clone());
         if let Some(name) = &shared.name {
-            self.names.insert(name.clone(), id);
+            self.names.insert(name.to_string(), id);
         }
         if let Some(ip) = origin {
             *self.by_addr.entry(ip).or_default() += 1;
@@ -65,9 +65,9 @@ impl Registry {
         }
         self.sessions.remove(&id);
         if let Some(name) = &shared.name
-            && self.names.get(name) == Some(&id)
+            && self.names.get(&**name) == Some(&id)
         {
-            self.names.remove(name);
+            self.names.remove(&**name);
         }
         if let Some(ip) = origin
             && let Some(n) = self.by_addr.get_mut(&ip)
@@ -825,7 +825,7 @@ async fn decide(
         return None;
     }
     // With mutual TLS, a session resumes only under the certificate that created it.
-    if st.certificate.is_some() && st.certificate.as_deref() != certificate {
+    if st.certificate().is_some() && st.certificate() != certificate {
         drop(st);
         conn.reject(
             RejectCode::Unauthenticated,

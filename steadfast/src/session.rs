@@ -52,35 +52,25 @@ pub(crate) struct PeerState {
     pub(crate) generation: u64,
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) ending: Option<Box<Ending>>,
-    pub(crate) ping_waiters: Vec<oneshot::Sender<Duration>>,
     pub(crate) connected: bool,
     /// A "messages waiting" notification is out and not yet answered by a read.
     pub(crate) notified: bool,
     /// `recv` calls waiting for a message now: while one waits, arrivals are not reported
     /// as "messages waiting" too (the waiting call takes them).
     pub(crate) receivers: u32,
-    /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
-    /// generation.
-    pub(crate) farewell: Option<Box<(u64, Vec<u8>)>>,
-    /// The client's verified TLS certificate (DER), with mutual TLS (server side).
-    pub(crate) certificate: Option<Vec<u8>>,
+    /// What few sessions hold (pings waited for, a client certificate, parked messages, a
+    /// replaced connection's last words, store writes of an ending session):
+    /// boxed, so that the many idle and lingering sessions do not carry it.
+    pub(crate) rare: Option<Box<Rare>>,
     /// The server-wide budget this session's queued bytes count against (server side).
     pub(crate) budget: Option<Arc<Budget>>,
     /// What this session last added to the budget.
     pub(crate) accounted: u64,
     pub(crate) id: Option<SessionId>,
-    /// Messages taken from the session (so acknowledged) but not yet given to the application:
-    /// the rest of a batch cut short by a body that did not decode. They come first.
-    pub(crate) parked: VecDeque<Message>,
     /// The session's transforms, to give unacknowledged messages back as they were sent.
     pub(crate) codec: Option<Arc<Codec>>,
     /// The store that keeps this session across crashes, with what it holds already.
     pub(crate) durable: Option<Box<Durable>>,
-    /// The store's answer to the write that recorded the session's end (`close` waits for it).
-    pub(crate) end_written: Option<StoreAnswer>,
-    /// A store write made during a driver turn, outside the driver's own commit: the driver
-    /// waits for it too before writing.
-    pub(crate) unsettled: Option<StoreAnswer>,
     /// Why the last connection ended (reported by a coalesced `Disconnected` event).
     pub(crate) last_error: Option<Box<ConnectionError>>,
     /// Since when no connection carries the session (server side; `None` while connected).
@@ -104,6 +94,26 @@ pub(crate) struct PeerState {
     pub(crate) output: Option<Arc<Output>>,
     /// When the driver wakes by itself next (`None`: not before something wakes it).
     pub(crate) driver_wake: Option<Instant>,
+}
+
+/// The parts of a session's state that few sessions use.
+#[derive(Debug, Default)]
+pub(crate) struct Rare {
+    /// `ping` calls waiting for the next PONG.
+    pub(crate) ping_waiters: Vec<oneshot::Sender<Duration>>,
+    /// The client's verified TLS certificate (DER), with mutual TLS (server side).
+    pub(crate) certificate: Option<Vec<u8>>,
+    /// Messages taken from the session (so acknowledged) but not yet given to the application:
+    /// the rest of a batch cut short by a body that did not decode. They come first.
+    pub(crate) parked: VecDeque<Message>,
+    /// Bytes a replaced connection still owes its socket (a GOAWAY), for the driver of that
+    /// generation.
+    pub(crate) farewell: Option<(u64, Vec<u8>)>,
+    /// The store's answer to the write that recorded the session's end (`close` waits for it).
+    pub(crate) end_written: Option<StoreAnswer>,
+    /// A store write made during a driver turn, outside the driver's own commit: the driver
+    /// waits for it too before writing.
+    pub(crate) unsettled: Option<StoreAnswer>,
 }
 
 /// When a store write is on disk.
@@ -166,7 +176,43 @@ impl PeerState {
         self.id = Some(id);
         self.connected = true;
         if let Some(c) = certificate {
-            self.certificate = Some(c.to_vec());
+            self.rare().certificate = Some(c.to_vec());
+        }
+    }
+
+    /// The rarely used part of the state, created on first use.
+    pub(crate) fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The client certificate the session was created under (mutual TLS).
+    pub(crate) fn certificate(&self) -> Option<&[u8]> {
+        self.rare.as_ref()?.certificate.as_deref()
+    }
+
+    /// Messages parked ahead of the inbox.
+    pub(crate) fn parked_len(&self) -> usize {
+        self.rare.as_ref().map_or(0, |r| r.parked.len())
+    }
+
+    /// The first parked message, if any.
+    pub(crate) fn pop_parked(&mut self) -> Option<Message> {
+        self.rare.as_mut()?.parked.pop_front()
+    }
+
+    /// Parks a message taken from the session ahead of the rest.
+    pub(crate) fn park_front(&mut self, m: Message) {
+        self.rare().parked.push_front(m);
+    }
+
+    /// Messages the application can take now: parked ones and the inbox's.
+    pub(crate) fn waiting_messages(&self) -> usize {
+        self.parked_len() + self.session().map_or(0, Session::inbox_len)
+    }
+
+    fn clear_ping_waiters(&mut self) {
+        if let Some(r) = &mut self.rare {
+            r.ping_waiters.clear();
         }
     }
 
@@ -174,12 +220,14 @@ impl PeerState {
     /// the next connection.
     pub(crate) fn detach(&mut self, error: ConnectionError, now: Instant) {
         if let Link::Attached(conn) = &mut self.link
-            && let Some(s) = conn.take_session()
+            && let Some(mut s) = conn.take_session()
         {
+            // A lingering session keeps no empty queues.
+            s.release_buffers();
             self.link = Link::Detached(Box::new(s));
         }
         self.connected = false;
-        self.ping_waiters.clear();
+        self.clear_ping_waiters();
         self.last_error = Some(Box::new(error));
         self.lingering_since = Some(now);
     }
@@ -195,7 +243,7 @@ impl PeerState {
                 Some(s) => {
                     let mut bytes = Vec::new();
                     old.poll_transmit(now, &mut bytes);
-                    self.farewell = Some(Box::new((old_generation, bytes)));
+                    self.rare().farewell = Some((old_generation, bytes));
                     Some(s)
                 }
                 None => {
@@ -338,10 +386,11 @@ impl PeerState {
             }
             _ => Change::Delete { key: durable.key },
         };
-        self.end_written = Some(durable.store.submit(vec![change]));
+        let rare = self.rare();
+        rare.end_written = Some(durable.store.submit(vec![change]));
         // A barrier behind it (the store commits in order): the driver waits for it before
         // writing the turn's last frames (a CLOSE reply must not outrun the recorded end).
-        self.unsettled = Some(durable.store.submit(Vec::new()));
+        rare.unsettled = Some(durable.store.submit(Vec::new()));
     }
 
     /// Ends the session: everything unacknowledged is kept for the application.
@@ -363,7 +412,7 @@ impl PeerState {
         }
         self.link = Link::Ended;
         self.connected = false;
-        self.ping_waiters.clear();
+        self.clear_ping_waiters();
         self.account();
         if self.ending.is_none() {
             self.ending = Some(Box::new(Ending {
@@ -380,7 +429,7 @@ impl PeerState {
 pub(crate) struct PeerShared {
     pub(crate) state: Mutex<PeerState>,
     pub(crate) role: Role,
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<Box<str>>,
     /// Wakes the driver: something to transmit.
     pub(crate) driver: Notify,
     /// Wakes receivers: messages arrived, or the session ended.
@@ -432,20 +481,15 @@ impl PeerShared {
                 generation,
                 addr: None,
                 ending: None,
-                ping_waiters: Vec::new(),
                 connected: false,
                 notified: false,
                 receivers: 0,
-                farewell: None,
-                certificate: None,
+                rare: None,
                 budget: None,
                 accounted: 0,
                 id,
-                parked: VecDeque::new(),
                 codec: codec.clone(),
                 durable: None,
-                end_written: None,
-                unsettled: None,
                 last_error: None,
                 lingering_since: None,
                 origin: None,
@@ -459,7 +503,7 @@ impl PeerShared {
                 driver_wake: None,
             }),
             role,
-            name,
+            name: name.map(String::into_boxed_str),
             driver: Notify::new(),
             readable: Notify::new(),
             progress: Notify::new(),
@@ -492,7 +536,7 @@ impl PeerShared {
                     && o.direct
                     && o.generation == st.generation
                     && st.durable.is_none()
-                    && st.unsettled.is_none() =>
+                    && st.rare.as_ref().is_none_or(|r| r.unsettled.is_none()) =>
             {
                 o.clone()
             }
@@ -576,4 +620,17 @@ pub(crate) struct Budget {
     pub(crate) limit: u64,
     /// Wakes senders waiting for budget when any session frees some.
     pub(crate) freed: Notify,
+}
+#[cfg(test)]
+mod size_tests {
+    /// A lingering session is its shared state and its boxed core session: both stay small, so
+    /// that 100,000 lingering sessions take under 1 KiB each (rare parts are boxed).
+    #[test]
+    fn a_lingering_session_holds_little() {
+        use std::mem::size_of;
+        let shared = size_of::<super::PeerShared>();
+        let session = size_of::<crate::proto::Session>();
+        assert!(shared <= 400, "PeerShared is {shared} bytes");
+        assert!(session <= 400, "Session is {session} bytes");
+    }
 }

@@ -406,7 +406,7 @@ impl Connection {
         if session.closing.is_some() {
             return;
         }
-        session.closing = Some((code, reason.to_owned()));
+        session.closing = Some(Box::new((code, reason.to_owned())));
         if self.state == State::Established {
             self.queue_close(code, reason);
             self.close_deadline = Some(now + self.config.idle_timeout);
@@ -676,7 +676,7 @@ impl Connection {
                     let (code, reason) = self
                         .session
                         .as_ref()
-                        .and_then(|s| s.closing.clone())
+                        .and_then(|s| s.closing.as_deref().cloned())
                         .unwrap_or((CloseCode::Normal, String::new()));
                     self.end_session(SessionEnd::Closed {
                         by_peer: false,
@@ -799,10 +799,20 @@ impl Connection {
         self.in_flight_bytes
     }
 
-    /// Frees the input buffer if it holds no partial frame, not even a lone header (call when
-    /// the connection is idle: a busy period may have grown it).
+    /// Frees the input buffer if it holds no partial frame, not even a lone header, and the
+    /// queues that are empty (call when the connection is idle: the handshake and a busy
+    /// period grow them, and an idle connection needs none).
     pub fn release_buffers(&mut self) {
         self.decoder.shrink();
+        if self.control.is_empty() {
+            self.control = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if let Some(s) = &mut self.session {
+            s.release_buffers();
+        }
     }
 
     /// Bytes the buffer of the message being reassembled from chunks takes (its capacity,
@@ -884,7 +894,7 @@ impl Connection {
             self.end_session(SessionEnd::PeerLimit { detail });
             return;
         }
-        if let Some((code, reason)) = session.closing.clone() {
+        if let Some((code, reason)) = session.closing.as_deref().cloned() {
             // A CLOSE that a cut interrupted is repeated on the new connection (§7.2).
             self.queue_close(code, &reason);
             self.close_deadline = Some(now + self.config.idle_timeout);
@@ -1474,10 +1484,10 @@ impl Connection {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        let (by_peer, code, reason) = match session.closing.clone() {
+        let (by_peer, code, reason) = match session.closing.as_deref().cloned() {
             Some((code, reason)) => (false, code, reason),
             None => {
-                session.closing = Some((c.code, c.reason.clone()));
+                session.closing = Some(Box::new((c.code, c.reason.clone())));
                 self.queue_close(CloseCode::Normal, "");
                 (true, c.code, c.reason)
             }

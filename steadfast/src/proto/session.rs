@@ -165,9 +165,10 @@ pub struct Session {
     /// Manual acknowledgement: messages taken by the application and not yet acknowledged
     /// (sequence number, body length), in order.
     pub(crate) manual_ack: bool,
-    pub(crate) taken: VecDeque<(Seq, u64)>,
+    /// Boxed when first used, as few sessions acknowledge by hand.
+    pub(crate) taken: Option<Box<VecDeque<(Seq, u64)>>>,
     /// A CLOSE this side sent (code and reason), kept so a resume can repeat it. §7.2
-    pub(crate) closing: Option<(super::frame::CloseCode, String)>,
+    pub(crate) closing: Option<Box<(super::frame::CloseCode, String)>>,
     /// Messages dropped from the inbox when this side's CLOSE went out (§7.2).
     pub(crate) discarded: usize,
     /// The message transforms both ends apply, in order (§4.7): fixed for the session's life.
@@ -233,7 +234,7 @@ impl Session {
             inbox: VecDeque::new(),
             inbox_bytes: 0,
             manual_ack: config.manual_ack,
-            taken: VecDeque::new(),
+            taken: None,
             closing: None,
             discarded: 0,
             transforms: Vec::new(),
@@ -416,7 +417,7 @@ impl Session {
         let len = msg.body.len() as u64;
         self.inbox_bytes -= len;
         if self.manual_ack {
-            self.taken.push_back((msg.seq, len));
+            self.taken.get_or_insert_default().push_back((msg.seq, len));
         } else {
             self.delivered = Seq(msg.seq.0 + 1);
             self.delivered_bytes += len;
@@ -433,15 +434,18 @@ impl Session {
     pub fn acknowledge(&mut self, seq: Seq) -> usize {
         // After a CLOSE this side's delivered position is final (§7.2): messages taken and not
         // acknowledged by then go back to their sender as unacknowledged.
-        if self.closing.is_some() || self.taken.back().is_none_or(|(last, _)| *last < seq) {
+        let Some(taken) = self.taken.as_deref_mut() else {
+            return 0;
+        };
+        if self.closing.is_some() || taken.back().is_none_or(|(last, _)| *last < seq) {
             return 0;
         }
         let mut n = 0;
-        while let Some(&(s, len)) = self.taken.front() {
+        while let Some(&(s, len)) = taken.front() {
             if s > seq {
                 break;
             }
-            self.taken.pop_front();
+            taken.pop_front();
             self.delivered = Seq(s.0 + 1);
             self.delivered_bytes += len;
             self.stats.delivered += 1;
@@ -452,7 +456,17 @@ impl Session {
 
     /// Manual acknowledgement: messages taken and not yet acknowledged.
     pub fn taken_unacknowledged(&self) -> usize {
-        self.taken.len()
+        self.taken.as_ref().map_or(0, |t| t.len())
+    }
+
+    /// Frees the queues that are empty (an idle session needs none).
+    pub(crate) fn release_buffers(&mut self) {
+        if self.inbox.is_empty() {
+            self.inbox = VecDeque::new();
+        }
+        if self.outbox.is_empty() {
+            self.outbox = VecDeque::new();
+        }
     }
 
     /// Messages received and waiting for the application.
@@ -503,7 +517,7 @@ impl Session {
         if self.closing.is_some() {
             return false;
         }
-        self.closing = Some((code, reason.to_owned()));
+        self.closing = Some(Box::new((code, reason.to_owned())));
         // Nothing more is delivered after a CLOSE: a message held in part is of no use.
         self.held = None;
         true
