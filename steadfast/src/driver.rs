@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, trace};
 
 pub(crate) use crate::clock::now;
@@ -19,8 +19,9 @@ use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
 
 /// Bytes read per call while data streams in.
 const READ_CHUNK: usize = 64 << 10;
-/// The read buffer of a quiet connection: buffers grow under load and shrink back when the
-/// connection is idle, so thousands of idle sessions cost little memory.
+/// The read buffer of a connection with little to read: buffers grow under load and are
+/// freed when the connection is idle (a plain TCP one then holds none while it waits), so
+/// thousands of idle sessions cost little memory.
 const READ_SMALL: usize = 512;
 /// Bytes encoded per driver turn, under the session's lock: senders wait for that lock
 /// meanwhile, so a turn encodes a few socket writes' worth, not all there is.
@@ -53,7 +54,47 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
 }
 
 /// The reading half of a connection's stream.
-type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+enum ReadHalf {
+    /// Plain TCP: the driver waits for readiness without a buffer, so an idle connection
+    /// holds none.
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    /// Any other stream reads into a buffer it is given while it waits.
+    Other(Box<dyn AsyncRead + Unpin + Send>),
+}
+
+impl ReadHalf {
+    /// Waits until the stream can be read. Plain TCP: `None`, read it with
+    /// [`ReadHalf::try_read`]. Any other stream is read here, into `buf` first grown to `size`
+    /// bytes if it is shorter: `Some(bytes read)`, 0 when the stream ended.
+    /// (A small future: it is part of every connection task's state.)
+    fn ready<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+        size: usize,
+    ) -> impl Future<Output = std::io::Result<Option<usize>>> + 'a {
+        std::future::poll_fn(move |cx| match self {
+            // Polled readiness: the driver is the stream's only reader.
+            ReadHalf::Tcp(r) => r.as_ref().poll_read_ready(cx).map_ok(|()| None),
+            ReadHalf::Other(r) => {
+                if buf.len() < size {
+                    buf.resize(size, 0);
+                }
+                let mut rb = tokio::io::ReadBuf::new(buf);
+                std::pin::Pin::new(r)
+                    .poll_read(cx, &mut rb)
+                    .map_ok(|()| Some(rb.filled().len()))
+            }
+        })
+    }
+
+    /// Reads what plain TCP has, without waiting.
+    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ReadHalf::Tcp(r) => r.try_read(buf),
+            ReadHalf::Other(_) => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
 /// The writing half of a connection's stream.
 type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
 
@@ -65,11 +106,11 @@ fn split(stream: BoxStream) -> (ReadHalf, WriteHalf, bool) {
     match stream.into_tcp() {
         Ok(tcp) => {
             let (r, w) = tcp.into_split();
-            (Box::new(r), Box::new(w), true)
+            (ReadHalf::Tcp(r), Box::new(w), true)
         }
         Err(other) => {
             let (r, w) = tokio::io::split(other);
-            (Box::new(r), Box::new(w), false)
+            (ReadHalf::Other(Box::new(r)), Box::new(w), false)
         }
     }
 }
@@ -161,18 +202,21 @@ impl Drop for Installed<'_> {
     }
 }
 
-async fn drive_output<R, F>(
+async fn drive_output<F>(
     peer: &Arc<PeerShared>,
     generation: u64,
-    rd: &mut R,
+    rd: &mut ReadHalf,
     output: &Output,
     on_progress: &mut F,
 ) -> Outcome
 where
-    R: AsyncRead + Unpin,
     F: FnMut(Progress),
 {
-    let mut rbuf = vec![0u8; READ_SMALL];
+    // The read buffer: none until the stream has something to read (plain TCP), then
+    // `read_size` bytes, grown while data streams in and freed again when the connection is
+    // idle.
+    let mut rbuf = Vec::new();
+    let mut read_size = READ_SMALL;
     let mut progress = Vec::new();
     // One timer for the connection's life, moved only when the core's next deadline moves
     // (registering a timer on every turn cost more than the turn's own work).
@@ -296,7 +340,25 @@ where
         }
         let writing = !output.lock().is_idle();
         tokio::select! {
-            r = rd.read(&mut rbuf) => {
+            r = rd.ready(&mut rbuf, read_size) => {
+                // A connection with little to read reads into the stack (plain TCP): it
+                // holds no buffer between reads.
+                let mut small = [0u8; READ_SMALL];
+                let (r, data): (_, &[u8]) = match r {
+                    Ok(None) => {
+                        let buf: &mut [u8] = if read_size > READ_SMALL {
+                            rbuf.resize(read_size, 0);
+                            &mut rbuf
+                        } else {
+                            &mut small
+                        };
+                        match rd.try_read(buf) {
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                            r => (r, buf),
+                        }
+                    }
+                    r => (r.map(|n| n.unwrap_or(0)), &rbuf),
+                };
                 let mut st = peer.lock();
                 let current = st.generation == generation;
                 let allowance = receive_allowance(&st);
@@ -305,7 +367,7 @@ where
                         Ok(0) | Err(_) => conn.handle_disconnect(),
                         Ok(n) => {
                             conn.set_receive_allowance(allowance);
-                            conn.handle_input(now(), &rbuf[..n]);
+                            conn.handle_input(now(), &data[..n]);
                         }
                     }
                     // Count what this input added at once, under the same lock: another
@@ -313,9 +375,9 @@ where
                     st.account();
                 }
                 drop(st);
-                if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
+                if matches!(r, Ok(n) if n == data.len()) && read_size < READ_CHUNK {
                     // Data streams in: read in big chunks.
-                    rbuf.resize(READ_CHUNK, 0);
+                    read_size = READ_CHUNK;
                 }
             }
             r = std::future::poll_fn(|cx| output.lock().poll_write_all(cx)), if writing => {
@@ -338,9 +400,8 @@ where
                 }
                 drop(st);
                 // A timer fired with nothing to read: release what a busy period grew.
-                if rbuf.len() > READ_SMALL {
-                    rbuf = vec![0u8; READ_SMALL];
-                }
+                rbuf = Vec::new();
+                read_size = READ_SMALL;
                 output.lock().shrink(WRITE_KEEP);
             }
         }

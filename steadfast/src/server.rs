@@ -114,6 +114,8 @@ struct Inner {
     created: AtomicU64,
     /// The linger timers of detached sessions.
     linger: crate::linger::Timers,
+    /// The protocol settings, shared by every connection (not a copy each).
+    proto: Arc<crate::proto::Config>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -228,6 +230,7 @@ impl Server {
             receiving: Receiving::new(&config.proto, config.decode_slots()),
             created: AtomicU64::new(0),
             linger: crate::linger::Timers::default(),
+            proto: Arc::new(config.proto.clone()),
             config,
         });
         if let Some(store) = &inner.config.store {
@@ -542,7 +545,7 @@ fn spawn_refusal(inner: &Arc<Inner>, stream: TcpStream) {
     let refusing = inner.refusing.fetch_add(1, Ordering::Relaxed);
     if plain && refusing < MAX_REFUSING {
         let retry = inner.config.full_retry_after;
-        let proto = inner.config.proto.clone();
+        let proto = inner.proto.clone();
         let inner2 = inner.clone();
         inner.tracker.spawn(async move {
             refuse(stream, proto, retry).await;
@@ -576,7 +579,7 @@ type Greeted = (BoxStream, Option<Vec<u8>>, Connection, HelloRequest);
 /// refusal is written before).
 async fn greet(inner: &Inner, tcp: TcpStream) -> Option<Greeted> {
     let (mut stream, certificate) = secure(inner, tcp).await?;
-    let mut conn = Connection::accept(inner.config.proto.clone(), driver::now()).ok()?;
+    let mut conn = Connection::accept(inner.proto.clone(), driver::now()).ok()?;
     let mut buf = vec![0u8; 16 << 10];
     loop {
         if let Some(Event::Hello(req)) = conn.poll_event() {
@@ -841,7 +844,7 @@ async fn decide(
     };
     match conn.accept_resume(now, session, token) {
         Ok(()) => {
-            let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
+            let placeholder = Connection::accept(inner.proto.clone(), now).ok()?;
             let attached = std::mem::replace(conn, placeholder);
             let generation = st.attach(attached, Some(addr));
             st.established(resume.session_id, certificate);
@@ -949,7 +952,7 @@ fn new_session(
         .session()
         .and_then(|s| inner.config.transforms.select(s.transforms()))
         .unwrap_or_default();
-    let placeholder = Connection::accept(inner.config.proto.clone(), now).ok()?;
+    let placeholder = Connection::accept(inner.proto.clone(), now).ok()?;
     let attached = std::mem::replace(conn, placeholder);
     let shared = PeerShared::new(
         Role::Server,
@@ -1025,7 +1028,7 @@ async fn secure(inner: &Inner, tcp: TcpStream) -> Option<(BoxStream, Option<Vec<
 }
 
 /// Answers a connection over the cap with REJECT `ServerFull` and closes it.
-async fn refuse(mut stream: TcpStream, proto: crate::proto::Config, retry: Duration) {
+async fn refuse(mut stream: TcpStream, proto: Arc<crate::proto::Config>, retry: Duration) {
     let Ok(mut conn) = Connection::accept(proto, driver::now()) else {
         return;
     };
@@ -1130,6 +1133,7 @@ mod tests {
     #[test]
     fn a_connection_task_holds_no_handshake_state() {
         let serve = future_size(&super::serve);
+        eprintln!("serve future: {serve} bytes");
         assert!(
             serve < 2048,
             "the connection task's future takes {serve} bytes"

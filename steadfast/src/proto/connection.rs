@@ -1,6 +1,7 @@
 //! One connection's state machine, client or server side, with no I/O (PROTOCOL.md §4–§9).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -205,7 +206,7 @@ struct Partial {
 ///    [`Connection::take_session`] hands a surviving session over to the next connection.
 #[derive(Debug)]
 pub struct Connection {
-    config: Config,
+    config: Arc<Config>,
     role: Role,
     state: State,
     epoch: Instant,
@@ -261,11 +262,12 @@ impl Connection {
     /// # Errors
     /// [`ConfigError`](super::ConfigError) if `config` is inconsistent.
     pub fn connect(
-        config: Config,
+        config: impl Into<Arc<Config>>,
         now: Instant,
         mut session: Session,
         credentials: Option<Bytes>,
     ) -> Result<Self, super::ConfigError> {
+        let config = config.into();
         config.validate()?;
         session.stats.connections += 1;
         // A server message received in part can be stated only in the version-2 layout of a
@@ -315,7 +317,12 @@ impl Connection {
     ///
     /// # Errors
     /// [`ConfigError`](super::ConfigError) if `config` is inconsistent.
-    pub fn accept(config: Config, now: Instant) -> Result<Self, super::ConfigError> {
+    /// `config` may be shared (an `Arc<Config>`) by the connections of one server.
+    pub fn accept(
+        config: impl Into<Arc<Config>>,
+        now: Instant,
+    ) -> Result<Self, super::ConfigError> {
+        let config = config.into();
         config.validate()?;
         Ok(Connection::new(
             config,
@@ -325,7 +332,7 @@ impl Connection {
         ))
     }
 
-    fn new(config: Config, role: Role, now: Instant, state: State) -> Self {
+    fn new(config: Arc<Config>, role: Role, now: Instant, state: State) -> Self {
         Connection {
             decoder: Decoder::new(config.max_frame),
             handshake_deadline: now + config.handshake_timeout,
