@@ -6,6 +6,7 @@
 //! application does, so acknowledgements and heartbeats flow (PROTOCOL.md §6).
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -63,38 +64,64 @@ enum ReadHalf {
 }
 
 impl ReadHalf {
-    /// Waits until the stream can be read. Plain TCP: `None`, read it with
-    /// [`ReadHalf::try_read`]. Any other stream is read here, into `buf` first grown to `size`
-    /// bytes if it is shorter: `Some(bytes read)`, 0 when the stream ended.
-    /// (A small future: it is part of every connection task's state.)
-    fn ready<'a>(
+    /// Reads what the stream has and gives it to `handle` (empty: the stream ended; an
+    /// error: it failed), then tells whether the read filled its buffer. Plain TCP waits for
+    /// readiness with no buffer and reads up to `size` bytes: into `buf` (first grown to
+    /// `size`) if `size` is above [`READ_SMALL`], else into the stack, handled there. Any
+    /// other stream reads into `buf`, first grown to `size`. (A small future: it is part of
+    /// every connection task's state.)
+    fn read<'a, H>(
         &'a mut self,
         buf: &'a mut Vec<u8>,
         size: usize,
-    ) -> impl Future<Output = std::io::Result<Option<usize>>> + 'a {
+        mut handle: H,
+    ) -> impl Future<Output = bool> + 'a
+    where
+        H: FnMut(std::io::Result<&[u8]>) + 'a,
+    {
         std::future::poll_fn(move |cx| match self {
             // Polled readiness: the driver is the stream's only reader.
-            ReadHalf::Tcp(r) => r.as_ref().poll_read_ready(cx).map_ok(|()| None),
+            ReadHalf::Tcp(r) => loop {
+                if let Err(e) = std::task::ready!(r.as_ref().poll_read_ready(cx)) {
+                    handle(Err(e));
+                    return Poll::Ready(false);
+                }
+                let mut small = [0u8; READ_SMALL];
+                let b: &mut [u8] = if size > READ_SMALL {
+                    if buf.len() < size {
+                        buf.resize(size, 0);
+                    }
+                    buf
+                } else {
+                    &mut small
+                };
+                match r.try_read(b) {
+                    // The readiness was stale (now cleared): wait again.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Ok(n) => {
+                        handle(Ok(&b[..n]));
+                        return Poll::Ready(n == b.len());
+                    }
+                    Err(e) => {
+                        handle(Err(e));
+                        return Poll::Ready(false);
+                    }
+                }
+            },
             ReadHalf::Other(r) => {
                 if buf.len() < size {
                     buf.resize(size, 0);
                 }
                 let mut rb = tokio::io::ReadBuf::new(buf);
-                std::pin::Pin::new(r)
-                    .poll_read(cx, &mut rb)
-                    .map_ok(|()| Some(rb.filled().len()))
+                let r = std::task::ready!(std::pin::Pin::new(r).poll_read(cx, &mut rb));
+                let full = rb.remaining() == 0;
+                handle(r.map(|()| rb.filled()));
+                Poll::Ready(full)
             }
         })
     }
-
-    /// Reads what plain TCP has, without waiting.
-    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            ReadHalf::Tcp(r) => r.try_read(buf),
-            ReadHalf::Other(_) => Err(std::io::ErrorKind::WouldBlock.into()),
-        }
-    }
 }
+
 /// The writing half of a connection's stream.
 type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
 
@@ -340,42 +367,24 @@ where
         }
         let writing = !output.lock().is_idle();
         tokio::select! {
-            r = rd.ready(&mut rbuf, read_size) => {
-                // A connection with little to read reads into the stack (plain TCP): it
-                // holds no buffer between reads.
-                let mut small = [0u8; READ_SMALL];
-                let (r, data): (_, &[u8]) = match r {
-                    Ok(None) => {
-                        let buf: &mut [u8] = if read_size > READ_SMALL {
-                            rbuf.resize(read_size, 0);
-                            &mut rbuf
-                        } else {
-                            &mut small
-                        };
-                        match rd.try_read(buf) {
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                            r => (r, buf),
-                        }
-                    }
-                    r => (r.map(|n| n.unwrap_or(0)), &rbuf),
-                };
+            full = rd.read(&mut rbuf, read_size, |r| {
                 let mut st = peer.lock();
                 let current = st.generation == generation;
                 let allowance = receive_allowance(&st);
                 if let Link::Attached(conn) = &mut st.link && current {
                     match r {
-                        Ok(0) | Err(_) => conn.handle_disconnect(),
-                        Ok(n) => {
+                        Ok([]) | Err(_) => conn.handle_disconnect(),
+                        Ok(data) => {
                             conn.set_receive_allowance(allowance);
-                            conn.handle_input(now(), &data[..n]);
+                            conn.handle_input(now(), data);
                         }
                     }
                     // Count what this input added at once, under the same lock: another
                     // session's allowance must not be computed from a total that misses it.
                     st.account();
                 }
-                drop(st);
-                if matches!(r, Ok(n) if n == data.len()) && read_size < READ_CHUNK {
+            }) => {
+                if full && read_size < READ_CHUNK {
                     // Data streams in: read in big chunks.
                     read_size = READ_CHUNK;
                 }

@@ -807,8 +807,10 @@ impl Connection {
     }
 
     /// Frees the input buffer if it holds no partial frame, not even a lone header, and the
-    /// queues that are empty (call when the connection is idle: the handshake and a busy
-    /// period grow them, and an idle connection needs none).
+    /// control and event queues if they are empty (call when the connection is idle: the
+    /// handshake and a busy period grow them, and an idle connection needs none). The
+    /// session's message queues keep their room while the connection lives: a busy
+    /// connection would grow them again, copying what they hold each time.
     pub fn release_buffers(&mut self) {
         self.decoder.shrink();
         if self.control.is_empty() {
@@ -816,9 +818,6 @@ impl Connection {
         }
         if self.events.is_empty() {
             self.events = VecDeque::new();
-        }
-        if let Some(s) = &mut self.session {
-            s.release_buffers();
         }
     }
 

@@ -463,7 +463,8 @@ impl Session {
         self.taken.as_ref().map_or(0, |t| t.len())
     }
 
-    /// Frees the queues that are empty (an idle session needs none).
+    /// Frees the message queues that are empty (a session no connection carries needs
+    /// none).
     pub(crate) fn release_buffers(&mut self) {
         if self.inbox.is_empty() {
             self.inbox = VecDeque::new();
