@@ -34,19 +34,26 @@ pub(crate) fn client_config(
     if let Some(n) = name {
         config = config.name(n);
     }
+    use crate::pem::{Holds, read};
     let tls = match (&sec.tls_ca, sec.tls) {
-        (Some(ca), _) => Some(TlsClient::from_ca_file(ca).map_err(|e| e.to_string())?),
+        (Some(ca), _) => Some(
+            TlsClient::from_ca_pem(&read("--tls-ca", ca, Holds::Certificate)?)
+                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?,
+        ),
         (None, true) => Some(TlsClient::with_system_roots().map_err(|e| e.to_string())?),
         (None, false) => None,
     };
     if let Some(mut tls) = tls {
         if let (Some(cert), Some(key)) = (&sec.tls_client_cert, &sec.tls_client_key) {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            };
-            tls = tls
-                .client_certificate(&read(cert)?, &read(key)?)
-                .map_err(|e| e.to_string())?;
+            let cert_pem = read("--tls-client-cert", cert, Holds::Certificate)?;
+            let key_pem = read("--tls-client-key", key, Holds::PrivateKey)?;
+            tls = tls.client_certificate(&cert_pem, &key_pem).map_err(|e| {
+                format!(
+                    "--tls-client-cert {} with --tls-client-key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
         }
         if let Some(n) = &sec.tls_server_name {
             tls = tls.server_name(n).map_err(|e| e.to_string())?;
@@ -62,6 +69,59 @@ pub(crate) fn client_config(
         None => config,
     };
     Ok(config)
+}
+
+/// Refuses what `send` and `connect` would otherwise do silently wrong, before anything goes
+/// out: an address that is not HOST:PORT (a URL, no port), TLS options given without TLS
+/// (they would be ignored and the messages sent in plaintext); warns when a token would cross
+/// the network in plaintext.
+pub(crate) fn check_client_options(addr: &str, sec: &ClientSecurity) -> Result<(), String> {
+    check_addr(addr)?;
+    if sec.tls_ca.is_none() && !sec.tls {
+        let given = [
+            (sec.tls_client_cert.is_some(), "--tls-client-cert"),
+            (sec.tls_client_key.is_some(), "--tls-client-key"),
+            (sec.tls_server_name.is_some(), "--tls-server-name"),
+        ];
+        if let Some((_, option)) = given.iter().find(|(set, _)| *set) {
+            return Err(format!(
+                "{option} needs TLS: add --tls-ca FILE (or --tls to trust the system's root \
+                 certificates)"
+            ));
+        }
+        if sec.token_file.is_some() {
+            eprintln!(
+                "warning: --token-file without TLS: the token crosses the network in \
+                 plaintext (add --tls-ca FILE or --tls)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `addr` has the HOST:PORT form (an IPv6 host in brackets).
+pub(crate) fn check_addr(addr: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid address {addr:?}: {why}; expected HOST:PORT"
+        ))
+    };
+    if let Some((scheme, _)) = addr.split_once("://") {
+        return bad(&format!("a URL ({scheme}://) is not an address"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if host.contains(['/', ' ', '\t']) || (host.contains(':') && !host.starts_with('[')) {
+        return bad("not a host name or IP address");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => bad(&format!("{port:?} is not a port (1-65535)")),
+    }
 }
 
 /// Connects, retrying while the server is unreachable (with a visible status) until
@@ -81,7 +141,12 @@ async fn connect_retrying(
                 ));
             }
             Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(format!("{addr}: TLS handshake failed: {e}"));
+                let hint = if e.to_string().contains("InvalidContentType") {
+                    " (the server does not speak TLS: drop --tls-ca / --tls, or check the port)"
+                } else {
+                    ""
+                };
+                return Err(format!("{addr}: TLS handshake failed: {e}{hint}"));
             }
             Err(ConnectError::Io(e)) => {
                 if deadline.is_some_and(|d| Instant::now() + delay >= d) {
@@ -92,7 +157,21 @@ async fn connect_retrying(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(ConnectError::Store(e)) => return Err(format!("--state: {e}")),
-            Err(e) => return Err(format!("{addr}: {e}")),
+            Err(e) => {
+                let e = e.to_string();
+                // The core names what a first answer that is no frame looks like.
+                return Err(if e.contains("the peer speaks TLS") {
+                    format!("{addr}: the server speaks TLS: add --tls-ca FILE (or --tls)")
+                } else if let Some(i) = e.find("the peer answered with text") {
+                    let what = &e[i + "the peer answered with ".len()..];
+                    format!(
+                        "{addr} answered with {}",
+                        what.replace("not a steadfast peer", "not a steadfast server")
+                    )
+                } else {
+                    format!("{addr}: {e}")
+                });
+            }
         }
     }
 }
@@ -118,6 +197,9 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
 
 async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCode {
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    if let Err(e) = check_client_options(&a.addr, &a.security) {
+        return fail(e);
+    }
     let mut config = match client_config(a.name.clone(), &a.security, a.max_message) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -298,6 +380,9 @@ fn note(bar: &ProgressBar, msg: &str) {
 }
 
 pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
+    if let Err(e) = check_client_options(&a.addr, &a.security) {
+        return fail(e);
+    }
     let config = match client_config(a.name.clone(), &a.security, a.max_message) {
         Ok(c) => c,
         Err(e) => return fail(e),

@@ -5,6 +5,7 @@ mod cert;
 mod chaos;
 mod client;
 mod demo;
+mod pem;
 mod serve;
 mod size;
 

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
 pub(crate) async fn run(a: ServeArgs) -> ExitCode {
+    warn_about(&a.security);
     let mut config = match security(
         ServerConfig::default()
             .linger(Duration::from_secs(a.linger))
@@ -187,17 +188,36 @@ pub(crate) fn security(
     sec: &ServerSecurity,
 ) -> Result<ServerConfig, String> {
     if let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) {
-        let tls = match &sec.tls_client_ca {
-            Some(ca) => TlsServer::from_pem_files_with_client_ca(cert, key, ca),
-            None => TlsServer::from_pem_files(cert, key),
-        }
-        .map_err(|e| e.to_string())?;
+        use crate::pem::{Holds, read};
+        let cert_pem = read("--tls-cert", cert, Holds::Certificate)?;
+        let key_pem = read("--tls-key", key, Holds::PrivateKey)?;
+        let ca_pem = match &sec.tls_client_ca {
+            Some(ca) => Some(read("--tls-client-ca", ca, Holds::Certificate)?),
+            None => None,
+        };
+        let tls = TlsServer::from_pem(&cert_pem, &key_pem, ca_pem.as_deref()).map_err(|e| {
+            format!(
+                "--tls-cert {} with --tls-key {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
         config = config.tls(tls);
     }
     if let Some(f) = &sec.token_file {
         config = config.shared_token(crate::read_token(f)?);
     }
     Ok(config)
+}
+
+/// Warns about options that leave a secret exposed.
+pub(crate) fn warn_about(sec: &ServerSecurity) {
+    if sec.token_file.is_some() && sec.tls_cert.is_none() {
+        eprintln!(
+            "warning: --token-file without TLS: clients' tokens cross the network in plaintext \
+             (add --tls-cert FILE --tls-key FILE)"
+        );
+    }
 }
 
 async fn read_lines(tx: mpsc::Sender<String>) {

@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod support;
+use support::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
 
 /// A child process killed when dropped.
@@ -484,4 +487,122 @@ fn send_refuses_a_line_above_max_message_instead_of_skipping_it() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("input line 2 is 2000 bytes"), "{err}");
     serve.terminate();
+}
+
+/// Mistakes a user makes with addresses, TLS options and ports are refused at once with one
+/// line that names the option or file and says what to do; nothing goes out in plaintext.
+#[test]
+fn mistakes_are_refused_at_once_saying_what_to_do() {
+    let one_line = |code: i32, err: &str, needle: &str| {
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "one line, no retries: {err}"
+        );
+    };
+    // Addresses that are no HOST:PORT: refused before any attempt (--timeout gives the old
+    // behaviour, retrying a DNS lookup of the URL, a bound).
+    for (addr, why) in [
+        ("http://127.0.0.1:7011", "a URL (http://)"),
+        ("127.0.0.1", "no port"),
+        ("127.0.0.1:99999", "is not a port"),
+    ] {
+        let (code, err) = run_send(addr, b"x\n", &["--timeout", "3"]);
+        one_line(code, &err, why);
+    }
+    let dir = TempDir::new("mistakes");
+    let d = dir.0.to_str().unwrap();
+    let status = Command::new(BIN)
+        .args(["cert", "--out", d, "--name", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (ca, cert, key) = (
+        format!("{d}/ca.pem"),
+        format!("{d}/client.pem"),
+        format!("{d}/client.key"),
+    );
+    let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let plain = addr_after(&serve.wait_for("listening on"), "listening on ");
+    // TLS options without TLS would be ignored and the line sent in plaintext.
+    let (code, err) = run_send(
+        &plain,
+        b"x\n",
+        &["--tls-client-cert", &cert, "--tls-client-key", &key],
+    );
+    one_line(code, &err, "--tls-client-cert needs TLS: add --tls-ca FILE");
+    let (code, err) = run_send(&plain, b"x\n", &["--tls-server-name", "example.org"]);
+    one_line(code, &err, "--tls-server-name needs TLS");
+    // A file that is no PEM certificate, or is missing, is named.
+    let (code, err) = run_send(&plain, b"x\n", &["--tls-ca", &key]);
+    one_line(code, &err, &format!("--tls-ca {key}: holds no certificate"));
+    let (code, err) = run_send(&plain, b"x\n", &["--tls-ca", &format!("{d}/missing.pem")]);
+    one_line(code, &err, "missing.pem: cannot read it");
+    // TLS against a plain server.
+    let (code, err) = run_send(&plain, b"x\n", &["--tls-ca", &ca, "--timeout", "5"]);
+    one_line(code, &err, "the server does not speak TLS");
+    // A token over plain TCP still goes, with a warning (a server may be behind a TLS proxy).
+    let token = format!("{d}/token");
+    std::fs::write(&token, "sesame\n").unwrap();
+    let (code, err) = run_send(&plain, b"x\n", &["--token-file", &token, "--timeout", "5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: --token-file without TLS"), "{err}");
+    drop(serve);
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "--token-file", &token]);
+    serve.wait_for("warning: --token-file without TLS");
+    serve.terminate();
+    drop(serve);
+    // A server given a key where its certificate belongs names the file.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &key,
+            "--tls-key",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    one_line(
+        out.status.code().unwrap_or(-1),
+        &err,
+        &format!("--tls-cert {key}: holds no certificate"),
+    );
+    // Plain TCP against a TLS server, and against a server of another protocol.
+    let tls = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &format!("{d}/server.pem"),
+        "--tls-key",
+        &format!("{d}/server.key"),
+    ]);
+    let tls_addr = addr_after(&tls.wait_for("listening on"), "listening on ");
+    let (code, err) = run_send(&tls_addr, b"x\n", &["--timeout", "5"]);
+    one_line(code, &err, "the server speaks TLS: add --tls-ca FILE");
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap().to_string();
+    let answering = std::thread::spawn(move || {
+        let (mut s, _) = http.accept().unwrap();
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.0 400 Bad Request\r\nServer: test\r\n\r\n")
+            .unwrap();
+    });
+    let (code, err) = run_send(&http_addr, b"x\n", &["--timeout", "5"]);
+    answering.join().unwrap();
+    one_line(
+        code,
+        &err,
+        "answered with text (\"HTTP/1.0 400 Bad Request\"…): not a steadfast server",
+    );
+    drop(tls);
 }

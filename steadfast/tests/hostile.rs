@@ -341,6 +341,56 @@ fn server_refuses_http_request() {
 }
 
 #[test]
+fn first_bytes_of_another_protocol_are_named_on_both_sides() {
+    let now = Instant::now();
+    // A TLS client (a ClientHello record) and an HTTP client at a plain server.
+    for (input, named) in [
+        (
+            &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03][..],
+            "speaks TLS",
+        ),
+        (
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            "(\"GET / HTTP/1.1\"…)",
+        ),
+    ] {
+        let mut server = Connection::accept(Config::default(), now).unwrap();
+        let r = expect_reject(&mut server, now, input, RejectCode::ProtocolError);
+        assert!(r.reason.contains(named), "{}", r.reason);
+    }
+    // A plain client answered by a TLS server (an alert record) or an HTTP server.
+    for (input, named) in [
+        (
+            &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32][..],
+            "speaks TLS",
+        ),
+        (
+            &b"HTTP/1.0 400 Bad Request\r\n\r\n"[..],
+            "(\"HTTP/1.0 400 Bad Request\"…): not a steadfast peer",
+        ),
+    ] {
+        let mut client = client_awaiting_welcome(&Config::default(), now);
+        client.handle_input(now, input);
+        let evs = events(&mut client);
+        assert!(
+            matches!(&evs[..], [Event::SessionEnded {
+                reason: SessionEnd::ProtocolViolation { detail, .. }, ..
+            }] if detail.contains(named)),
+            "{evs:?}"
+        );
+    }
+    // A steadfast frame that breaks a rule is described as such, not as another protocol.
+    let mut server = Connection::accept(Config::default(), now).unwrap();
+    let r = expect_reject(
+        &mut server,
+        now,
+        &raw(0x99, 0, b"hi"),
+        RejectCode::ProtocolError,
+    );
+    assert!(!r.reason.contains("peer"), "{}", r.reason);
+}
+
+#[test]
 fn server_refuses_oversized_length_prefix_before_payload() {
     let now = Instant::now();
     let mut server = Connection::accept(Config::default(), now).unwrap();

@@ -624,16 +624,29 @@ impl Connection {
     /// its application's decision.
     fn process_input(&mut self, now: Instant, input: &mut &[u8]) {
         let inbox_before = self.session.as_ref().map_or(0, |s| s.stats.received);
+        // The peer's very first bytes, kept to say what they are if they are no frame (a TLS
+        // record, an HTTP answer): the usual mistakes of pointing a client at the wrong port.
+        let mut first: Option<&[u8]> =
+            (matches!(self.state, State::AwaitingHello | State::AwaitingWelcome)
+                && self.decoder.buffered() == 0)
+                .then_some(&input[..input.len().min(24)]);
         while self.state != State::Closed && self.state != State::AwaitingDecision {
             match self.decoder.decode_from(input) {
-                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(Some(frame)) => {
+                    first = None;
+                    self.handle_frame(now, frame);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let code = match e {
                         FrameError::TooLarge { .. } => CloseCode::FrameTooLarge,
                         _ => CloseCode::ProtocolError,
                     };
-                    self.violation(code, e.to_string());
+                    let mut reason = e.to_string();
+                    if let Some(what) = first.and_then(foreign_protocol) {
+                        reason = format!("{reason}: {what}");
+                    }
+                    self.violation(code, reason);
                 }
             }
         }
@@ -1592,6 +1605,25 @@ impl Connection {
     fn micros_since_epoch(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_micros() as u64
     }
+}
+
+/// What a peer's first bytes are when they are no steadfast frame, if recognisable: a TLS
+/// record, or text (an HTTP server's answer, say).
+fn foreign_protocol(first: &[u8]) -> Option<String> {
+    if let [0x14..=0x17, 0x03, ..] = first {
+        return Some("the peer speaks TLS (its first bytes are a TLS record)".into());
+    }
+    let text = |b: &u8| matches!(b, 0x20..=0x7e | b'\r' | b'\n' | b'\t');
+    if first.len() >= 4 && first.iter().all(text) {
+        let shown: String = String::from_utf8_lossy(first)
+            .chars()
+            .take_while(|c| *c != '\r' && *c != '\n')
+            .collect();
+        return Some(format!(
+            "the peer answered with text ({shown:?}…): not a steadfast peer"
+        ));
+    }
+    None
 }
 
 fn local_limits(config: &Config) -> Limits {
