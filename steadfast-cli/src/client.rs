@@ -289,11 +289,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
             },
             () = &mut sleep => {
                 bar.finish_and_clear();
-                eprintln!(
-                    "error: timed out: {} of {sent} messages acknowledged",
-                    peer.stats().acknowledged
-                );
-                return ExitCode::from(EXIT_TIMEOUT);
+                return timed_out(&peer, sent);
             }
             line = lines.next_segment(), if !eof => match line {
                 Ok(Some(_)) if skipped < skip => skipped += 1,
@@ -302,7 +298,17 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                         l.pop();
                     }
                     let len = l.len();
-                    match peer.send(l).await {
+                    // --timeout covers the wait for room too (a server that stopped reading
+                    // fills the window and the outbox).
+                    let r = tokio::select! {
+                        biased;
+                        () = &mut sleep => {
+                            bar.finish_and_clear();
+                            return timed_out(&peer, sent);
+                        }
+                        r = peer.send(l) => r,
+                    };
+                    match r {
                         Ok(_) => {
                             sent += 1;
                             sent_bytes += len as u64;
@@ -368,6 +374,16 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
 /// connecting.
 fn open_state(dir: &std::path::Path) -> Result<Arc<dyn SessionStore>, String> {
     Ok(Arc::new(crate::serve::open_state(dir, StoreRole::Client)?))
+}
+
+/// `--timeout` passed: says how far the run got (the line waiting for room, if any, was not
+/// sent).
+fn timed_out(peer: &steadfast::Peer, sent: u64) -> ExitCode {
+    eprintln!(
+        "error: timed out: {} of {sent} messages acknowledged",
+        peer.stats().acknowledged
+    );
+    ExitCode::from(EXIT_TIMEOUT)
 }
 
 /// A status line: above the progress bar on a terminal, a plain stderr line otherwise.

@@ -606,3 +606,34 @@ fn mistakes_are_refused_at_once_saying_what_to_do() {
     );
     drop(tls);
 }
+
+/// `--timeout` covers the whole run: also the wait for room in the outbox when the server
+/// stops taking messages (its stdout, a pipe nobody reads here, fills and it stalls).
+#[test]
+fn send_timeout_fires_while_waiting_for_room() {
+    let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut send = spawn(&["send", &server, "--timeout", "2"]);
+    // More lines than the window (8,192) and than the pipe holds (64 KiB).
+    let input: String = (0..50_000).map(|i| format!("line {i:08}\n")).collect();
+    let mut stdin = send.child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    // Not a timing check: a bound on how long to wait before calling it stuck (the process
+    // is killed when `send` is dropped).
+    let mut status = None;
+    for _ in 0..600 {
+        status = send.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = status.expect("send did not stop at its --timeout while the server stalled");
+    assert_eq!(status.code(), Some(3));
+    send.wait_for("error: timed out");
+    drop(send);
+    let _ = writer.join();
+    drop(serve);
+}
