@@ -42,10 +42,21 @@ pub(crate) async fn run(a: ChaosArgs) -> ExitCode {
         tokio::select! {
             () = &mut stop => break,
             f = faults.recv() => match f {
-                Some(f) => println!(
-                    "fault: {:?} on connection {} after {} bytes",
-                    f.kind, f.connection, f.after_bytes
-                ),
+                Some(f) => {
+                    use std::io::Write;
+                    let line = format!(
+                        "fault: {:?} on connection {} after {} bytes",
+                        f.kind, f.connection, f.after_bytes
+                    );
+                    // The reader of stdout went away (`chaos | head -1`): stop quietly.
+                    let mut out = std::io::stdout().lock();
+                    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            return ExitCode::from(crate::EXIT_BROKEN_PIPE);
+                        }
+                        return fail(format!("writing to stdout: {e}"));
+                    }
+                }
                 None => break,
             },
         }

@@ -343,6 +343,10 @@ async fn stop_signal() {
     }
 }
 
+/// The exit status of a command whose output's reader went away (a broken pipe, as in
+/// `steadfast serve | head -3`): that of a process ended by SIGPIPE, as shells report it.
+pub(crate) const EXIT_BROKEN_PIPE: u8 = 141;
+
 /// Reads a token file, without its trailing newline.
 fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let mut t = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -18,8 +18,11 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         ServerConfig::default()
             .linger(Duration::from_secs(a.linger))
             .memory_budget(crate::size::memory_budget(a.max_message))
+            // A message is acknowledged once its line is written and flushed (see
+            // `serve_peer`): one that stdout did not take goes back to its sender as
+            // unacknowledged, never lost between the two.
             .protocol(crate::size::protocol(
-                steadfast::proto::Config::default(),
+                steadfast::proto::Config::default().manual_ack(true),
                 a.max_message,
             ))
             // Clients may compress their messages with either.
@@ -36,15 +39,9 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         eprintln!("state in {}", store.path().display());
-        // A message is acknowledged once its line is written and flushed (see `drain`), so a
-        // crash after the acknowledgement loses nothing and a crash before it brings the
-        // message again.
-        config = config
-            .store(Arc::new(store))
-            .protocol(crate::size::protocol(
-                steadfast::proto::Config::default().manual_ack(true),
-                a.max_message,
-            ));
+        // A message is acknowledged once its line is written and flushed, so a crash after
+        // the acknowledgement loses nothing and a crash before it brings the message again.
+        config = config.store(Arc::new(store));
     }
     let server = match Server::bind(a.listen.iter().map(String::as_str), config).await {
         Ok(s) => s,
@@ -87,6 +84,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         echo: a.echo,
     });
     let mut peers = tokio::task::JoinSet::new();
+    let mut code = ExitCode::SUCCESS;
     // Tells the peer tasks to stop taking messages (each finishes the batch it took).
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let (failed_tx, mut failed) = mpsc::channel::<std::io::Error>(1);
@@ -107,7 +105,15 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
                 });
             }
             Some(e) = failed.recv() => {
-                eprintln!("error: writing to stdout: {e}");
+                // The reader of stdout went away (`serve | head`): stop quietly with the
+                // status of a process ended by SIGPIPE. The lines it did not take were not
+                // acknowledged: their senders keep them.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    code = ExitCode::from(crate::EXIT_BROKEN_PIPE);
+                } else {
+                    eprintln!("error: writing to stdout: {e}");
+                    code = ExitCode::FAILURE;
+                }
                 break;
             }
             Some(()) = quit.recv() => break,
@@ -120,7 +126,6 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     // was written is acknowledged, and with --state committed, before the sessions stop), then
     // the server stops accepting, gives outboxes a moment to drain and ends every session.
     let _ = stopping.send(true);
-    let mut code = ExitCode::SUCCESS;
     let finished = tokio::time::timeout(Duration::from_secs(5), async {
         while peers.join_next().await.is_some() {}
     })
@@ -249,9 +254,8 @@ pub(crate) fn state_error(dir: &std::path::Path, e: &steadfast::store::StoreErro
 }
 
 /// Serves one peer until its session ends: takes what arrives, writes it, flushes, then
-/// acknowledges what was written (with `--state` acknowledgement is manual: "acknowledged"
-/// means "written and flushed"; otherwise taking a message acknowledged it and `acknowledge`
-/// does nothing). With `--echo` each message goes back to its sender; a peer that does not
+/// acknowledges what was written (acknowledgement is manual: "acknowledged" means "written
+/// and flushed"). With `--echo` each message goes back to its sender; a peer that does not
 /// read its echoes fills its outbox (the bounded echo queue) and is kicked: its session ends,
 /// and the log says how many echoes it never acknowledged. Errors are stdout's.
 async fn serve_peer(

@@ -637,3 +637,80 @@ fn send_timeout_fires_while_waiting_for_room() {
     let _ = writer.join();
     drop(serve);
 }
+
+/// Waits (at most 60 s: a bound against a hang, not a timing check) for a child to exit.
+fn exit_status(p: &mut Proc) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the process did not exit");
+}
+
+/// Reads `n` lines of a child's stdout, then closes it, as `| head -n` does.
+fn head(p: &mut Proc, n: usize) -> Vec<String> {
+    let out = p.child.stdout.take().unwrap();
+    BufReader::new(out)
+        .lines()
+        .take(n)
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `serve | head -3` and `chaos | head -1`: when the reader of stdout goes away, the command
+/// stops quietly with the status of a process ended by SIGPIPE (141), without a panic or an
+/// error line, and serve acknowledges no line it could not write: the sender is told.
+#[test]
+fn a_closed_stdout_ends_quietly_and_loses_nothing_silently() {
+    let quiet_141 = |p: &mut Proc, name: &str| {
+        let status = exit_status(p);
+        assert_eq!(status.code(), Some(141), "{name}: {status:?}");
+        let rest: Vec<String> = p.stderr.try_iter().collect();
+        assert!(
+            !rest
+                .iter()
+                .any(|l| l.contains("panicked") || l.starts_with("error:")),
+            "{name}: {rest:?}"
+        );
+    };
+    let input: String = (0..200_000).map(|i| format!("line {i:08}\n")).collect();
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let to_serve = input.clone();
+    let sender =
+        std::thread::spawn(move || run_send(&server, to_serve.as_bytes(), &["--timeout", "60"]));
+    assert_eq!(head(&mut serve, 3).len(), 3);
+    let (code, err) = sender.join().unwrap();
+    // Not every line was taken by serve's reader: send must not report success.
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("were not acknowledged"), "{err}");
+    quiet_141(&mut serve, "serve");
+    // The fault proxy prints a line per fault.
+    let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut chaos = spawn(&[
+        "chaos",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &server,
+        "--min-bytes",
+        "2000",
+        "--max-bytes",
+        "4000",
+    ]);
+    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+    // The sender's fate does not matter here (its proxy goes away): it is killed at the end.
+    let mut send = spawn(&["send", &proxy]);
+    let mut stdin = send.child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    assert_eq!(head(&mut chaos, 1).len(), 1);
+    quiet_141(&mut chaos, "chaos");
+    drop(send);
+    let _ = writer.join();
+    drop(serve);
+}
