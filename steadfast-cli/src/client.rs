@@ -21,14 +21,16 @@ const EXIT_TIMEOUT: u8 = 3;
 /// Exit status when the session was lost.
 const EXIT_SESSION_LOST: u8 = 4;
 
-/// The client configuration from the command line's name, TLS and token options.
+/// The client configuration from the command line's name, TLS and token options (with
+/// `manual_ack`, a message is acknowledged by `Peer::acknowledge`, not by taking it).
 pub(crate) fn client_config(
     name: Option<String>,
     sec: &ClientSecurity,
     max_message: u32,
+    manual_ack: bool,
 ) -> Result<ClientConfig, String> {
     let mut config = ClientConfig::default().protocol(crate::size::protocol(
-        steadfast::proto::Config::default(),
+        steadfast::proto::Config::default().manual_ack(manual_ack),
         max_message,
     ));
     if let Some(n) = name {
@@ -124,20 +126,52 @@ pub(crate) fn check_addr(addr: &str) -> Result<(), String> {
     }
 }
 
-/// Connects, retrying while the server is unreachable (with a visible status) until
-/// `deadline`; a refusal is final.
-async fn connect_retrying(
+/// Why the first connection was not made.
+pub(crate) enum Unconnected {
+    /// An error: exit 1.
+    Failed(String),
+    /// `--timeout` passed first: exit 3.
+    TimedOut(String),
+}
+
+impl Unconnected {
+    /// Says why on stderr and gives the exit status.
+    pub(crate) fn exit(self) -> ExitCode {
+        match self {
+            Unconnected::Failed(e) => fail(e),
+            Unconnected::TimedOut(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_TIMEOUT)
+            }
+        }
+    }
+}
+
+/// Makes the first connection. An unreachable server ends the run at once (exit 1), unless
+/// `retry`: then it is tried again with a growing delay (with a visible status). `deadline`
+/// (`--timeout`) bounds it all, the handshake included. A refusal is final.
+async fn connect_first(
     addr: &str,
     config: ClientConfig,
     deadline: Option<Instant>,
-) -> Result<Client, String> {
+    retry: bool,
+) -> Result<Client, Unconnected> {
     let mut delay = Duration::from_millis(100);
+    let timed_out = || Unconnected::TimedOut(format!("timed out connecting to {addr} (--timeout)"));
     loop {
-        match Client::connect(addr, config.clone()).await {
+        let attempt = Client::connect(addr, config.clone());
+        let result = match deadline {
+            Some(d) => tokio::time::timeout_at(d, attempt)
+                .await
+                .map_err(|_| timed_out())?,
+            None => attempt.await,
+        };
+        let failed = |e: String| Err(Unconnected::Failed(e));
+        match result {
             Ok(c) => return Ok(c),
             Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                return Err(format!(
-                    "invalid address {addr:?} ({e}); expected host:port"
+                return failed(format!(
+                    "invalid address {addr:?} ({e}); expected HOST:PORT"
                 ));
             }
             Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -146,21 +180,28 @@ async fn connect_retrying(
                 } else {
                     ""
                 };
-                return Err(format!("{addr}: TLS handshake failed: {e}{hint}"));
+                return failed(format!("{addr}: TLS handshake failed: {e}{hint}"));
+            }
+            Err(ConnectError::Io(e)) if !retry => {
+                return failed(format!(
+                    "cannot reach {addr}: {e} (is the server running? --retry waits for it)"
+                ));
             }
             Err(ConnectError::Io(e)) => {
                 if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                    return Err(format!("cannot reach {addr}: {e}; giving up (--timeout)"));
+                    return Err(Unconnected::TimedOut(format!(
+                        "cannot reach {addr}: {e}; giving up (--timeout)"
+                    )));
                 }
                 eprintln!("cannot reach {addr}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(ConnectError::Store(e)) => return Err(format!("--state: {e}")),
+            Err(ConnectError::Store(e)) => return failed(format!("--state: {e}")),
             Err(e) => {
                 let e = e.to_string();
                 // The core names what a first answer that is no frame looks like.
-                return Err(if e.contains("the peer speaks TLS") {
+                return failed(if e.contains("the peer speaks TLS") {
                     format!("{addr}: the server speaks TLS: add --tls-ca FILE (or --tls)")
                 } else if let Some(i) = e.find("the peer answered with text") {
                     let what = &e[i + "the peer answered with ".len()..];
@@ -200,16 +241,16 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     if let Err(e) = check_client_options(&a.addr, &a.security) {
         return fail(e);
     }
-    let mut config = match client_config(a.name.clone(), &a.security, a.max_message) {
+    let mut config = match client_config(a.name.clone(), &a.security, a.max_message, false) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
     if let Some(store) = store {
         config = config.store(store);
     }
-    let client = match connect_retrying(&a.addr, config, deadline).await {
+    let client = match connect_first(&a.addr, config, deadline, a.retry).await {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return e.exit(),
     };
     let peer = client.peer().clone();
     // With a state directory, sequence numbers continue across runs from 1, one message per
@@ -399,13 +440,14 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     if let Err(e) = check_client_options(&a.addr, &a.security) {
         return fail(e);
     }
-    let config = match client_config(a.name.clone(), &a.security, a.max_message) {
+    let config = match client_config(a.name.clone(), &a.security, a.max_message, true) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let client = match connect_retrying(&a.addr, config, None).await {
+    let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let client = match connect_first(&a.addr, config, deadline, a.retry).await {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return e.exit(),
     };
     eprintln!(
         "connected to {} (session {}); type to send, /status, /quit",
@@ -436,8 +478,17 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                     let mut line = b"< ".to_vec();
                     line.extend_from_slice(&m.body);
                     line.push(b'\n');
-                    let _ = stdout.write_all(&line).await;
-                    let _ = stdout.flush().await;
+                    // Acknowledged once written: a message stdout did not take stays with
+                    // its sender.
+                    match stdout.write_all(&line).await.and(stdout.flush().await) {
+                        Ok(()) => {
+                            peer.acknowledge(m.seq);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                            return ExitCode::from(crate::EXIT_BROKEN_PIPE);
+                        }
+                        Err(e) => return fail(format!("writing to stdout: {e}")),
+                    }
                 }
                 Err(_) => {
                     eprintln!("session ended: {:?}", peer.end_reason());

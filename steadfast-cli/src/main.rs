@@ -26,18 +26,18 @@ struct Cli {
 enum Command {
     /// Run a server: every received message is written to stdout, one per line, in delivery
     /// order (everything else goes to stderr). Ctrl-C stops it gracefully.
+    #[command(after_help = EXIT_STATUS)]
     Serve(ServeArgs),
     /// Send each line of stdin as one message; exit 0 only when every one is acknowledged.
-    ///
-    /// Exit status: 0 all acknowledged; 1 error (bad address, refused, unusable --state); 3
-    /// --timeout reached first; 4 the session was lost (the server forgot it), nothing is
-    /// resent silently.
+    #[command(after_help = EXIT_STATUS)]
     Send(SendArgs),
     /// An interactive console: type a line to send it; see arrivals and receipts;
     /// /status, /quit.
+    #[command(after_help = EXIT_STATUS)]
     Connect(ConnectArgs),
     /// A fault proxy: forwards to --upstream and cuts (RST or FIN) or stalls connections on a
     /// seeded schedule, printing each fault.
+    #[command(after_help = EXIT_STATUS)]
     Chaos(ChaosArgs),
     /// The first thing to run: a server, a client and a fault proxy in one process; a million
     /// messages through a link that is cut again and again; a summary of what arrived.
@@ -53,6 +53,20 @@ enum Command {
     #[command(hide = true)]
     BenchClients(bench::BenchClientsArgs),
 }
+
+/// The exit statuses of every command, shown by each `--help` and, identical, in README.md
+/// (a test compares them).
+const EXIT_STATUS: &str = "\
+Exit status (serve, send, connect, chaos):
+  0    done: every line acknowledged (send); stopped by Ctrl-C, SIGTERM, /quit or the end
+       of input (serve, connect, chaos)
+  1    error: a bad address or option, a server not reachable (without --retry), refused,
+       a line above --max-message, an unusable --state, stdout failing
+  3    --timeout reached first (send, connect)
+  4    the session was lost: the server forgot it; the lines not acknowledged are counted
+       and nothing is resent silently (send, connect)
+  141  stdout closed by its reader, as in `serve | head`: stopped quietly, and no line it
+       did not write was acknowledged";
 
 const BENCH_HELP: &str = "\
 Measure on loopback (127.0.0.1, port 0), each figure next to a baseline measured in the same run. \
@@ -198,9 +212,14 @@ struct ServeArgs {
 struct SendArgs {
     /// Server address, host:port.
     addr: String,
-    /// Give up after this many seconds (then exit 3, saying how many were acknowledged).
+    /// Give up after this many seconds, whatever is being waited for (the server, room in
+    /// the outbox, acknowledgements): exit 3, saying how many were acknowledged.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+    /// If the server cannot be reached at first, keep trying (with a growing delay, until
+    /// --timeout) instead of exiting 1 at once.
+    #[arg(long)]
+    retry: bool,
     /// A peer name shown to the server.
     #[arg(long)]
     name: Option<String>,
@@ -224,6 +243,13 @@ struct SendArgs {
 struct ConnectArgs {
     /// Server address, host:port.
     addr: String,
+    /// Give up connecting after this many seconds (exit 3).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// If the server cannot be reached at first, keep trying (with a growing delay, until
+    /// --timeout) instead of exiting 1 at once.
+    #[arg(long)]
+    retry: bool,
     /// A peer name shown to the server.
     #[arg(long)]
     name: Option<String>,

@@ -714,3 +714,45 @@ fn a_closed_stdout_ends_quietly_and_loses_nothing_silently() {
     let _ = writer.join();
     drop(serve);
 }
+
+/// One table of exit statuses: README.md shows the one every command's `--help` prints.
+#[test]
+fn the_exit_status_table_is_the_same_in_readme_and_every_help() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("Exit status (serve, send, connect, chaos):")
+        .unwrap();
+    let table = &readme[start..start + readme[start..].find("```").unwrap()];
+    assert!(table.lines().count() >= 8, "{table}");
+    for command in ["serve", "send", "connect", "chaos"] {
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains(table.trim_end()),
+            "{command} --help differs:\n{help}"
+        );
+    }
+}
+
+/// A server not reachable at first: exit 1 at once, saying --retry waits for it; with
+/// --retry, attempts go on until --timeout (exit 3).
+#[test]
+fn an_unreachable_server_ends_the_run_unless_retry() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = l.local_addr().unwrap().to_string();
+    drop(l);
+    let (code, err) = run_send(&dead, b"x\n", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--retry waits for it"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (code, err) = run_send(&dead, b"x\n", &["--retry", "--timeout", "1"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("retrying in"), "{err}");
+    assert!(err.contains("giving up (--timeout)"), "{err}");
+    let mut connect = spawn(&["connect", &dead]);
+    assert_eq!(exit_status(&mut connect).code(), Some(1));
+}

@@ -123,7 +123,8 @@ async fn work(a: BenchClientsArgs) -> Result<(), String> {
 
 /// The client settings from the options, with the parent's in-memory development CA.
 fn config(sec: &ClientSecurity) -> Result<ClientConfig, String> {
-    let mut config = crate::client::client_config(None, sec, crate::size::DEFAULT_MAX_MESSAGE)?;
+    let mut config =
+        crate::client::client_config(None, sec, crate::size::DEFAULT_MAX_MESSAGE, false)?;
     if let Ok(ca) = std::env::var(DEV_CA_ENV) {
         let mut tls = TlsClient::from_ca_pem(ca.as_bytes()).map_err(|e| e.to_string())?;
         if let Some(n) = &sec.tls_server_name {

@@ -167,8 +167,12 @@ impl Setup {
             compress: None,
         };
         let mut server = crate::serve::security(ServerConfig::default(), &server_sec)?;
-        let mut client =
-            crate::client::client_config(None, &client_sec, crate::size::DEFAULT_MAX_MESSAGE)?;
+        let mut client = crate::client::client_config(
+            None,
+            &client_sec,
+            crate::size::DEFAULT_MAX_MESSAGE,
+            false,
+        )?;
         let mut child_args = client_sec.to_args();
         let mut child_env = Vec::new();
         let mut tls = sec.tls_cert.is_some();
