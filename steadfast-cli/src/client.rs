@@ -294,6 +294,8 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
         }
     };
     tokio::pin!(sleep);
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
     loop {
         bar.set_message(format!(
             "sent {sent}, acknowledged {}",
@@ -332,6 +334,10 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                 bar.finish_and_clear();
                 return timed_out(&peer, sent);
             }
+            () = &mut stop => {
+                bar.finish_and_clear();
+                return interrupted(&client, sent).await;
+            }
             line = lines.next_segment(), if !eof => match line {
                 Ok(Some(_)) if skipped < skip => skipped += 1,
                 Ok(Some(mut l)) => {
@@ -346,6 +352,10 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                         () = &mut sleep => {
                             bar.finish_and_clear();
                             return timed_out(&peer, sent);
+                        }
+                        () = &mut stop => {
+                            bar.finish_and_clear();
+                            return interrupted(&client, sent).await;
                         }
                         r = peer.send(l) => r,
                     };
@@ -427,6 +437,31 @@ fn timed_out(peer: &steadfast::Peer, sent: u64) -> ExitCode {
     ExitCode::from(EXIT_TIMEOUT)
 }
 
+/// Ctrl-C or SIGTERM: closes the session gracefully (waiting a moment for the last
+/// acknowledgements, so that the server does not keep it lingering) and says how far the run
+/// got; a second signal stops at once.
+async fn interrupted(client: &Client, sent: u64) -> ExitCode {
+    eprintln!("interrupted: closing the session (Ctrl-C again to stop at once)");
+    tokio::spawn(async {
+        crate::stop_signal().await;
+        std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.close("interrupted")).await;
+    // The ended session hands back what the server never acknowledged (its CLOSE discarded
+    // it); restored lines of an earlier run count too.
+    let lost = client.peer().unacknowledged().len() as u64;
+    let acked = sent.saturating_sub(lost);
+    eprintln!(
+        "interrupted: {acked} of {sent} messages acknowledged{}; the session is closed",
+        if lost > 0 {
+            format!(", {lost} not delivered")
+        } else {
+            String::new()
+        }
+    );
+    ExitCode::from(crate::EXIT_INTERRUPTED)
+}
+
 /// A status line: above the progress bar on a terminal, a plain stderr line otherwise.
 fn note(bar: &ProgressBar, msg: &str) {
     if bar.is_hidden() {
@@ -457,8 +492,11 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let peer = client.peer().clone();
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
+            () = &mut stop => return interrupted(&client, peer.stats().queued).await,
             ev = client.next_event() => match ev {
                 Some(ClientEvent::SessionLost { reason, unacknowledged }) => {
                     eprintln!("session lost ({reason}); {} messages not acknowledged", unacknowledged.len());

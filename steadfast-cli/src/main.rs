@@ -58,13 +58,15 @@ enum Command {
 /// (a test compares them).
 const EXIT_STATUS: &str = "\
 Exit status (serve, send, connect, chaos):
-  0    done: every line acknowledged (send); stopped by Ctrl-C, SIGTERM, /quit or the end
-       of input (serve, connect, chaos)
+  0    done: every line acknowledged (send); stopped by Ctrl-C or SIGTERM (serve, chaos),
+       by /quit or the end of input (serve --console, connect)
   1    error: a bad address or option, a server not reachable (without --retry), refused,
        a line above --max-message, an unusable --state, stdout failing
   3    --timeout reached first (send, connect)
   4    the session was lost: the server forgot it; the lines not acknowledged are counted
        and nothing is resent silently (send, connect)
+  130  interrupted by Ctrl-C or SIGTERM (send, connect): the session was closed and how
+       many lines were acknowledged is printed; a second Ctrl-C stops at once
   141  stdout closed by its reader, as in `serve | head`: stopped quietly, and no line it
        did not write was acknowledged";
 
@@ -372,6 +374,10 @@ async fn stop_signal() {
 /// The exit status of a command whose output's reader went away (a broken pipe, as in
 /// `steadfast serve | head -3`): that of a process ended by SIGPIPE, as shells report it.
 pub(crate) const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// The exit status of `send` and `connect` stopped by Ctrl-C or SIGTERM (after closing the
+/// session and saying how far they got), as shells report an interrupted process.
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// Reads a token file, without its trailing newline.
 fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {

@@ -756,3 +756,40 @@ fn an_unreachable_server_ends_the_run_unless_retry() {
     let mut connect = spawn(&["connect", &dead]);
     assert_eq!(exit_status(&mut connect).code(), Some(1));
 }
+
+/// Ctrl-C (SIGINT) in `send` closes the session gracefully (the server sees it end, not
+/// linger) and says how many lines were acknowledged; exit 130.
+#[test]
+fn ctrl_c_in_send_closes_the_session_and_says_how_far_it_got() {
+    let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut serve = serve;
+    let mut send = spawn(&["send", &server]);
+    let mut stdin = send.child.stdin.take().unwrap();
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    stdin.flush().unwrap();
+    // The input stays open: send waits for more, as on a terminal.
+    let lines = {
+        let out = serve.child.stdout.take().unwrap();
+        let mut r = BufReader::new(out);
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            v.push(l);
+        }
+        v
+    };
+    assert_eq!(lines, ["one\n", "two\n"]);
+    serve.wait_for("connected:");
+    Command::new("kill")
+        .args(["-INT", &send.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(exit_status(&mut send).code(), Some(130));
+    send.wait_for("interrupted: 2 of 2 messages acknowledged; the session is closed");
+    // The server saw a CLOSE, not a dropped connection.
+    let ended = serve.wait_for("ended:");
+    assert!(ended.contains("closed"), "{ended}");
+    drop(stdin);
+}
