@@ -283,7 +283,13 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     } else {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     };
-    let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
+    let framing = a.records.framing();
+    let unit = if framing == crate::records::Framing::Delimited(b'\n') {
+        "line"
+    } else {
+        "record"
+    };
+    let mut records = framing.reader(tokio::io::stdin(), a.max_message);
     let mut sent = 0u64;
     let mut sent_bytes = 0u64;
     let mut eof = false;
@@ -338,12 +344,10 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                 bar.finish_and_clear();
                 return interrupted(&client, sent).await;
             }
-            line = lines.next_segment(), if !eof => match line {
-                Ok(Some(_)) if skipped < skip => skipped += 1,
-                Ok(Some(mut l)) => {
-                    if l.last() == Some(&b'\r') {
-                        l.pop();
-                    }
+            record = records.recv(), if !eof => match record {
+                Some(Ok(_)) if skipped < skip => skipped += 1,
+                // Bytes are sent as they came: a `\r` before a newline is part of the line.
+                Some(Ok(l)) => {
                     let len = l.len();
                     // --timeout covers the wait for room too (a server that stopped reading
                     // fills the window and the outbox).
@@ -368,14 +372,14 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                         Err(SendError::TooLarge { max, .. }) => {
                             bar.finish_and_clear();
                             return fail(format!(
-                                "input line {} is {len} bytes, above the largest message of {max} bytes (--max-message, and the server's own limit); {sent} lines before it were sent",
-                                skip + sent + 1
+                                "input {unit} {} is {len} bytes, above the largest message of {max} bytes (--max-message, and the server's own limit); {sent} {unit}s before it were sent",
+                                skipped + sent + 1
                             ));
                         }
                         Err(_) => continue, // the SessionLost event says why
                     }
                 }
-                Ok(None) => {
+                None => {
                     eof = true;
                     if skipped < skip {
                         note(&bar, &format!(
@@ -383,9 +387,14 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                         ));
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     bar.finish_and_clear();
-                    return fail(format!("reading stdin: {e}"));
+                    // Never skip a record: one that cannot be read or sent ends the run.
+                    return fail(if e.kind() == std::io::ErrorKind::InvalidData {
+                        format!("input {unit} {} {e}; {sent} {unit}s before it were sent", skipped + sent + 1)
+                    } else {
+                        format!("reading stdin: {e}; {sent} {unit}s before it were sent")
+                    });
                 }
             },
             r = peer.flush(), if eof => {

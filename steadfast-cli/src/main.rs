@@ -6,6 +6,7 @@ mod chaos;
 mod client;
 mod demo;
 mod pem;
+mod records;
 mod serve;
 mod size;
 
@@ -168,9 +169,10 @@ struct ServerSecurity {
 /// How `serve` writes messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
-    /// The body followed by a newline.
+    /// The body as it came, framed as --lines (the default), -0 or --length-prefixed say.
     Line,
-    /// A JSON object per line: peer, name, session, seq, timestamp_us, body.
+    /// A JSON object per line: peer, name, session, seq, timestamp_us, body (null, and the
+    /// bytes in body_base64, when the body is no UTF-8).
     Json,
     /// The body in hexadecimal, one per line.
     Hex,
@@ -207,6 +209,8 @@ struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
     max_message: u32,
     #[command(flatten)]
+    records: records::Records,
+    #[command(flatten)]
     security: ServerSecurity,
 }
 
@@ -237,6 +241,8 @@ struct SendArgs {
     /// 4 GiB − 1 (the outbox grows to fit).
     #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
     max_message: u32,
+    #[command(flatten)]
+    records: records::Records,
     #[command(flatten)]
     security: ClientSecurity,
 }

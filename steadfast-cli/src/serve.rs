@@ -81,6 +81,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     let log = tokio::spawn(log_events(server.clone()));
     let opts = Arc::new(PeerOptions {
         format: a.format,
+        framing: a.records.framing(),
         echo: a.echo,
     });
     let mut peers = tokio::task::JoinSet::new();
@@ -110,6 +111,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
                 // acknowledged: their senders keep them.
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     code = ExitCode::from(crate::EXIT_BROKEN_PIPE);
+                } else if e.kind() == std::io::ErrorKind::InvalidData {
+                    // A message the output cannot show as it is.
+                    eprintln!("error: {e}");
+                    code = ExitCode::FAILURE;
                 } else {
                     eprintln!("error: writing to stdout: {e}");
                     code = ExitCode::FAILURE;
@@ -154,6 +159,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
 /// How each peer is served.
 struct PeerOptions {
     format: Format,
+    framing: crate::records::Framing,
     echo: bool,
 }
 
@@ -290,8 +296,27 @@ async fn serve_peer(
         };
         {
             let mut out = out.lock().await;
-            for m in &batch {
-                write(&mut out, opts.format, peer, m).await?;
+            let mut line = Vec::new();
+            for (i, m) in batch.iter().enumerate() {
+                line.clear();
+                if let Err(why) = render(&mut line, opts, peer, m) {
+                    // Never altered: what came before is written and acknowledged, this
+                    // message and the rest are not (their sender keeps them), and serve stops.
+                    out.flush().await?;
+                    if let Some(prev) = i.checked_sub(1) {
+                        peer.acknowledge(batch[prev].seq);
+                    }
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "message {} from {} cannot be written to stdout: {why}; it was not \
+                             acknowledged",
+                            m.seq.0,
+                            describe(peer)
+                        ),
+                    ));
+                }
+                out.write_all(&line).await?;
             }
             out.flush().await?;
         }
@@ -317,38 +342,40 @@ async fn serve_peer(
     }
 }
 
-async fn write(
-    out: &mut BufWriter<Stdout>,
-    format: Format,
-    peer: &Peer,
-    m: &Message,
-) -> std::io::Result<()> {
-    match format {
-        Format::Line => {
-            out.write_all(&m.body).await?;
-            out.write_all(b"\n").await
-        }
+/// One message as `serve` writes it, or why it cannot be written unaltered.
+fn render(line: &mut Vec<u8>, opts: &PeerOptions, peer: &Peer, m: &Message) -> Result<(), String> {
+    match opts.format {
+        Format::Line => opts.framing.encode(&m.body, line)?,
         Format::Hex => {
-            let mut s = String::with_capacity(m.body.len() * 2 + 1);
             for b in &m.body {
-                s.push_str(&format!("{b:02x}"));
+                line.extend_from_slice(format!("{b:02x}").as_bytes());
             }
-            s.push('\n');
-            out.write_all(s.as_bytes()).await
+            line.push(b'\n');
         }
         Format::Json => {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "session": peer.id().map(|i| i.to_string()),
                 "peer": peer.addr().map(|a| a.to_string()),
                 "name": peer.name(),
                 "seq": m.seq.0,
                 "timestamp_us": m.timestamp_us,
-                "body": String::from_utf8_lossy(&m.body),
             });
-            out.write_all(v.to_string().as_bytes()).await?;
-            out.write_all(b"\n").await
+            // A body that is no UTF-8 goes as base64, marked by its key: never replaced.
+            v["body"] = match std::str::from_utf8(&m.body) {
+                Ok(s) => serde_json::Value::from(s),
+                Err(_) => {
+                    use base64::Engine;
+                    v["body_base64"] = base64::engine::general_purpose::STANDARD
+                        .encode(&m.body)
+                        .into();
+                    serde_json::Value::Null
+                }
+            };
+            line.extend_from_slice(v.to_string().as_bytes());
+            line.push(b'\n');
         }
     }
+    Ok(())
 }
 
 fn describe(peer: &Peer) -> String {

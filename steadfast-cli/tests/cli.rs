@@ -793,3 +793,140 @@ fn ctrl_c_in_send_closes_the_session_and_says_how_far_it_got() {
     assert!(ended.contains("closed"), "{ended}");
     drop(stdin);
 }
+
+/// Random bodies (newlines, `\r`, NUL and any byte inside; some empty), from a seed.
+fn random_bodies(n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let len = (next() % 120) as usize;
+            (0..len)
+                .map(|_| match next() % 8 {
+                    0 => b'\n',
+                    1 => b'\r',
+                    2 => 0,
+                    _ => next() as u8,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Splits `bytes` framed as `how` back into bodies.
+fn unframe(bytes: &[u8], how: &str) -> Vec<Vec<u8>> {
+    if how == "--length-prefixed" {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            out.push(rest[4..4 + len].to_vec());
+            rest = &rest[4 + len..];
+        }
+        assert!(rest.is_empty(), "a cut record at the end");
+        return out;
+    }
+    let mut out: Vec<Vec<u8>> = bytes.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+    assert_eq!(
+        out.pop(),
+        Some(Vec::new()),
+        "every record ends with its NUL"
+    );
+    out
+}
+
+/// Any bytes at all go through `send` and `serve` unchanged with --length-prefixed, and
+/// anything without a NUL with -0, through a fault proxy that cuts the link.
+#[test]
+fn binary_messages_round_trip_byte_for_byte_through_cuts() {
+    for (how, seed) in [("--length-prefixed", 7u64), ("-0", 11)] {
+        let mut bodies = random_bodies(3_000, seed);
+        if how == "-0" {
+            bodies.retain(|b| !b.contains(&0));
+        }
+        let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", how]);
+        let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+        let chaos = spawn(&[
+            "chaos",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &server,
+            "--min-bytes",
+            "3000",
+            "--max-bytes",
+            "9000",
+        ]);
+        let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+        let mut input = Vec::new();
+        for b in &bodies {
+            if how == "-0" {
+                input.extend_from_slice(b);
+                input.push(0);
+            } else {
+                input.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                input.extend_from_slice(b);
+            }
+        }
+        // serve's stdout is read as it comes (a full pipe would stall it).
+        let mut stdout = serve.child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out).unwrap();
+            out
+        });
+        let (code, err) = run_send(&proxy, &input, &[how, "--timeout", "60"]);
+        assert_eq!(code, 0, "{how}: {err}");
+        // Everything is acknowledged, so written and flushed: stop serve, take it all.
+        serve.terminate();
+        let out = reader.join().unwrap();
+        assert_eq!(unframe(&out, how), bodies, "{how}");
+        drop(chaos);
+    }
+}
+
+/// A message `--lines` cannot show (a newline inside) stops serve with an error naming it,
+/// before it is acknowledged: the sender is told, nothing is altered. `--format json` carries
+/// a body that is no UTF-8 as base64, marked.
+#[test]
+fn a_message_the_output_cannot_show_is_never_altered() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    // Sent with -0: the second record holds a newline.
+    let (code, err) = run_send(&server, b"fine\0two\nlines\0", &["-0", "--timeout", "20"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("not acknowledged"), "{err}");
+    let stop = serve.wait_for("error: message");
+    assert!(stop.contains("holds a newline"), "{stop}");
+    assert_eq!(exit_status(&mut serve).code(), Some(1));
+    let mut out = String::new();
+    serve
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "fine\n");
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "--format", "json"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let (code, err) = run_send(&server, b"caf\xe9\n", &["--timeout", "20"]);
+    assert_eq!(code, 0, "{err}");
+    serve.terminate();
+    let mut out = String::new();
+    serve
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["body"], serde_json::Value::Null, "{out}");
+    assert_eq!(v["body_base64"], "Y2Fm6Q==", "{out}");
+}
