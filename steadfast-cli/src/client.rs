@@ -289,7 +289,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     } else {
         "record"
     };
-    let mut records = framing.reader(tokio::io::stdin(), a.max_message);
+    let mut records = crate::records::RecordReader::new(tokio::io::stdin(), framing, a.max_message);
     let mut sent = 0u64;
     let mut sent_bytes = 0u64;
     let mut eof = false;
@@ -344,7 +344,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                 bar.finish_and_clear();
                 return interrupted(&client, sent).await;
             }
-            record = records.recv(), if !eof => match record {
+            record = records.next(), if !eof => match record.transpose() {
                 Some(Ok(_)) if skipped < skip => skipped += 1,
                 // Bytes are sent as they came: a `\r` before a newline is part of the line.
                 Some(Ok(l)) => {

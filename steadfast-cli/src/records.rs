@@ -5,8 +5,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The framing options shared by the commands that read or write messages.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
@@ -78,115 +77,142 @@ impl Framing {
         }
         Ok(())
     }
+}
 
-    /// Reads `input` in a task of its own and hands over one record at a time (a channel of
-    /// one: the reader stays at most one record ahead), then `None` at the end of input. An
-    /// error (input ending inside a length-prefixed record, a length above `max`, a failed
-    /// read) is the last item.
-    pub(crate) fn reader<R>(self, input: R, max: u32) -> mpsc::Receiver<io::Result<Vec<u8>>>
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-    {
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(async move {
-            let mut input = BufReader::new(input);
-            loop {
-                let record = self.read(&mut input, max).await;
-                let end = !matches!(record, Ok(Some(_)));
-                let item = match record {
-                    Ok(Some(r)) => Ok(r),
-                    Ok(None) => return,
-                    Err(e) => Err(e),
-                };
-                if tx.send(item).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        rx
+/// Cuts records out of an input, as they come. All its state is in the struct, so that a
+/// `next` dropped at its await (in a `select!`) loses nothing; it holds at most one record
+/// of `max` bytes plus one read's worth, and a longer record is counted to its end, not kept.
+pub(crate) struct RecordReader<R> {
+    input: R,
+    framing: Framing,
+    max: u32,
+    buf: Vec<u8>,
+    /// Where the next record starts in `buf`.
+    start: usize,
+    /// Bytes after `start` already searched for the delimiter.
+    scanned: usize,
+    /// Bytes of the current record dropped already: it is longer than `max`.
+    overlong: u64,
+    eof: bool,
+}
+
+/// Bytes asked of the input per read.
+const READ: usize = 64 << 10;
+
+impl<R: AsyncRead + Unpin> RecordReader<R> {
+    pub(crate) fn new(input: R, framing: Framing, max: u32) -> Self {
+        RecordReader {
+            input,
+            framing,
+            max,
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            overlong: 0,
+            eof: false,
+        }
     }
 
-    async fn read<R: AsyncRead + Unpin>(
-        self,
-        input: &mut BufReader<R>,
-        max: u32,
-    ) -> io::Result<Option<Vec<u8>>> {
-        match self {
+    /// The next record; `None` at the end of input. An error (input ending inside a
+    /// length-prefixed record, a record above `max`, a failed read) consumes the record.
+    pub(crate) async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(r) = self.parse()? {
+                return Ok(Some(r));
+            }
+            if self.eof {
+                return self.last();
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.reserve(READ);
+            if self.input.read_buf(&mut self.buf).await? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+
+    fn too_large(&self, len: u64) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "is {len} bytes, above the largest message of {} bytes (--max-message)",
+                self.max
+            ),
+        )
+    }
+
+    /// A complete record from what is buffered, if there is one.
+    fn parse(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let pending = &self.buf[self.start..];
+        match self.framing {
             Framing::Delimited(d) => {
-                // A record longer than `max` is counted to its end, not kept: memory stays
-                // bounded and the error says how long it was.
-                let mut record = Vec::new();
-                let (mut total, mut any) = (0u64, false);
-                loop {
-                    let buf = input.fill_buf().await?;
-                    if buf.is_empty() {
-                        break;
+                let Some(i) = pending[self.scanned..].iter().position(|b| *b == d) else {
+                    self.scanned = pending.len();
+                    if pending.len() > self.max as usize {
+                        // Too long already: count it, keep none of it.
+                        self.overlong += pending.len() as u64;
+                        self.start = self.buf.len();
+                        self.scanned = 0;
                     }
-                    any = true;
-                    let (part, used, found) = match buf.iter().position(|b| *b == d) {
-                        Some(i) => (&buf[..i], i + 1, true),
-                        None => (buf, buf.len(), false),
-                    };
-                    total += part.len() as u64;
-                    if total <= u64::from(max) {
-                        record.extend_from_slice(part);
-                    } else {
-                        record = Vec::new();
-                    }
-                    input.consume(used);
-                    if found {
-                        break;
-                    }
-                }
-                if !any {
                     return Ok(None);
+                };
+                let end = self.scanned + i;
+                let total = std::mem::take(&mut self.overlong) + end as u64;
+                let record = (total <= u64::from(self.max)).then(|| pending[..end].to_vec());
+                self.start += end + 1;
+                self.scanned = 0;
+                match record {
+                    Some(r) => Ok(Some(r)),
+                    None => Err(self.too_large(total)),
                 }
-                if total > u64::from(max) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "is {total} bytes, above the largest message of {max} bytes \
-                             (--max-message)"
-                        ),
-                    ));
-                }
-                Ok(Some(record))
             }
             Framing::LengthPrefixed => {
-                let mut len = [0u8; 4];
-                let mut got = 0;
-                while got < 4 {
-                    let n = input.read(&mut len[got..]).await?;
-                    if n == 0 {
-                        if got == 0 {
-                            return Ok(None);
-                        }
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("the input ends inside a length ({got} of 4 bytes)"),
-                        ));
-                    }
-                    got += n;
+                let Some(len) = pending.get(..4) else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+                if len > self.max {
+                    // The rest of the input cannot be framed reliably: it ends here.
+                    self.start = self.buf.len();
+                    self.eof = true;
+                    return Err(self.too_large(u64::from(len)));
                 }
-                let len = u32::from_be_bytes(len);
-                if len > max {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "is {len} bytes, above the largest message of {max} bytes \
-                             (--max-message)"
-                        ),
-                    ));
-                }
-                let mut record = vec![0u8; len as usize];
-                input.read_exact(&mut record).await.map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("the input ends inside a record of {len} bytes"),
-                    )
-                })?;
+                let Some(body) = pending.get(4..4 + len as usize) else {
+                    return Ok(None);
+                };
+                let record = body.to_vec();
+                self.start += 4 + len as usize;
                 Ok(Some(record))
             }
+        }
+    }
+
+    /// At the end of input: what is left is a last record without its delimiter, or a cut
+    /// length-prefixed one.
+    fn last(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let pending = &self.buf[self.start..];
+        if pending.is_empty() && self.overlong == 0 {
+            return Ok(None);
+        }
+        let left = pending.len();
+        let record = pending.to_vec();
+        self.start = self.buf.len();
+        self.scanned = 0;
+        match self.framing {
+            Framing::Delimited(_) => {
+                let total = std::mem::take(&mut self.overlong) + left as u64;
+                if total > u64::from(self.max) {
+                    return Err(self.too_large(total));
+                }
+                Ok(Some(record))
+            }
+            Framing::LengthPrefixed => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the input ends inside a record ({left} bytes of it)"),
+            )),
         }
     }
 }
@@ -194,7 +220,7 @@ impl Framing {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::Framing;
+    use super::{Framing, RecordReader};
 
     #[tokio::test]
     async fn records_round_trip_byte_for_byte() {
@@ -216,10 +242,10 @@ mod tests {
                     kept.push(b.clone());
                 }
             }
-            let mut rx = framing.reader(std::io::Cursor::new(wire), 1 << 20);
+            let mut rx = RecordReader::new(std::io::Cursor::new(wire), framing, 1 << 20);
             let mut back = Vec::new();
-            while let Some(r) = rx.recv().await {
-                back.push(r.unwrap());
+            while let Some(r) = rx.next().await.unwrap() {
+                back.push(r);
             }
             assert_eq!(back, kept, "{framing:?}");
             // Only the body holding the delimiter is refused, never altered.
@@ -235,14 +261,28 @@ mod tests {
             (vec![0, 0], 100),
             (vec![0, 0, 1, 0], 255),
         ] {
-            let mut rx = Framing::LengthPrefixed.reader(std::io::Cursor::new(wire), max);
-            assert!(rx.recv().await.is_some_and(|r| r.is_err()));
-            assert!(rx.recv().await.is_none());
+            let mut rx =
+                RecordReader::new(std::io::Cursor::new(wire), Framing::LengthPrefixed, max);
+            assert!(rx.next().await.is_err());
+            assert!(rx.next().await.unwrap().is_none());
         }
         // A last NUL-delimited record without its NUL is still a record.
-        let mut rx = Framing::Delimited(0).reader(std::io::Cursor::new(b"a\0b".to_vec()), 9);
-        assert_eq!(rx.recv().await.unwrap().unwrap(), b"a");
-        assert_eq!(rx.recv().await.unwrap().unwrap(), b"b");
-        assert!(rx.recv().await.is_none());
+        let mut rx = RecordReader::new(
+            std::io::Cursor::new(b"a\0b".to_vec()),
+            Framing::Delimited(0),
+            9,
+        );
+        assert_eq!(rx.next().await.unwrap().unwrap(), b"a");
+        assert_eq!(rx.next().await.unwrap().unwrap(), b"b");
+        assert!(rx.next().await.unwrap().is_none());
+        // A line longer than the limit, in pieces of any size, is counted and skipped past
+        // as an error; the next one is read.
+        let mut input = vec![b'x'; 200_000];
+        input.extend_from_slice(b"\nok\n");
+        let mut rx =
+            RecordReader::new(std::io::Cursor::new(input), Framing::Delimited(b'\n'), 1000);
+        let e = rx.next().await.unwrap_err();
+        assert!(e.to_string().contains("is 200000 bytes"), "{e}");
+        assert_eq!(rx.next().await.unwrap().unwrap(), b"ok");
     }
 }

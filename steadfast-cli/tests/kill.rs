@@ -146,7 +146,8 @@ fn start_server_with(listen: &str, state: Option<&Path>, out: &Path) -> (Proc, S
 
 fn start_sender(addr: &str, state: &Path, input: &Path) -> Proc {
     Proc::spawn(
-        &["send", addr, "--state", state.to_str().unwrap()],
+        // --retry: a sender restarted while its server restarts waits for it.
+        &["send", addr, "--retry", "--state", state.to_str().unwrap()],
         Stdio::from(File::open(input).unwrap()),
         Stdio::null(),
     )
