@@ -293,15 +293,20 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     let mut sent = 0u64;
     let mut sent_bytes = 0u64;
     let mut eof = false;
-    let sleep = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
+    // What ends the run early, whatever it waits for: --timeout, or Ctrl-C / SIGTERM.
+    let early = async {
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => Early::TimedOut,
+            () = crate::stop_signal() => Early::Interrupted,
         }
     };
-    tokio::pin!(sleep);
-    let stop = crate::stop_signal();
-    tokio::pin!(stop);
+    tokio::pin!(early);
     loop {
         bar.set_message(format!(
             "sent {sent}, acknowledged {}",
@@ -336,13 +341,9 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                 Some(_) => {}
                 None => {}
             },
-            () = &mut sleep => {
+            why = &mut early => {
                 bar.finish_and_clear();
-                return timed_out(&peer, sent);
-            }
-            () = &mut stop => {
-                bar.finish_and_clear();
-                return interrupted(&client, sent).await;
+                return why.end(&client, sent).await;
             }
             record = records.next(), if !eof => match record.transpose() {
                 Some(Ok(_)) if skipped < skip => skipped += 1,
@@ -353,13 +354,9 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                     // fills the window and the outbox).
                     let r = tokio::select! {
                         biased;
-                        () = &mut sleep => {
+                        why = &mut early => {
                             bar.finish_and_clear();
-                            return timed_out(&peer, sent);
-                        }
-                        () = &mut stop => {
-                            bar.finish_and_clear();
-                            return interrupted(&client, sent).await;
+                            return why.end(&client, sent).await;
                         }
                         r = peer.send(l) => r,
                     };
@@ -434,6 +431,21 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
 /// connecting.
 fn open_state(dir: &std::path::Path) -> Result<Arc<dyn SessionStore>, String> {
     Ok(Arc::new(crate::serve::open_state(dir, StoreRole::Client)?))
+}
+
+/// Why a run of `send` ended before its input did.
+enum Early {
+    TimedOut,
+    Interrupted,
+}
+
+impl Early {
+    async fn end(self, client: &Client, sent: u64) -> ExitCode {
+        match self {
+            Early::TimedOut => timed_out(client.peer(), sent),
+            Early::Interrupted => interrupted(client, sent).await,
+        }
+    }
 }
 
 /// `--timeout` passed: says how far the run got (the line waiting for room, if any, was not

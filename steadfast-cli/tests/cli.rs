@@ -68,6 +68,15 @@ impl Proc {
     }
 }
 
+/// A fault proxy in front of `upstream` with these options, and its address.
+fn start_chaos(upstream: &str, options: &[&str]) -> (Proc, String) {
+    let mut args = vec!["chaos", "--listen", "127.0.0.1:0", "--upstream", upstream];
+    args.extend_from_slice(options);
+    let chaos = spawn(&args);
+    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+    (chaos, proxy)
+}
+
 /// The address after `marker` in a line like "listening on 127.0.0.1:4242".
 fn addr_after(line: &str, marker: &str) -> String {
     let rest = &line[line.find(marker).unwrap() + marker.len()..];
@@ -108,20 +117,10 @@ fn serve_and_send_through_chaos_keep_every_line_in_order() {
         stdout.read_to_string(&mut out).unwrap();
         out
     });
-    let chaos = spawn(&[
-        "chaos",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
+    let (chaos, proxy) = start_chaos(
         &server,
-        "--seed",
-        "7",
-        "--min-bytes",
-        "2000",
-        "--max-bytes",
-        "30000",
-    ]);
-    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+        &["--seed", "7", "--min-bytes", "2000", "--max-bytes", "30000"],
+    );
     let n = 20_000;
     let input: String = (0..n).map(|i| format!("line {i} of the input\n")).collect();
     let (code, err) = run_send(&proxy, input.as_bytes(), &["--timeout", "120"]);
@@ -166,22 +165,19 @@ fn send_exit_codes() {
     let (code, err) = run_send(&server, b"", &["--timeout", "5"]);
     assert_eq!(code, 0, "{err}");
     // A link that stalls for good: --timeout expires with status 3 and says how far it got.
-    let chaos = spawn(&[
-        "chaos",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
+    let (chaos, proxy) = start_chaos(
         &server,
-        "--min-bytes",
-        "300",
-        "--max-bytes",
-        "300",
-        "--stall-per-mille",
-        "1000",
-        "--stall-secs",
-        "60",
-    ]);
-    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+        &[
+            "--min-bytes",
+            "300",
+            "--max-bytes",
+            "300",
+            "--stall-per-mille",
+            "1000",
+            "--stall-secs",
+            "60",
+        ],
+    );
     let input: String = (0..1_000).map(|i| format!("{i}\n")).collect();
     let (code, err) = run_send(&proxy, input.as_bytes(), &["--timeout", "2"]);
     assert_eq!(code, 3, "{err}");
@@ -419,20 +415,17 @@ fn one_large_line_through_chaos(size: usize, max_message: &str, cut_max: u64) {
         stdout.read_to_end(&mut out).unwrap();
         out
     });
-    let mut chaos = spawn(&[
-        "chaos",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
+    let (mut chaos, proxy) = start_chaos(
         &server,
-        "--seed",
-        "5",
-        "--min-bytes",
-        &(cut_max / 4).to_string(),
-        "--max-bytes",
-        &cut_max.to_string(),
-    ]);
-    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+        &[
+            "--seed",
+            "5",
+            "--min-bytes",
+            &(cut_max / 4).to_string(),
+            "--max-bytes",
+            &cut_max.to_string(),
+        ],
+    );
     let mut line: Vec<u8> = (0..size).map(|i| b'a' + (i * 7 % 26) as u8).collect();
     line.push(b'\n');
     let (code, err) = run_send(
@@ -649,6 +642,18 @@ fn exit_status(p: &mut Proc) -> std::process::ExitStatus {
     panic!("the process did not exit");
 }
 
+/// What a child wrote to stdout, to its end (once it has stopped).
+fn all_of_stdout(p: &mut Proc) -> String {
+    let mut out = String::new();
+    p.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
 /// Reads `n` lines of a child's stdout, then closes it, as `| head -n` does.
 fn head(p: &mut Proc, n: usize) -> Vec<String> {
     let out = p.child.stdout.take().unwrap();
@@ -690,18 +695,7 @@ fn a_closed_stdout_ends_quietly_and_loses_nothing_silently() {
     // The fault proxy prints a line per fault.
     let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
     let server = addr_after(&serve.wait_for("listening on"), "listening on ");
-    let mut chaos = spawn(&[
-        "chaos",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &server,
-        "--min-bytes",
-        "2000",
-        "--max-bytes",
-        "4000",
-    ]);
-    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+    let (mut chaos, proxy) = start_chaos(&server, &["--min-bytes", "2000", "--max-bytes", "4000"]);
     // The sender's fate does not matter here (its proxy goes away): it is killed at the end.
     let mut send = spawn(&["send", &proxy]);
     let mut stdin = send.child.stdin.take().unwrap();
@@ -851,18 +845,7 @@ fn binary_messages_round_trip_byte_for_byte_through_cuts() {
         }
         let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", how]);
         let server = addr_after(&serve.wait_for("listening on"), "listening on ");
-        let chaos = spawn(&[
-            "chaos",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &server,
-            "--min-bytes",
-            "3000",
-            "--max-bytes",
-            "9000",
-        ]);
-        let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
+        let (chaos, proxy) = start_chaos(&server, &["--min-bytes", "3000", "--max-bytes", "9000"]);
         let mut input = Vec::new();
         for b in &bodies {
             if how == "-0" {
@@ -904,28 +887,14 @@ fn a_message_the_output_cannot_show_is_never_altered() {
     let stop = serve.wait_for("error: message");
     assert!(stop.contains("holds a newline"), "{stop}");
     assert_eq!(exit_status(&mut serve).code(), Some(1));
-    let mut out = String::new();
-    serve
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = all_of_stdout(&mut serve);
     assert_eq!(out, "fine\n");
     let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "--format", "json"]);
     let server = addr_after(&serve.wait_for("listening on"), "listening on ");
     let (code, err) = run_send(&server, b"caf\xe9\n", &["--timeout", "20"]);
     assert_eq!(code, 0, "{err}");
     serve.terminate();
-    let mut out = String::new();
-    serve
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = all_of_stdout(&mut serve);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["body"], serde_json::Value::Null, "{out}");
     assert_eq!(v["body_base64"], "Y2Fm6Q==", "{out}");
