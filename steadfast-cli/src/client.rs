@@ -193,7 +193,10 @@ async fn connect_first(
                         "cannot reach {addr}: {e}; giving up (--timeout)"
                     )));
                 }
-                eprintln!("cannot reach {addr}: {e}; retrying in {delay:?}");
+                eprintln!(
+                    "cannot reach {addr}: {e}; retrying in {}",
+                    crate::human::duration(delay)
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -260,10 +263,17 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
         (Some(_), Some(next)) => next.0.saturating_sub(1),
         _ => 0,
     };
+    let framing = a.records.framing();
+    let unit = if framing == crate::records::Framing::Delimited(b'\n') {
+        "line"
+    } else {
+        "record"
+    };
     if a.state.is_some() {
         let unacked = peer.stats().in_flight;
         eprintln!(
-            "skipping the first {skip} input lines: already sent in earlier runs (--state){}",
+            "skipping the first {}: already sent in earlier runs (--state){}",
+            crate::human::plural(skip, &format!("input {unit}")),
             if unacked > 0 {
                 format!("; {unacked} of them not acknowledged yet, sent again")
             } else {
@@ -282,12 +292,6 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
         b
     } else {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    };
-    let framing = a.records.framing();
-    let unit = if framing == crate::records::Framing::Delimited(b'\n') {
-        "line"
-    } else {
-        "record"
     };
     let mut records = crate::records::RecordReader::new(tokio::io::stdin(), framing, a.max_message);
     let mut sent = 0u64;
@@ -318,8 +322,9 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                 Some(ClientEvent::SessionLost { reason, unacknowledged }) => {
                     bar.finish_and_clear();
                     eprintln!(
-                        "error: session lost ({reason}): {} of {sent} messages were not acknowledged and were not resent",
-                        unacknowledged.len()
+                        "error: session lost ({reason}): {} of {} were not acknowledged and were not resent",
+                        crate::human::count(unacknowledged.len() as u64),
+                        crate::human::plural(sent, "message")
                     );
                     if let (Some(_), Some(first), Some(last)) =
                         (&a.state, unacknowledged.first(), unacknowledged.last())
@@ -335,7 +340,7 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                     return ExitCode::from(EXIT_SESSION_LOST);
                 }
                 Some(ClientEvent::Reconnecting { attempt, delay }) => {
-                    note(&bar, &format!("connection lost; reconnecting (attempt {attempt}, in {delay:?})"));
+                    note(&bar, &format!("connection lost; reconnecting (attempt {attempt}, in {})", crate::human::duration(delay)));
                 }
                 Some(ClientEvent::Connected { resumed: true }) => note(&bar, "resumed"),
                 Some(_) => {}
@@ -413,10 +418,17 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("done")).await;
     if skip > 0 {
         eprintln!(
-            "{sent} messages sent, {sent} acknowledged ({skipped} input lines skipped as already sent)"
+            "{} sent, {} acknowledged ({} skipped as already sent)",
+            crate::human::plural(sent, "message"),
+            crate::human::count(sent),
+            crate::human::plural(skipped, &format!("input {unit}"))
         );
     } else {
-        eprintln!("{sent} messages sent, {sent} acknowledged");
+        eprintln!(
+            "{} sent, {} acknowledged",
+            crate::human::plural(sent, "message"),
+            crate::human::count(sent)
+        );
     }
     if transmitted > sent_bytes && skip == 0 && a.security.compress.is_none() {
         eprintln!(
@@ -452,8 +464,9 @@ impl Early {
 /// sent).
 fn timed_out(peer: &steadfast::Peer, sent: u64) -> ExitCode {
     eprintln!(
-        "error: timed out: {} of {sent} messages acknowledged",
-        peer.stats().acknowledged
+        "error: timed out: {} of {} acknowledged",
+        crate::human::count(peer.stats().acknowledged),
+        crate::human::plural(sent, "message")
     );
     ExitCode::from(EXIT_TIMEOUT)
 }
@@ -473,9 +486,11 @@ async fn interrupted(client: &Client, sent: u64) -> ExitCode {
     let lost = client.peer().unacknowledged().len() as u64;
     let acked = sent.saturating_sub(lost);
     eprintln!(
-        "interrupted: {acked} of {sent} messages acknowledged{}; the session is closed",
+        "interrupted: {} of {} acknowledged{}; the session is closed",
+        crate::human::count(acked),
+        crate::human::plural(sent, "message"),
         if lost > 0 {
-            format!(", {lost} not delivered")
+            format!(", {} not delivered", crate::human::count(lost))
         } else {
             String::new()
         }
@@ -520,12 +535,12 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             () = &mut stop => return interrupted(&client, peer.stats().queued).await,
             ev = client.next_event() => match ev {
                 Some(ClientEvent::SessionLost { reason, unacknowledged }) => {
-                    eprintln!("session lost ({reason}); {} messages not acknowledged", unacknowledged.len());
+                    eprintln!("session lost ({reason}); {} not acknowledged", crate::human::plural(unacknowledged.len() as u64, "message"));
                     return ExitCode::from(EXIT_SESSION_LOST);
                 }
                 Some(ClientEvent::Disconnected { error }) => eprintln!("disconnected: {error}"),
                 Some(ClientEvent::Reconnecting { attempt, delay }) => {
-                    eprintln!("reconnecting (attempt {attempt}, in {delay:?})");
+                    eprintln!("reconnecting (attempt {attempt}, in {})", crate::human::duration(delay));
                 }
                 Some(ClientEvent::Connected { resumed }) => {
                     eprintln!("{}", if resumed { "resumed" } else { "connected" });
@@ -559,10 +574,11 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                 Ok(Some(l)) if l.trim() == "/status" => {
                     let s = peer.stats();
                     eprintln!(
-                        "{} session {} | sent {} acknowledged {} in flight {} retransmitted {} | received {} | rtt {:?}",
+                        "{} session {} | sent {} acknowledged {} in flight {} retransmitted {} | received {} | rtt {}",
                         if peer.is_connected() { "connected" } else { "reconnecting" },
                         peer.id().map_or_else(|| "?".into(), |i| i.to_string()),
-                        s.queued, s.acknowledged, s.in_flight, s.retransmitted, s.received, s.rtt
+                        s.queued, s.acknowledged, s.in_flight, s.retransmitted, s.received,
+                        s.rtt.map_or_else(|| "-".into(), crate::human::duration)
                     );
                 }
                 Ok(Some(l)) => match peer.send(l.into_bytes()).await {

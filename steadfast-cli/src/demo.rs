@@ -70,7 +70,7 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
     };
     eprintln!(
         "steadfast demo: {} messages of {} bytes, client -> fault proxy (seed {seed}) -> server on loopback",
-        group(a.messages),
+        crate::human::count(a.messages),
         a.size
     );
     let tally = Arc::new(Tally::default());
@@ -164,18 +164,18 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
     let duplicated = tally.duplicated.load(Ordering::Relaxed);
     let skipped = tally.skipped.load(Ordering::Relaxed);
     let lost = n.saturating_sub(in_order) + skipped;
-    println!("{:<34}{}", "sent", group(n));
+    println!("{:<34}{}", "sent", crate::human::count(n));
     println!(
         "{:<34}{}",
         "delivered exactly once, in order",
-        group(in_order - skipped.min(in_order))
+        crate::human::count(in_order - skipped.min(in_order))
     );
-    println!("{:<34}{}", "lost", group(lost));
-    println!("{:<34}{}", "duplicated", group(duplicated));
+    println!("{:<34}{}", "lost", crate::human::count(lost));
+    println!("{:<34}{}", "duplicated", crate::human::count(duplicated));
     println!(
         "{:<34}{} ({} RST, {} FIN) over {} connections",
         "link cuts survived",
-        group(st.cuts()),
+        crate::human::count(st.cuts()),
         st.resets.load(Ordering::Relaxed),
         st.fins.load(Ordering::Relaxed),
         st.connections.load(Ordering::Relaxed)
@@ -183,12 +183,12 @@ pub(crate) async fn run(a: DemoArgs) -> ExitCode {
     println!(
         "{:<34}{} (messages in flight when a link died)",
         "resent after cuts",
-        group(cs.retransmitted)
+        crate::human::count(cs.retransmitted)
     );
     println!(
         "{:<34}{} msgs/s over {:.2} s, every message acknowledged",
         "rate",
-        group((n as f64 / took.as_secs_f64()) as u64),
+        crate::human::count((n as f64 / took.as_secs_f64()) as u64),
         took.as_secs_f64()
     );
     if let Err(e) = send_result {
@@ -207,17 +207,4 @@ fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
-}
-
-/// 1234567 → "1,234,567".
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -5,6 +5,7 @@ mod cert;
 mod chaos;
 mod client;
 mod demo;
+mod human;
 mod pem;
 mod records;
 mod serve;

@@ -175,18 +175,18 @@ async fn log_events(server: Server) {
                 peer,
                 unacknowledged,
             } => eprintln!(
-                "expired: {} ({} messages to it never acknowledged)",
+                "expired: {} ({} to it never acknowledged)",
                 describe(&peer),
-                unacknowledged.len()
+                crate::human::plural(unacknowledged.len() as u64, "message")
             ),
             ServerEvent::Ended {
                 peer,
                 reason,
                 unacknowledged,
             } => eprintln!(
-                "ended: {} ({reason}; {} messages to it never acknowledged)",
+                "ended: {} ({reason}; {} to it never acknowledged)",
                 describe(&peer),
-                unacknowledged.len()
+                crate::human::plural(unacknowledged.len() as u64, "message")
             ),
             _ => {}
         }
@@ -457,7 +457,7 @@ async fn console(server: &Server, line: &str) -> bool {
                 "/info" => {
                     let s = p.stats();
                     eprintln!(
-                        "{}\n  state {}\n  queued {} sent {} acknowledged {} retransmitted {} in flight {}\n  received {} waiting {}\n  connections {} rtt {:?}",
+                        "{}\n  state {}\n  queued {} sent {} acknowledged {} retransmitted {} in flight {}\n  received {} waiting {}\n  connections {} rtt {}",
                         describe(&p),
                         if p.is_connected() {
                             "live"
@@ -472,11 +472,11 @@ async fn console(server: &Server, line: &str) -> bool {
                         s.received,
                         s.waiting,
                         s.connections,
-                        s.rtt
+                        s.rtt.map_or_else(|| "-".into(), crate::human::duration)
                     );
                 }
                 "/ping" => match tokio::time::timeout(Duration::from_secs(5), p.ping()).await {
-                    Ok(Ok(rtt)) => eprintln!("{}: {rtt:?}", describe(&p)),
+                    Ok(Ok(rtt)) => eprintln!("{}: {}", describe(&p), crate::human::duration(rtt)),
                     _ => eprintln!("{}: no answer", describe(&p)),
                 },
                 "/kick" => {
@@ -494,7 +494,7 @@ async fn console(server: &Server, line: &str) -> bool {
         "/pingall" => {
             for p in server.peers().into_iter().filter(Peer::is_connected) {
                 match tokio::time::timeout(Duration::from_secs(5), p.ping()).await {
-                    Ok(Ok(rtt)) => eprintln!("{}: {rtt:?}", describe(&p)),
+                    Ok(Ok(rtt)) => eprintln!("{}: {}", describe(&p), crate::human::duration(rtt)),
                     _ => eprintln!("{}: no answer", describe(&p)),
                 }
             }

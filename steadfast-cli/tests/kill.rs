@@ -161,7 +161,7 @@ fn skipped(sender: &Proc) -> u64 {
         .find_map(|l| {
             l.strip_prefix("skipping the first ")
                 .and_then(|r| r.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
+                .and_then(|n| n.replace(',', "").parse().ok())
         })
         .unwrap_or(0)
 }
