@@ -600,3 +600,85 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("bye")).await;
     ExitCode::SUCCESS
 }
+
+/// `steadfast listen`: receive only, every message to stdout, acknowledged once written.
+pub(crate) async fn listen(a: crate::ListenArgs) -> ExitCode {
+    if let Err(e) = check_client_options(&a.addr, &a.security) {
+        return fail(e);
+    }
+    let config = match client_config(a.name.clone(), &a.security, a.max_message, true) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let client = match connect_first(&a.addr, config, deadline, a.retry).await {
+        Ok(c) => c,
+        Err(e) => return e.exit(),
+    };
+    eprintln!("listening to {}", a.addr);
+    let framing = a.records.framing();
+    let mut stdout = tokio::io::stdout();
+    let peer = client.peer().clone();
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
+    let mut out = Vec::new();
+    let mut written = 0u64;
+    loop {
+        let batch = tokio::select! {
+            () = &mut stop => {
+                eprintln!("interrupted: closing the session (Ctrl-C again to stop at once)");
+                tokio::spawn(async {
+                    crate::stop_signal().await;
+                    std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
+                });
+                let _ = tokio::time::timeout(Duration::from_secs(5), client.close("interrupted")).await;
+                eprintln!(
+                    "interrupted: {} received and written; the session is closed",
+                    crate::human::plural(written, "message")
+                );
+                return ExitCode::from(crate::EXIT_INTERRUPTED);
+            }
+            b = peer.recv_many(1_024) => match b {
+                Ok(b) => b,
+                Err(steadfast::error::RecvError::Ended) => {
+                    eprintln!("the session ended: {}", peer.end_reason().map_or_else(|| "?".into(), |r| r.to_string()));
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => return fail(e),
+            },
+        };
+        out.clear();
+        let mut last = None;
+        let mut refused = None;
+        for m in &batch {
+            if let Err(why) = framing.encode(&m.body, &mut out) {
+                refused = Some(format!(
+                    "message {} cannot be written to stdout: {why}; it was not acknowledged",
+                    m.seq.0
+                ));
+                break;
+            }
+            last = Some(m.seq);
+        }
+        // Acknowledged once written: what stdout did not take stays with the server.
+        match stdout.write_all(&out).await.and(stdout.flush().await) {
+            Ok(()) => {
+                if let Some(seq) = last {
+                    written += peer.acknowledge(seq) as u64;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return ExitCode::from(crate::EXIT_BROKEN_PIPE);
+            }
+            Err(e) => return fail(format!("writing to stdout: {e}")),
+        }
+        if let Some(e) = refused {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.close("cannot write a message"),
+            )
+            .await;
+            return fail(e);
+        }
+    }
+}

@@ -37,6 +37,11 @@ enum Command {
     /// /status, /quit.
     #[command(after_help = EXIT_STATUS)]
     Connect(ConnectArgs),
+    /// Receive only: connect and write every message the server sends to stdout (framed as
+    /// --lines, -0 or --length-prefixed say), until the session ends or Ctrl-C. A message is
+    /// acknowledged once written and flushed.
+    #[command(after_help = EXIT_STATUS)]
+    Listen(ListenArgs),
     /// A fault proxy: forwards to --upstream and cuts (RST or FIN) or stalls connections on a
     /// seeded schedule, printing each fault.
     #[command(after_help = EXIT_STATUS)]
@@ -59,16 +64,17 @@ enum Command {
 /// The exit statuses of every command, shown by each `--help` and, identical, in README.md
 /// (a test compares them).
 const EXIT_STATUS: &str = "\
-Exit status (serve, send, connect, chaos):
+Exit status (serve, send, connect, listen, chaos):
   0    done: every line acknowledged (send); stopped by Ctrl-C or SIGTERM (serve, chaos),
-       by /quit or the end of input (serve --console, connect)
+       by /quit or the end of input (serve --console, connect); the server ended the
+       session (listen)
   1    error: a bad address or option, a server not reachable (without --retry), refused,
        a line above --max-message, an unusable --state, stdout failing
-  3    --timeout reached first (send, connect)
+  3    --timeout reached first (send, connect, listen)
   4    the session was lost: the server forgot it; the lines not acknowledged are counted
        and nothing is resent silently (send, connect)
-  130  interrupted by Ctrl-C or SIGTERM (send, connect): the session was closed and how
-       many lines were acknowledged is printed; a second Ctrl-C stops at once
+  130  interrupted by Ctrl-C or SIGTERM (send, connect, listen): the session was closed
+       and how many lines were acknowledged is printed; a second Ctrl-C stops at once
   141  stdout closed by its reader, as in `serve | head`: stopped quietly, and no line it
        did not write was acknowledged";
 
@@ -249,6 +255,29 @@ struct SendArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct ListenArgs {
+    /// Server address, host:port.
+    addr: String,
+    /// Give up connecting after this many seconds (exit 3).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// If the server cannot be reached at first, keep trying (with a growing delay, until
+    /// --timeout) instead of exiting 1 at once.
+    #[arg(long)]
+    retry: bool,
+    /// A peer name shown to the server.
+    #[arg(long)]
+    name: Option<String>,
+    /// Largest message accepted: bytes, or with a KiB, MiB or GiB suffix, up to 4 GiB − 1.
+    #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
+    max_message: u32,
+    #[command(flatten)]
+    records: records::Records,
+    #[command(flatten)]
+    security: ClientSecurity,
+}
+
+#[derive(clap::Args, Debug)]
 struct ConnectArgs {
     /// Server address, host:port.
     addr: String,
@@ -343,6 +372,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(a).await,
             Command::Send(a) => client::send(a).await,
             Command::Connect(a) => client::connect(a).await,
+            Command::Listen(a) => client::listen(a).await,
             Command::Chaos(a) => chaos::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Cert(a) => cert::run(&a),

@@ -715,11 +715,11 @@ fn the_exit_status_table_is_the_same_in_readme_and_every_help() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let start = readme
-        .find("Exit status (serve, send, connect, chaos):")
+        .find("Exit status (serve, send, connect, listen, chaos):")
         .unwrap();
     let table = &readme[start..start + readme[start..].find("```").unwrap()];
     assert!(table.lines().count() >= 8, "{table}");
-    for command in ["serve", "send", "connect", "chaos"] {
+    for command in ["serve", "send", "connect", "listen", "chaos"] {
         let out = Command::new(BIN)
             .args([command, "--help"])
             .output()
@@ -898,4 +898,34 @@ fn a_message_the_output_cannot_show_is_never_altered() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["body"], serde_json::Value::Null, "{out}");
     assert_eq!(v["body_base64"], "Y2Fm6Q==", "{out}");
+}
+
+/// `listen` receives only: what the server sends (an operator's /broadcast here) comes out on
+/// stdout, framed as asked, each message acknowledged once written; Ctrl-C closes the session.
+#[test]
+fn listen_writes_what_the_server_sends() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "--console"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut listen = spawn(&["listen", &server, "-0"]);
+    listen.wait_for("listening to");
+    serve.wait_for("connected:");
+    let mut console = serve.child.stdin.take().unwrap();
+    console.write_all(b"/broadcast hello there\n").unwrap();
+    console.flush().unwrap();
+    let mut stdout = listen.child.stdout.take().unwrap();
+    let mut got = [0u8; 12];
+    stdout.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello there\0");
+    Command::new("kill")
+        .args(["-INT", &listen.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(exit_status(&mut listen).code(), Some(130));
+    listen.wait_for("interrupted: 1 message received and written; the session is closed");
+    let ended = serve.wait_for("ended:");
+    assert!(
+        ended.contains("0 messages to it never acknowledged"),
+        "{ended}"
+    );
+    drop(console);
 }
