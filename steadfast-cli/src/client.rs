@@ -228,7 +228,23 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
         },
         None => None,
     };
-    let code = send_lines(a, store.clone()).await;
+    // What earlier runs read of the input, to check the records this run skips.
+    let mut consumed = match &a.state {
+        Some(dir) => match crate::consumed::Consumed::open(dir) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(format!("--state: {e}")),
+        },
+        None => None,
+    };
+    let mut code = send_lines(a, store.clone(), consumed.as_mut()).await;
+    if let Some(c) = &consumed
+        && let Err(e) = c.save()
+    {
+        eprintln!("error: --state: {e}");
+        if code == ExitCode::SUCCESS {
+            code = ExitCode::FAILURE;
+        }
+    }
     if let Some(store) = store {
         // The end of a session (closed, or lost with its messages handed back) is recorded
         // in the store without being waited for. The store's writer takes changes in order,
@@ -239,7 +255,11 @@ pub(crate) async fn send(a: SendArgs) -> ExitCode {
     code
 }
 
-async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCode {
+async fn send_lines(
+    a: SendArgs,
+    store: Option<Arc<dyn SessionStore>>,
+    mut consumed: Option<&mut crate::consumed::Consumed>,
+) -> ExitCode {
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
     if let Err(e) = check_client_options(&a.addr, &a.security) {
         return fail(e);
@@ -351,9 +371,19 @@ async fn send_lines(a: SendArgs, store: Option<Arc<dyn SessionStore>>) -> ExitCo
                 return why.end(&client, sent).await;
             }
             record = records.next(), if !eof => match record.transpose() {
-                Some(Ok(_)) if skipped < skip => skipped += 1,
+                Some(Ok(r)) if skipped < skip => {
+                    // Sent by an earlier run: checked against what that run read.
+                    if let Some(Err(e)) = consumed.as_deref_mut().map(|c| c.add(&r, true)) {
+                        bar.finish_and_clear();
+                        return fail(e);
+                    }
+                    skipped += 1;
+                }
                 // Bytes are sent as they came: a `\r` before a newline is part of the line.
                 Some(Ok(l)) => {
+                    if let Some(c) = consumed.as_deref_mut() {
+                        let _ = c.add(&l, false);
+                    }
                     let len = l.len();
                     // --timeout covers the wait for room too (a server that stopped reading
                     // fills the window and the outbox).

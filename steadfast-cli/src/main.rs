@@ -4,6 +4,7 @@ mod bench;
 mod cert;
 mod chaos;
 mod client;
+mod consumed;
 mod demo;
 mod human;
 mod pem;
@@ -240,8 +241,9 @@ struct SendArgs {
     /// crash or restart of this process. Run again with the same DIR and the same input: the
     /// stored session resumes (its unacknowledged lines go out again by themselves) and the
     /// input lines already sent in earlier runs are skipped (their count is printed on
-    /// stderr), so no line is sent twice. A damaged or foreign directory is refused and left
-    /// untouched.
+    /// stderr), so no line is sent twice. The skipped lines are checked against checkpoints
+    /// of what earlier runs read: a different input is refused. A damaged or foreign
+    /// directory is refused and left untouched.
     #[arg(long, value_name = "DIR")]
     state: Option<std::path::PathBuf>,
     /// Largest message accepted and sent: bytes, or with a KiB, MiB or GiB suffix, up to

@@ -929,3 +929,56 @@ fn listen_writes_what_the_server_sends() {
     );
     drop(console);
 }
+
+/// `send --state` records what it read of its input; a rerun with a different input is
+/// refused instead of skipping records it never sent, and the same input is skipped as sent.
+#[test]
+fn a_different_input_with_the_same_state_is_refused() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    // serve's stdout is drained as it comes (a full pipe would stall it).
+    let mut stdout = serve.child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let dir = TempDir::new("consumed");
+    let state = dir.0.join("state");
+    let state = state.to_str().unwrap();
+    for n in [5usize, 3_000] {
+        let input: String = (0..n).map(|i| format!("record {i} of {n}\n")).collect();
+        let (code, err) = run_send(
+            &server,
+            input.as_bytes(),
+            &["--state", state, "--timeout", "30"],
+        );
+        assert_eq!(code, 0, "{err}");
+        // The same input again: every record is skipped as sent.
+        let (code, err) = run_send(
+            &server,
+            input.as_bytes(),
+            &["--state", state, "--timeout", "30"],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("0 messages sent"), "{err}");
+        // One byte changed in the part already sent: refused, nothing sent.
+        let other = input.replacen("record 3 ", "record 3!", 1);
+        let (code, err) = run_send(
+            &server,
+            other.as_bytes(),
+            &["--state", state, "--timeout", "30"],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("the input differs"), "{err}");
+        // The refusal changed nothing: the right input is still recognised, and more of it
+        // is sent.
+        let more = format!("{input}one more\n");
+        let (code, err) = run_send(
+            &server,
+            more.as_bytes(),
+            &["--state", state, "--timeout", "30"],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("1 message sent"), "{err}");
+        std::fs::remove_dir_all(dir.0.join("state")).unwrap();
+    }
+    drop(serve);
+    let _ = drain.join();
+}
