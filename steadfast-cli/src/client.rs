@@ -11,7 +11,7 @@ use steadfast::proto::SendError;
 use steadfast::store::{SessionStore, StoreRole};
 use steadfast::tls::TlsClient;
 use steadfast::{Client, ClientConfig, ClientEvent};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::{ClientSecurity, ConnectArgs, SendArgs, fail};
@@ -555,7 +555,11 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
         a.addr,
         client.id().map_or_else(|| "?".into(), |i| i.to_string())
     );
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let framing = a.records.framing();
+    // With the default framing a received message is shown as "< " and its line; -0 and
+    // --length-prefixed write the framed bodies alone, for programs.
+    let console = framing == crate::records::Framing::Delimited(b'\n');
+    let mut input = crate::records::RecordReader::new(tokio::io::stdin(), framing, a.max_message);
     let mut stdout = tokio::io::stdout();
     let peer = client.peer().clone();
     let stop = crate::stop_signal();
@@ -579,9 +583,12 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             },
             m = peer.recv() => match m {
                 Ok(m) => {
-                    let mut line = b"< ".to_vec();
-                    line.extend_from_slice(&m.body);
-                    line.push(b'\n');
+                    let mut line = if console { b"< ".to_vec() } else { Vec::new() };
+                    if let Err(why) = framing.encode(&m.body, &mut line) {
+                        // Never altered: the message stays with its sender.
+                        let _ = tokio::time::timeout(Duration::from_secs(5), client.close("cannot write a message")).await;
+                        return fail(format!("message {} cannot be written to stdout: {why}; it was not acknowledged", m.seq.0));
+                    }
                     // Acknowledged once written: a message stdout did not take stays with
                     // its sender.
                     match stdout.write_all(&line).await.and(stdout.flush().await) {
@@ -599,9 +606,9 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             },
-            line = lines.next_line() => match line {
-                Ok(Some(l)) if l.trim() == "/quit" => break,
-                Ok(Some(l)) if l.trim() == "/status" => {
+            record = input.next() => match record {
+                Ok(Some(l)) if l.trim_ascii() == b"/quit" => break,
+                Ok(Some(l)) if l.trim_ascii() == b"/status" => {
                     let s = peer.stats();
                     eprintln!(
                         "{} session {} | sent {} acknowledged {} in flight {} retransmitted {} | received {} | rtt {}",
@@ -611,7 +618,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                         s.rtt.map_or_else(|| "-".into(), crate::human::duration)
                     );
                 }
-                Ok(Some(l)) => match peer.send(l.into_bytes()).await {
+                Ok(Some(l)) => match peer.send(l).await {
                     Ok(receipt) => {
                         let seq = receipt.seq();
                         tokio::spawn(async move {
@@ -622,7 +629,11 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                     }
                     Err(e) => eprintln!("not sent: {e}"),
                 },
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("error: input: {e}");
+                    break;
+                }
             },
         }
     }

@@ -298,6 +298,8 @@ struct ConnectArgs {
     #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
     max_message: u32,
     #[command(flatten)]
+    records: records::Records,
+    #[command(flatten)]
     security: ClientSecurity,
 }
 

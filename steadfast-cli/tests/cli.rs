@@ -982,3 +982,32 @@ fn a_different_input_with_the_same_state_is_refused() {
     drop(serve);
     let _ = drain.join();
 }
+
+/// `connect -0` sends and shows binary messages unchanged: a record with a newline inside
+/// goes to an echoing server and comes back byte for byte, framed alone (no "< ").
+#[test]
+fn connect_with_null_framing_is_binary_safe() {
+    let mut serve = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--echo",
+        "--length-prefixed",
+    ]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut stdout = serve.child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let mut connect = spawn(&["connect", &server, "-0"]);
+    connect.wait_for("connected to");
+    let mut stdin = connect.child.stdin.take().unwrap();
+    stdin.write_all(b"two\nlines\r\0").unwrap();
+    stdin.flush().unwrap();
+    let mut out = connect.child.stdout.take().unwrap();
+    let mut got = [0u8; 11];
+    out.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"two\nlines\r\0");
+    drop(stdin);
+    assert_eq!(exit_status(&mut connect).code(), Some(0));
+    drop(serve);
+    let _ = drain.join();
+}
