@@ -6,10 +6,9 @@
 //! application does, so acknowledgements and heartbeats flow (PROTOCOL.md §6).
 
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::{debug, trace};
 
 pub(crate) use crate::clock::now;
@@ -20,9 +19,8 @@ use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
 
 /// Bytes read per call while data streams in.
 const READ_CHUNK: usize = 64 << 10;
-/// The read buffer of a connection with little to read: buffers grow under load and are
-/// freed when the connection is idle (a plain TCP one then holds none while it waits), so
-/// thousands of idle sessions cost little memory.
+/// The read buffer of a quiet connection: buffers grow under load and shrink back when the
+/// connection is idle, so thousands of idle sessions cost little memory.
 const READ_SMALL: usize = 512;
 /// Bytes encoded per driver turn, under the session's lock: senders wait for that lock
 /// meanwhile, so a turn encodes a few socket writes' worth, not all there is.
@@ -55,73 +53,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
 }
 
 /// The reading half of a connection's stream.
-enum ReadHalf {
-    /// Plain TCP: the driver waits for readiness without a buffer, so an idle connection
-    /// holds none.
-    Tcp(tokio::net::tcp::OwnedReadHalf),
-    /// Any other stream reads into a buffer it is given while it waits.
-    Other(Box<dyn AsyncRead + Unpin + Send>),
-}
-
-impl ReadHalf {
-    /// Reads what the stream has and gives it to `handle` (empty: the stream ended; an
-    /// error: it failed), then tells whether the read filled its buffer. Plain TCP waits for
-    /// readiness with no buffer and reads up to `size` bytes: into `buf` (first grown to
-    /// `size`) if `size` is above [`READ_SMALL`], else into the stack, handled there. Any
-    /// other stream reads into `buf`, first grown to `size`. (A small future: it is part of
-    /// every connection task's state.)
-    fn read<'a, H>(
-        &'a mut self,
-        buf: &'a mut Vec<u8>,
-        size: usize,
-        mut handle: H,
-    ) -> impl Future<Output = bool> + 'a
-    where
-        H: FnMut(std::io::Result<&[u8]>) + 'a,
-    {
-        std::future::poll_fn(move |cx| match self {
-            // Polled readiness: the driver is the stream's only reader.
-            ReadHalf::Tcp(r) => loop {
-                if let Err(e) = std::task::ready!(r.as_ref().poll_read_ready(cx)) {
-                    handle(Err(e));
-                    return Poll::Ready(false);
-                }
-                let mut small = [0u8; READ_SMALL];
-                let b: &mut [u8] = if size > READ_SMALL {
-                    if buf.len() < size {
-                        buf.resize(size, 0);
-                    }
-                    buf
-                } else {
-                    &mut small
-                };
-                match r.try_read(b) {
-                    // The readiness was stale (now cleared): wait again.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Ok(n) => {
-                        handle(Ok(&b[..n]));
-                        return Poll::Ready(n == b.len());
-                    }
-                    Err(e) => {
-                        handle(Err(e));
-                        return Poll::Ready(false);
-                    }
-                }
-            },
-            ReadHalf::Other(r) => {
-                if buf.len() < size {
-                    buf.resize(size, 0);
-                }
-                let mut rb = tokio::io::ReadBuf::new(buf);
-                let r = std::task::ready!(std::pin::Pin::new(r).poll_read(cx, &mut rb));
-                let full = rb.remaining() == 0;
-                handle(r.map(|()| rb.filled()));
-                Poll::Ready(full)
-            }
-        })
-    }
-}
-
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
 /// The writing half of a connection's stream.
 type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
 
@@ -133,11 +65,11 @@ fn split(stream: BoxStream) -> (ReadHalf, WriteHalf, bool) {
     match stream.into_tcp() {
         Ok(tcp) => {
             let (r, w) = tcp.into_split();
-            (ReadHalf::Tcp(r), Box::new(w), true)
+            (Box::new(r), Box::new(w), true)
         }
         Err(other) => {
             let (r, w) = tokio::io::split(other);
-            (ReadHalf::Other(Box::new(r)), Box::new(w), false)
+            (Box::new(r), Box::new(w), false)
         }
     }
 }
@@ -229,21 +161,18 @@ impl Drop for Installed<'_> {
     }
 }
 
-async fn drive_output<F>(
+async fn drive_output<R, F>(
     peer: &Arc<PeerShared>,
     generation: u64,
-    rd: &mut ReadHalf,
+    rd: &mut R,
     output: &Output,
     on_progress: &mut F,
 ) -> Outcome
 where
+    R: AsyncRead + Unpin,
     F: FnMut(Progress),
 {
-    // The read buffer: none until the stream has something to read (plain TCP), then
-    // `read_size` bytes, grown while data streams in and freed again when the connection is
-    // idle.
-    let mut rbuf = Vec::new();
-    let mut read_size = READ_SMALL;
+    let mut rbuf = vec![0u8; READ_SMALL];
     let mut progress = Vec::new();
     // One timer for the connection's life, moved only when the core's next deadline moves
     // (registering a timer on every turn cost more than the turn's own work).
@@ -367,26 +296,26 @@ where
         }
         let writing = !output.lock().is_idle();
         tokio::select! {
-            full = rd.read(&mut rbuf, read_size, |r| {
+            r = rd.read(&mut rbuf) => {
                 let mut st = peer.lock();
                 let current = st.generation == generation;
                 let allowance = receive_allowance(&st);
                 if let Link::Attached(conn) = &mut st.link && current {
                     match r {
-                        Ok([]) | Err(_) => conn.handle_disconnect(),
-                        Ok(data) => {
+                        Ok(0) | Err(_) => conn.handle_disconnect(),
+                        Ok(n) => {
                             conn.set_receive_allowance(allowance);
-                            conn.handle_input(now(), data);
+                            conn.handle_input(now(), &rbuf[..n]);
                         }
                     }
                     // Count what this input added at once, under the same lock: another
                     // session's allowance must not be computed from a total that misses it.
                     st.account();
                 }
-            }) => {
-                if full && read_size < READ_CHUNK {
+                drop(st);
+                if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
                     // Data streams in: read in big chunks.
-                    read_size = READ_CHUNK;
+                    rbuf.resize(READ_CHUNK, 0);
                 }
             }
             r = std::future::poll_fn(|cx| output.lock().poll_write_all(cx)), if writing => {
@@ -409,8 +338,9 @@ where
                 }
                 drop(st);
                 // A timer fired with nothing to read: release what a busy period grew.
-                rbuf = Vec::new();
-                read_size = READ_SMALL;
+                if rbuf.len() > READ_SMALL {
+                    rbuf = vec![0u8; READ_SMALL];
+                }
                 output.lock().shrink(WRITE_KEEP);
             }
         }
