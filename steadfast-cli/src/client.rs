@@ -537,18 +537,21 @@ fn note(bar: &ProgressBar, msg: &str) {
     }
 }
 
-pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
-    if let Err(e) = check_client_options(&a.addr, &a.security) {
-        return fail(e);
-    }
-    let config = match client_config(a.name.clone(), &a.security, a.max_message, true) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+/// The session of `connect` and `listen` (acknowledged by hand: a message once written), or
+/// the exit status when it cannot be opened.
+async fn open_session(a: &ConnectArgs) -> Result<Client, ExitCode> {
+    check_client_options(&a.addr, &a.security).map_err(fail)?;
+    let config = client_config(a.name.clone(), &a.security, a.max_message, true).map_err(fail)?;
     let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
-    let client = match connect_first(&a.addr, config, deadline, a.retry).await {
+    connect_first(&a.addr, config, deadline, a.retry)
+        .await
+        .map_err(Unconnected::exit)
+}
+
+pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
+    let client = match open_session(&a).await {
         Ok(c) => c,
-        Err(e) => return e.exit(),
+        Err(code) => return code,
     };
     eprintln!(
         "connected to {} (session {}); type to send, /status, /quit",
@@ -643,18 +646,10 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
 }
 
 /// `steadfast listen`: receive only, every message to stdout, acknowledged once written.
-pub(crate) async fn listen(a: crate::ListenArgs) -> ExitCode {
-    if let Err(e) = check_client_options(&a.addr, &a.security) {
-        return fail(e);
-    }
-    let config = match client_config(a.name.clone(), &a.security, a.max_message, true) {
+pub(crate) async fn listen(a: ConnectArgs) -> ExitCode {
+    let client = match open_session(&a).await {
         Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
-    let client = match connect_first(&a.addr, config, deadline, a.retry).await {
-        Ok(c) => c,
-        Err(e) => return e.exit(),
+        Err(code) => return code,
     };
     eprintln!("listening to {}", a.addr);
     let framing = a.records.framing();

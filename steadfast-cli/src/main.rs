@@ -42,7 +42,7 @@ enum Command {
     /// --lines, -0 or --length-prefixed say), until the session ends or Ctrl-C. A message is
     /// acknowledged once written and flushed.
     #[command(after_help = EXIT_STATUS)]
-    Listen(ListenArgs),
+    Listen(ConnectArgs),
     /// A fault proxy: forwards to --upstream and cuts (RST or FIN) or stalls connections on a
     /// seeded schedule, printing each fault.
     #[command(after_help = EXIT_STATUS)]
@@ -256,29 +256,7 @@ struct SendArgs {
     security: ClientSecurity,
 }
 
-#[derive(clap::Args, Debug)]
-struct ListenArgs {
-    /// Server address, host:port.
-    addr: String,
-    /// Give up connecting after this many seconds (exit 3).
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<u64>,
-    /// If the server cannot be reached at first, keep trying (with a growing delay, until
-    /// --timeout) instead of exiting 1 at once.
-    #[arg(long)]
-    retry: bool,
-    /// A peer name shown to the server.
-    #[arg(long)]
-    name: Option<String>,
-    /// Largest message accepted: bytes, or with a KiB, MiB or GiB suffix, up to 4 GiB − 1.
-    #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
-    max_message: u32,
-    #[command(flatten)]
-    records: records::Records,
-    #[command(flatten)]
-    security: ClientSecurity,
-}
-
+/// The options of `connect` and `listen`.
 #[derive(clap::Args, Debug)]
 struct ConnectArgs {
     /// Server address, host:port.
