@@ -567,6 +567,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     let peer = client.peer().clone();
     let stop = crate::stop_signal();
     tokio::pin!(stop);
+    let mut code = ExitCode::SUCCESS;
     loop {
         tokio::select! {
             () = &mut stop => return interrupted(&client, peer.stats().queued).await,
@@ -634,7 +635,9 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                 },
                 Ok(None) => break,
                 Err(e) => {
+                    // What was typed before still goes out; the run then fails.
                     eprintln!("error: input: {e}");
+                    code = ExitCode::FAILURE;
                     break;
                 }
             },
@@ -642,7 +645,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("bye")).await;
-    ExitCode::SUCCESS
+    code
 }
 
 /// `steadfast listen`: receive only, every message to stdout, acknowledged once written.

@@ -1011,3 +1011,18 @@ fn connect_with_null_framing_is_binary_safe() {
     drop(serve);
     let _ = drain.join();
 }
+
+/// Input that ends inside a length-prefixed record is an error, not a quiet end: exit 1.
+#[test]
+fn connect_fails_on_a_cut_record() {
+    let serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let server = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut connect = spawn(&["connect", &server, "--length-prefixed"]);
+    connect.wait_for("connected to");
+    let mut stdin = connect.child.stdin.take().unwrap();
+    stdin.write_all(&[0, 0, 0, 5, b'a', b'b']).unwrap();
+    drop(stdin);
+    connect.wait_for("error: input: the input ends inside a record");
+    assert_eq!(exit_status(&mut connect).code(), Some(1));
+    drop(serve);
+}
