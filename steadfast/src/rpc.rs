@@ -156,6 +156,7 @@ type Handler = Arc<
 #[derive(Clone)]
 pub struct Router {
     routes: HashMap<String, Handler>,
+    fallback: Option<Handler>,
     max_in_flight: usize,
 }
 
@@ -163,6 +164,7 @@ impl Default for Router {
     fn default() -> Self {
         Router {
             routes: HashMap::new(),
+            fallback: None,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
@@ -172,6 +174,7 @@ impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("fallback", &self.fallback.is_some())
             .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
@@ -193,17 +196,34 @@ impl Router {
         F: Fn(Context, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        let h: Handler = Arc::new(move |ctx, payload| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                let value: T = rmp_serde::from_slice(&payload)
-                    .map_err(|e| format!("cannot decode the request: {e}"))?;
-                let reply = handler(ctx, value).await.map_err(|e| e.to_string())?;
-                rmp_serde::to_vec_named(&reply).map_err(|e| format!("cannot encode the reply: {e}"))
-            })
-        });
-        self.routes.insert(name.to_owned(), h);
+        self.routes.insert(name.to_owned(), erase(handler));
+        self
+    }
+
+    /// Adds a handler for every route that has none of its own (instead of the error reply
+    /// [`UNKNOWN_ROUTE`]); [`Context::route`] names the route asked for. A fallback that
+    /// takes any value, such as `rmpv::Value`, serves requests it knows nothing about, as
+    /// `steadfast serve --exec` does.
+    ///
+    /// ```
+    /// use steadfast::rpc::Router;
+    ///
+    /// let router = Router::new()
+    ///     .route("add", |_ctx, (a, b): (i64, i64)| async move { Ok::<_, String>(a + b) })
+    ///     .fallback(|ctx, _value: ()| async move {
+    ///         Err::<(), _>(format!("{} is retired: ask `add`", ctx.route))
+    ///     });
+    /// # let _ = router;
+    /// ```
+    pub fn fallback<T, R, E, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: Fn(Context, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        self.fallback = Some(erase(handler));
         self
     }
 
@@ -237,6 +257,27 @@ impl Router {
         self.max_in_flight = n.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
+}
+
+/// A typed handler as one that takes and gives encoded values.
+fn erase<T, R, E, F, Fut>(handler: F) -> Handler
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: Fn(Context, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx, payload| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let value: T = rmp_serde::from_slice(&payload)
+                .map_err(|e| format!("cannot decode the request: {e}"))?;
+            let reply = handler(ctx, value).await.map_err(|e| e.to_string())?;
+            rmp_serde::to_vec_named(&reply).map_err(|e| format!("cannot encode the reply: {e}"))
+        })
+    })
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, RequestError>>>>>;
@@ -401,7 +442,11 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
                     peer: peer.clone(),
                     route: env.route.clone(),
                 };
-                let handler = router.routes.get(&env.route).cloned();
+                let handler = router
+                    .routes
+                    .get(&env.route)
+                    .or(router.fallback.as_ref())
+                    .cloned();
                 let peer = peer.clone();
                 let job = async move {
                     let result = match handler {

@@ -341,3 +341,33 @@ async fn dropping_the_rpc_cancels_its_handlers() {
         "no handler started after the drop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_serves_the_routes_nobody_else_handles() {
+    let mut server = Server::bind(["127.0.0.1:0"], ServerConfig::default())
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    let (client, peer) = pair(&mut server, addr, ClientConfig::default()).await;
+    let fallback = router().fallback(|ctx, n: u64| async move {
+        if n == 0 {
+            Err(format!("{} refused zero", ctx.route))
+        } else {
+            Ok(format!("{} got {n}", ctx.route))
+        }
+    });
+    let _server_rpc = Rpc::new(peer, fallback);
+    let rpc = Rpc::new(client.peer().clone(), Router::new());
+    let d = Duration::from_secs(10);
+    let sum: i64 = rpc.request("add", &(1, 2), d).await.unwrap();
+    assert_eq!(sum, 3, "a route of its own still wins");
+    let got: String = rpc.request("anything/else", &7u64, d).await.unwrap();
+    assert_eq!(
+        got, "anything/else got 7",
+        "the fallback sees the route asked for"
+    );
+    match rpc.request::<_, String>("other", &0u64, d).await {
+        Err(RequestError::Handler(e)) => assert_eq!(e, "other refused zero"),
+        other => panic!("{other:?}"),
+    }
+}
