@@ -13,6 +13,8 @@
 //!   handler may or may not have run;
 //! - a request or message to a route nobody handles gets an error reply (never a silent drop);
 //! - a handler's error comes back as [`RequestError::Handler`];
+//! - a reply too large to send (above the session's largest message) comes back as an error
+//!   reply saying so, never as a silence until the deadline;
 //! - one-way messages are handled in order, one at a time; requests run concurrently, at
 //!   most [`Router::max_in_flight`] handlers at once per session (default
 //!   [`DEFAULT_MAX_IN_FLIGHT`]). At the limit the next message is left in the session
@@ -394,6 +396,22 @@ async fn send_envelope(
     peer.send(Bytes::from(bytes)).await.map(|_| ())
 }
 
+/// Sends a reply or an error reply. One too large to send becomes an error reply saying so,
+/// so that the requester learns why instead of waiting for its deadline.
+async fn answer(peer: &Peer, kind: u8, route: &str, id: u64, payload: Vec<u8>) {
+    if let Err(SendError::TooLarge { len, max }) =
+        send_envelope(peer, kind, route, id, payload).await
+    {
+        let what = if kind == REPLY {
+            "reply"
+        } else {
+            "error reply"
+        };
+        let why = format!("the {what} of {len} bytes is above the largest message of {max} bytes");
+        let _ = send_envelope(peer, ERROR_REPLY, route, id, why.into_bytes()).await;
+    }
+}
+
 async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
     let slots = Arc::new(Semaphore::new(router.max_in_flight));
     // Owned by the reader, so aborting the reader (dropping the Rpc) aborts every handler.
@@ -455,17 +473,10 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
                     };
                     match (kind, result) {
                         (REQUEST, Ok(reply)) => {
-                            let _ = send_envelope(&peer, REPLY, &env.route, env.id, reply).await;
+                            answer(&peer, REPLY, &env.route, env.id, reply).await;
                         }
                         (_, Err(e)) => {
-                            let _ = send_envelope(
-                                &peer,
-                                ERROR_REPLY,
-                                &env.route,
-                                env.id,
-                                e.into_bytes(),
-                            )
-                            .await;
+                            answer(&peer, ERROR_REPLY, &env.route, env.id, e.into_bytes()).await;
                         }
                         _ => {}
                     }

@@ -371,3 +371,30 @@ async fn a_fallback_serves_the_routes_nobody_else_handles() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_too_large_to_send_comes_back_as_an_error_reply() {
+    let small = Config::default().max_message(4_096);
+    let mut server = Server::bind(
+        ["127.0.0.1:0"],
+        ServerConfig::default().protocol(small.clone()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    let (client, peer) = pair(&mut server, addr, ClientConfig::default().protocol(small)).await;
+    let big = Router::new().route("big", |_ctx, n: usize| async move {
+        Ok::<_, String>(vec![7u8; n])
+    });
+    let _server_rpc = Rpc::new(peer, big);
+    let rpc = Rpc::new(client.peer().clone(), Router::new());
+    let d = Duration::from_secs(10);
+    let fits: Vec<u8> = rpc.request("big", &1_000usize, d).await.unwrap();
+    assert_eq!(fits.len(), 1_000);
+    match rpc.request::<_, Vec<u8>>("big", &10_000usize, d).await {
+        Err(RequestError::Handler(e)) => {
+            assert!(e.contains("above the largest message of 4096 bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
