@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use crate::{ClientSecurity, ConnectArgs, SendArgs, fail};
 
 /// Exit status when `--timeout` passed before every message was acknowledged.
-const EXIT_TIMEOUT: u8 = 3;
+pub(crate) const EXIT_TIMEOUT: u8 = 3;
 /// Exit status when the session was lost.
-const EXIT_SESSION_LOST: u8 = 4;
+pub(crate) const EXIT_SESSION_LOST: u8 = 4;
 
 /// The client configuration from the command line's name, TLS and token options (with
 /// `manual_ack`, a message is acknowledged by `Peer::acknowledge`, not by taking it).
@@ -150,7 +150,7 @@ impl Unconnected {
 /// Makes the first connection. An unreachable server ends the run at once (exit 1), unless
 /// `retry`: then it is tried again with a growing delay (with a visible status). `deadline`
 /// (`--timeout`) bounds it all, the handshake included. A refusal is final.
-async fn connect_first(
+pub(crate) async fn connect_first(
     addr: &str,
     config: ClientConfig,
     deadline: Option<Instant>,

@@ -6,11 +6,14 @@ mod chaos;
 mod client;
 mod consumed;
 mod demo;
+mod exec;
 mod human;
 mod pem;
 mod records;
+mod request;
 mod serve;
 mod size;
+mod value;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +46,11 @@ enum Command {
     /// acknowledged once written and flushed.
     #[command(after_help = EXIT_STATUS)]
     Listen(ConnectArgs),
+    /// Ask a route for an answer, as `serve --exec` or a program on the library's rpc gives
+    /// it: one request, its reply to stdout (bytes or a string unaltered, any other value as
+    /// a JSON line); an error reply is an error. The request survives cuts like any message.
+    #[command(after_help = EXIT_STATUS)]
+    Request(RequestArgs),
     /// A fault proxy: forwards to --upstream and cuts (RST or FIN) or stalls connections on a
     /// seeded schedule, printing each fault.
     #[command(after_help = EXIT_STATUS)]
@@ -65,17 +73,18 @@ enum Command {
 /// The exit statuses of every command, shown by each `--help` and, identical, in README.md
 /// (a test compares them).
 const EXIT_STATUS: &str = "\
-Exit status (serve, send, connect, listen, chaos):
+Exit status (serve, send, connect, listen, request, chaos):
   0    done: every line acknowledged (send); stopped by Ctrl-C or SIGTERM (serve, chaos),
        by /quit or the end of input (serve --console, connect); the server ended the
-       session (listen)
+       session (listen); the reply written (request)
   1    error: a bad address or option, a server not reachable (without --retry), refused,
-       a line above --max-message, an unusable --state, stdout failing
-  3    --timeout reached first (send, connect, listen)
+       a line above --max-message, an unusable --state, stdout failing, an error reply
+       (request)
+  3    --timeout reached first (send, connect, listen, request)
   4    the session was lost: the server forgot it; the lines not acknowledged are counted
-       and nothing is resent silently (send, connect)
-  130  interrupted by Ctrl-C or SIGTERM (send, connect, listen): the session was closed
-       and how many lines were acknowledged is printed; a second Ctrl-C stops at once
+       and nothing is resent silently (send, connect); a request's outcome is unknown
+  130  interrupted by Ctrl-C or SIGTERM (send, connect, listen, request): the session was
+       closed and how many lines were acknowledged is printed; a second Ctrl-C stops at once
   141  stdout closed by its reader, as in `serve | head`: stopped quietly, and no line it
        did not write was acknowledged";
 
@@ -216,6 +225,22 @@ struct ServeArgs {
     /// 4 GiB − 1 (the outbox and the memory budget grows to fit).
     #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
     max_message: u32,
+    /// Answer requests instead of writing messages: every request (from `steadfast request`
+    /// or a program on the library's rpc), whatever its route, runs CMD with `sh -c`, its
+    /// body on stdin (bytes as they are; a structured value as a line of JSON) and
+    /// STEADFAST_ROUTE, STEADFAST_BODY (bytes or json), STEADFAST_SESSION, STEADFAST_PEER
+    /// and STEADFAST_NAME set. Status 0: its stdout is the reply. Otherwise, or past
+    /// --exec-timeout, the requester gets an error reply with the reason and the start of
+    /// its stderr.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["format", "echo", "lines", "null", "length_prefixed"])]
+    exec: Option<String>,
+    /// With --exec: runs at once per session; further requests wait, unacknowledged, so the
+    /// requester is held back rather than this server piling up processes.
+    #[arg(long, value_name = "N", default_value = "4", requires = "exec")]
+    exec_jobs: usize,
+    /// With --exec: seconds one run may take before it is killed (its whole process group).
+    #[arg(long, value_name = "SECS", default_value = "60", requires = "exec")]
+    exec_timeout: u64,
     #[command(flatten)]
     records: records::Records,
     #[command(flatten)]
@@ -277,6 +302,38 @@ struct ConnectArgs {
     max_message: u32,
     #[command(flatten)]
     records: records::Records,
+    #[command(flatten)]
+    security: ClientSecurity,
+}
+
+#[derive(clap::Args, Debug)]
+struct RequestArgs {
+    /// Server address, host:port.
+    addr: String,
+    /// The route to ask (with `serve --exec`, any route: the command sees it in
+    /// $STEADFAST_ROUTE).
+    route: String,
+    /// The request's body, as bytes; without it, or with `-`, stdin to its end.
+    body: Option<std::ffi::OsString>,
+    /// The body is JSON, sent as the MessagePack value it stands for (for routes that take
+    /// typed values, such as `[2, 3]` for a pair of numbers).
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many seconds, whatever is being waited for (the server, room to
+    /// send, the reply): exit 3. The request may still be handled after that.
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    timeout: u64,
+    /// If the server cannot be reached at first, keep trying (with a growing delay, until
+    /// --timeout) instead of exiting 1 at once.
+    #[arg(long)]
+    retry: bool,
+    /// A peer name shown to the server.
+    #[arg(long)]
+    name: Option<String>,
+    /// Largest message accepted and sent (the request with its route, the reply): bytes,
+    /// or with a KiB, MiB or GiB suffix, up to 4 GiB − 1.
+    #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
+    max_message: u32,
     #[command(flatten)]
     security: ClientSecurity,
 }
@@ -355,6 +412,7 @@ fn main() -> ExitCode {
             Command::Send(a) => client::send(a).await,
             Command::Connect(a) => client::connect(a).await,
             Command::Listen(a) => client::listen(a).await,
+            Command::Request(a) => request::run(a).await,
             Command::Chaos(a) => chaos::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Cert(a) => cert::run(&a),

@@ -22,7 +22,8 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             // `serve_peer`): one that stdout did not take goes back to its sender as
             // unacknowledged, never lost between the two.
             .protocol(crate::size::protocol(
-                steadfast::proto::Config::default().manual_ack(true),
+                // (With --exec, the rpc acknowledges a request when a run takes it.)
+                steadfast::proto::Config::default().manual_ack(a.exec.is_none()),
                 a.max_message,
             ))
             // Clients may compress their messages with either.
@@ -57,6 +58,17 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     for addr in server.local_addrs() {
         eprintln!("listening on {addr}");
     }
+    let exec = a.exec.as_ref().map(|command| {
+        eprintln!("answering requests with: {command}");
+        crate::exec::router(
+            Arc::new(crate::exec::Exec {
+                command: command.clone(),
+                timeout: Duration::from_secs(a.exec_timeout),
+                max_reply: a.max_message,
+            }),
+            a.exec_jobs,
+        )
+    });
     let out = Arc::new(Mutex::new(BufWriter::new(tokio::io::stdout())));
     // The console runs in a task of its own (a `/ping` waits for its answer without holding
     // up new sessions); `/quit` or the end of its input stops the server like a signal.
@@ -97,6 +109,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             peer = server.accept() => {
                 let Some(peer) = peer else { break };
                 eprintln!("connected: {}", describe(&peer));
+                if let Some(router) = &exec {
+                    peers.spawn(crate::exec::serve_peer(peer, router.clone()));
+                    continue;
+                }
                 let (server, out, opts, failed, stop) =
                     (server.clone(), out.clone(), opts.clone(), failed_tx.clone(), stop_rx.clone());
                 peers.spawn(async move {
@@ -131,8 +147,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     // was written is acknowledged, and with --state committed, before the sessions stop), then
     // the server stops accepting, gives outboxes a moment to drain and ends every session.
     let _ = stopping.send(true);
+    // (With --exec nothing is written here: runs go on while the sessions drain, and those
+    // still going when the server stops are killed.)
     let finished = tokio::time::timeout(Duration::from_secs(5), async {
-        while peers.join_next().await.is_some() {}
+        while exec.is_none() && peers.join_next().await.is_some() {}
     })
     .await;
     if finished.is_err() {
@@ -378,7 +396,7 @@ fn render(line: &mut Vec<u8>, opts: &PeerOptions, peer: &Peer, m: &Message) -> R
     Ok(())
 }
 
-fn describe(peer: &Peer) -> String {
+pub(crate) fn describe(peer: &Peer) -> String {
     let id = peer.id().map_or_else(|| "?".into(), |i| i.to_string());
     let addr = peer.addr().map_or_else(|| "?".into(), |a| a.to_string());
     match peer.name() {

@@ -4,84 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
 use support::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
-
-/// A child process killed when dropped.
-struct Proc {
-    child: Child,
-    /// Lines of stderr as they come.
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Proc { child, stderr: rx }
-}
-
-impl Proc {
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_for(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .stderr
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-    }
-}
-
-/// A fault proxy in front of `upstream` with these options, and its address.
-fn start_chaos(upstream: &str, options: &[&str]) -> (Proc, String) {
-    let mut args = vec!["chaos", "--listen", "127.0.0.1:0", "--upstream", upstream];
-    args.extend_from_slice(options);
-    let chaos = spawn(&args);
-    let proxy = addr_after(&chaos.wait_for("chaos proxy on"), "chaos proxy on ");
-    (chaos, proxy)
-}
-
-/// The address after `marker` in a line like "listening on 127.0.0.1:4242".
-fn addr_after(line: &str, marker: &str) -> String {
-    let rest = &line[line.find(marker).unwrap() + marker.len()..];
-    rest.split_whitespace().next().unwrap().to_string()
-}
+use support::proc::{BIN, Proc, addr_after, all_of_stdout, exit_status, spawn, start_chaos};
 
 fn run_send(addr: &str, input: &[u8], extra: &[&str]) -> (i32, String) {
     let mut args = vec!["send", addr];
@@ -631,29 +559,6 @@ fn send_timeout_fires_while_waiting_for_room() {
     drop(serve);
 }
 
-/// Waits (at most 60 s: a bound against a hang, not a timing check) for a child to exit.
-fn exit_status(p: &mut Proc) -> std::process::ExitStatus {
-    for _ in 0..600 {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the process did not exit");
-}
-
-/// What a child wrote to stdout, to its end (once it has stopped).
-fn all_of_stdout(p: &mut Proc) -> String {
-    let mut out = String::new();
-    p.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    out
-}
-
 /// Reads `n` lines of a child's stdout, then closes it, as `| head -n` does.
 fn head(p: &mut Proc, n: usize) -> Vec<String> {
     let out = p.child.stdout.take().unwrap();
@@ -715,11 +620,11 @@ fn the_exit_status_table_is_the_same_in_readme_and_every_help() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let start = readme
-        .find("Exit status (serve, send, connect, listen, chaos):")
+        .find("Exit status (serve, send, connect, listen, request, chaos):")
         .unwrap();
     let table = &readme[start..start + readme[start..].find("```").unwrap()];
     assert!(table.lines().count() >= 8, "{table}");
-    for command in ["serve", "send", "connect", "listen", "chaos"] {
+    for command in ["serve", "send", "connect", "listen", "request", "chaos"] {
         let out = Command::new(BIN)
             .args([command, "--help"])
             .output()

@@ -1,5 +1,9 @@
 //! What the CLI's test files share.
 
+#![allow(dead_code, unreachable_pub)]
+
+pub(crate) mod proc;
+
 use std::path::PathBuf;
 
 /// A temporary directory removed when dropped.

@@ -1,0 +1,270 @@
+//! `steadfast request` and `serve --exec`: request/response from the shell on the library's
+//! rpc, through cuts, with errors, timeouts, lost sessions and Ctrl-C. Loopback only; every
+//! process is killed at the end.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod support;
+use support::TempDir;
+use support::proc::{BIN, Proc, addr_after, all_of_stdout, exit_status, spawn, start_chaos};
+
+/// `serve --exec CMD` with these options, and its address.
+fn serve_exec(cmd: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--exec", cmd];
+    args.extend_from_slice(extra);
+    let serve = spawn(&args);
+    let addr = addr_after(&serve.wait_for("listening on"), "listening on ");
+    (serve, addr)
+}
+
+/// Runs `request ADDR ARGS…` with `stdin` to its end: exit code, stdout, stderr.
+fn request(addr: &str, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new(BIN)
+        .arg("request")
+        .arg(addr)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Bytes of every value, `\n`, `\r` and NUL included.
+fn binary(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Lines in a file (0 if it does not exist).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// The command's stdout is the reply, byte for byte; the body reaches its stdin unaltered;
+/// the route and the body's kind are in its environment; each request runs it once.
+#[test]
+fn a_request_runs_the_command_and_its_stdout_is_the_reply() {
+    let dir = TempDir::new("exec-once");
+    let log = dir.0.join("runs");
+    let cmd = format!(
+        "echo run >> '{}'; printf '%s %s|' \"$STEADFAST_ROUTE\" \"$STEADFAST_BODY\"; cat",
+        log.display()
+    );
+    let (_serve, addr) = serve_exec(&cmd, &[]);
+    let body = binary(100_000, 7);
+    let (code, out, err) = request(&addr, &["files/put"], &body);
+    assert_eq!(code, 0, "{err}");
+    let mut want = b"files/put bytes|".to_vec();
+    want.extend_from_slice(&body);
+    assert!(out == want, "the reply differs ({} bytes)", out.len());
+    // BODY as an argument; `-` is stdin.
+    let (code, out, err) = request(&addr, &["greet", "a b\r\nc"], b"ignored");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, b"greet bytes|a b\r\nc");
+    let (code, out, _) = request(&addr, &["dash", "-"], b"from stdin");
+    assert_eq!((code, out.as_slice()), (0, &b"dash bytes|from stdin"[..]));
+    // A structured value reaches the command as a line of JSON.
+    let (code, out, err) = request(&addr, &["j", "--json", r#"{"n":[1,2.5,null]}"#], b"");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "j json|{\"n\":[1,2.5,null]}\n"
+    );
+    assert_eq!(lines_in(&log), 4, "one run per request");
+}
+
+/// What goes wrong comes back as an error reply (exit 1) that says what happened; a
+/// command that overruns is killed with everything it started.
+#[test]
+fn failures_come_back_as_error_replies_that_say_why() {
+    let dir = TempDir::new("exec-errors");
+    let pid_file = dir.0.join("pid");
+    let cmd = format!(
+        "case \"$STEADFAST_ROUTE\" in \
+           fail) echo 'no such file' >&2; exit 3;; \
+           big) head -c 5000 /dev/zero;; \
+           hang) sleep 300 & echo $! > '{}'; wait;; \
+           slow) sleep 5;; \
+         esac",
+        pid_file.display()
+    );
+    let (serve, addr) = serve_exec(&cmd, &["--exec-timeout", "2", "--max-message", "1KiB"]);
+    let (code, out, err) = request(&addr, &["fail", ""], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("fail: the command exited with status 3: no such file"),
+        "{err}"
+    );
+    serve.wait_for("route \"fail\": the command exited with status 3");
+    let (code, _, err) = request(&addr, &["big", ""], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("wrote more than 1,024 bytes"), "{err}");
+    // Killed at --exec-timeout, the background `sleep` it started too.
+    let (code, _, err) = request(&addr, &["hang", ""], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ran over 2.0 s (--exec-timeout) and was killed"),
+        "{err}"
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    // Gone, or a zombie waiting for its reaper: not running, not sleeping.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
+    assert!(
+        state.is_none() || state == Some('Z'),
+        "the command's child survived: {stat}"
+    );
+    // The requester's own --timeout: exit 3, saying the request may still be handled.
+    let (code, _, err) = request(&addr, &["slow", "", "--timeout", "1"], b"");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no reply within 1.0 s (--timeout)"), "{err}");
+    // A body above --max-message is refused before anything is sent.
+    let (code, _, err) = request(&addr, &["x", "--max-message", "100"], &[b'a'; 101]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("over the largest message of 100 bytes"),
+        "{err}"
+    );
+}
+
+/// Requests and replies are messages of the session: through a proxy that cuts the link every
+/// 20 to 60 KB, requests and replies of up to 100 KB (sent in 16 KiB chunks, resumed after
+/// each cut) each get their own reply, and each runs exactly once.
+#[test]
+fn requests_survive_cuts_and_each_runs_once() {
+    let dir = TempDir::new("exec-cuts");
+    let log = dir.0.join("runs");
+    let cmd = format!("echo \"$STEADFAST_ROUTE\" >> '{}'; cat", log.display());
+    let (_serve, addr) = serve_exec(&cmd, &[]);
+    let (mut chaos, proxy) = start_chaos(&addr, &["--min-bytes", "20000", "--max-bytes", "60000"]);
+    let n = 20;
+    for i in 0..n {
+        let body = binary(5_000 * (i + 1), i as u64 + 1);
+        let route = format!("r{i}");
+        let (code, out, err) = request(&proxy, &[&route, "--timeout", "60"], &body);
+        assert_eq!(code, 0, "request {i}: {err}");
+        assert!(out == body, "request {i}: the reply differs");
+    }
+    let runs = std::fs::read_to_string(&log).unwrap();
+    let want: String = (0..n).map(|i| format!("r{i}\n")).collect();
+    assert_eq!(runs, want, "each request ran once, in order");
+    let _ = chaos.child.kill();
+    let faults = all_of_stdout(&mut chaos);
+    let cuts = faults.lines().filter(|l| l.starts_with("fault:")).count();
+    assert!(cuts >= 20, "too few cuts to mean anything: {faults}");
+}
+
+/// A route of a program on the library's rpc takes a JSON body as the typed value it
+/// expects; the reply's value comes back as JSON; a route nobody handles is named.
+#[test]
+fn a_typed_route_takes_json_and_answers_json() {
+    use steadfast::rpc::{Router, Rpc};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(steadfast::Server::bind(
+            ["127.0.0.1:0"],
+            steadfast::ServerConfig::default(),
+        ))
+        .unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    rt.spawn(async move {
+        let mut rpcs = Vec::new();
+        while let Some(peer) = server.accept().await {
+            let router = Router::new()
+                .route("add", |_ctx, (a, b): (i64, i64)| async move {
+                    Ok::<_, String>(a + b)
+                })
+                .route("hello", |_ctx, name: String| async move {
+                    Ok::<_, String>(format!("hello, {name}"))
+                });
+            rpcs.push(Rpc::new(peer, router));
+        }
+    });
+    let (code, out, err) = request(&addr, &["add", "--json", "[2, 3]"], b"");
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).as_ref()),
+        (0, "5\n"),
+        "{err}"
+    );
+    // A string reply is written as it is, like bytes.
+    let (code, out, err) = request(&addr, &["hello", "--json", "\"ann\""], b"");
+    assert_eq!((code, out.as_slice()), (0, &b"hello, ann"[..]), "{err}");
+    let (code, _, err) = request(&addr, &["sub", "--json", "[2, 3]"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no handler for route \"sub\""), "{err}");
+    let (code, _, err) = request(&addr, &["add", "--json", "[2,"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the body is not JSON (--json)"), "{err}");
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// The server dies while the command runs and comes back without the session: the request's
+/// outcome is unknown, and `request` says so with exit 4.
+#[test]
+fn a_request_whose_session_is_lost_exits_4() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let serve = spawn(&["serve", "--listen", &addr, "--exec", "sleep 60"]);
+    serve.wait_for("listening on");
+    let mut req = spawn(&["request", &addr, "work", "--timeout", "60"]);
+    drop(req.child.stdin.take());
+    serve.wait_for("connected:");
+    drop(serve);
+    let serve2 = spawn(&["serve", "--listen", &addr, "--exec", "cat"]);
+    serve2.wait_for("listening on");
+    assert_eq!(exit_status(&mut req).code(), Some(4));
+    let err = req.wait_for("before the reply");
+    assert!(err.contains("may or may not have been handled"), "{err}");
+}
+
+/// Ctrl-C while waiting for the reply closes the session (the server sees it end, not
+/// linger) and exits 130.
+#[test]
+fn ctrl_c_in_request_closes_the_session() {
+    let (serve, addr) = serve_exec("sleep 60", &[]);
+    let mut req = spawn(&["request", &addr, "work"]);
+    drop(req.child.stdin.take());
+    serve.wait_for("connected:");
+    Command::new("kill")
+        .args(["-INT", &req.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(exit_status(&mut req).code(), Some(130));
+    req.wait_for("the request may or may not have been handled");
+    let ended = serve.wait_for("ended:");
+    assert!(ended.contains("interrupted"), "{ended}");
+}
