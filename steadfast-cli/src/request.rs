@@ -76,7 +76,8 @@ pub(crate) async fn run(a: RequestArgs) -> ExitCode {
         Err(RequestError::Handler(e)) => fail(format!("{}: {e}", a.route)),
         Err(RequestError::Timeout(_)) => {
             eprintln!(
-                "error: no reply within {} (--timeout); the request may still be handled",
+                "error: no reply within {} (--timeout); the request may still be handled (is \
+                 the server one that answers, such as `serve --exec`?)",
                 crate::human::duration(Duration::from_secs(a.timeout))
             );
             ExitCode::from(EXIT_TIMEOUT)

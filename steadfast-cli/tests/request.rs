@@ -149,6 +149,16 @@ fn failures_come_back_as_error_replies_that_say_why() {
     let (code, _, err) = request(&addr, &["slow", "", "--timeout", "1"], b"");
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("no reply within 1.0 s (--timeout)"), "{err}");
+    // Plain messages (from `send`) are no requests: the server says it drops them.
+    let mut send = Command::new(BIN)
+        .args(["send", &addr])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    send.stdin.take().unwrap().write_all(b"a line\n").unwrap();
+    send.wait().unwrap();
+    serve.wait_for("not an rpc envelope: answered with an error reply and dropped");
     // A body above --max-message is refused before anything is sent.
     let (code, _, err) = request(&addr, &["x", "--max-message", "100"], &[b'a'; 101]);
     assert_eq!(code, 1, "{err}");

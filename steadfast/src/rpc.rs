@@ -434,7 +434,9 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
             Err(_) => break,
         };
         let Ok(env) = rmp_serde::from_slice::<Envelope>(&m.body) else {
-            tracing::debug!(seq = %m.seq, "not an rpc envelope; dropped");
+            // Seen by whoever runs this side (a peer speaking plain messages to an rpc is a
+            // mistake to fix), and answered, so the sender can know too.
+            tracing::warn!(seq = %m.seq, session = ?peer.id(), "not an rpc envelope: answered with an error reply and dropped");
             let _ = send_envelope(&peer, ERROR_REPLY, "", 0, b"not an rpc envelope".to_vec()).await;
             continue;
         };
