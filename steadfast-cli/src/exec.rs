@@ -16,9 +16,15 @@ use steadfast::Peer;
 use steadfast::rpc::{Context, Router, Rpc};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::Semaphore;
+
+use crate::value::{Bin, Body};
 
 /// How much of a failed command's stderr goes into its error reply.
 const STDERR_KEPT: usize = 2_048;
+
+/// How long what a command left running may keep its stdout or stderr open once it exited.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(200);
 
 /// The command and its limits.
 pub(crate) struct Exec {
@@ -28,15 +34,17 @@ pub(crate) struct Exec {
     pub(crate) timeout: Duration,
     /// The largest reply (stdout beyond it is not read: the run fails).
     pub(crate) max_reply: u32,
+    /// Runs going at once on the whole server (`--exec-max`).
+    pub(crate) slots: Semaphore,
 }
 
 /// A router that runs the command for every route, at most `jobs` at once per session.
 pub(crate) fn router(exec: Arc<Exec>, jobs: usize) -> Router {
     Router::new()
-        .fallback(move |ctx: Context, value: rmpv::Value| {
+        .fallback(move |ctx: Context, body: Body| {
             let exec = exec.clone();
             async move {
-                let ran = exec.run(&ctx, &value).await;
+                let ran = exec.run(&ctx, body).await;
                 if let Err(e) = &ran {
                     eprintln!(
                         "exec: {} route {:?}: {e}",
@@ -44,7 +52,7 @@ pub(crate) fn router(exec: Arc<Exec>, jobs: usize) -> Router {
                         ctx.route
                     );
                 }
-                ran.map(rmpv::Value::Binary)
+                ran.map(Bin)
             }
         })
         .max_in_flight(jobs)
@@ -59,28 +67,25 @@ pub(crate) async fn serve_peer(peer: Peer, router: Router) {
 
 impl Exec {
     /// One run of the command for one request: its stdout, or why there is none.
-    async fn run(&self, ctx: &Context, value: &rmpv::Value) -> Result<Vec<u8>, String> {
-        let input = match crate::value::as_bytes(value) {
-            Some(b) => b.to_vec(),
-            None => {
-                let mut line = crate::value::to_json(value).to_string().into_bytes();
+    async fn run(&self, ctx: &Context, body: Body) -> Result<Vec<u8>, String> {
+        let (input, kind) = match body {
+            Body::Bytes(b) => (b, "bytes"),
+            Body::Json(mut line) => {
                 line.push(b'\n');
-                line
+                (line, "json")
             }
+        };
+        // A slot of the server's first (waiting holds this session's slot, so its further
+        // requests stay unacknowledged): the timeout counts from the start of the run.
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Err("the server is stopping".into());
         };
         let peer = &ctx.peer;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(&self.command)
             .env("STEADFAST_ROUTE", &ctx.route)
-            .env(
-                "STEADFAST_BODY",
-                if crate::value::as_bytes(value).is_some() {
-                    "bytes"
-                } else {
-                    "json"
-                },
-            )
+            .env("STEADFAST_BODY", kind)
             .env(
                 "STEADFAST_SESSION",
                 peer.id().map(|i| i.to_string()).unwrap_or_default(),
@@ -99,8 +104,8 @@ impl Exec {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {:?}: {e}", self.command))?;
-        // Until the run is over, leaving this function (a timeout, an overlong reply, the
-        // server stopping) kills the command and whatever it started.
+        // Leaving this function (the run over, a timeout, an overlong reply, the server
+        // stopping) kills the command's process group: what it started ends with it.
         let group = Group(child.id());
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -108,32 +113,53 @@ impl Exec {
             return Err("the command's pipes are missing".into());
         };
         let max = self.max_reply as usize;
-        let ran = async {
-            let feed = async {
-                // A command that does not read its input is fine: the pipe just closes.
-                let _ = stdin.write_all(&input).await;
-                drop(stdin);
-                Ok::<_, String>(())
-            };
-            let reply = async {
-                let mut out = Vec::new();
-                read_up_to(stdout, max + 1, &mut out)
-                    .await
-                    .map_err(|e| format!("reading the command's stdout: {e}"))?;
-                if out.len() > max {
-                    return Err(format!(
-                        "the command wrote more than {} (--max-message)",
-                        crate::human::plural(max as u64, "byte")
-                    ));
-                }
-                Ok(out)
-            };
-            let errors = async { Ok::<_, String>(keep_start(stderr, STDERR_KEPT).await) };
-            let ((), out, err) = tokio::try_join!(feed, reply, errors)?;
-            let status = child
-                .wait()
+        let feed = async {
+            // A command that does not read its input is fine: the pipe just closes.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+            Ok::<_, String>(())
+        };
+        let reply = async {
+            let mut out = Vec::new();
+            read_up_to(stdout, max + 1, &mut out)
                 .await
-                .map_err(|e| format!("waiting for the command: {e}"))?;
+                .map_err(|e| format!("reading the command's stdout: {e}"))?;
+            if out.len() > max {
+                return Err(format!(
+                    "the command wrote more than {} (--max-message)",
+                    crate::human::plural(max as u64, "byte")
+                ));
+            }
+            Ok(out)
+        };
+        let errors = async { Ok::<_, String>(keep_start(stderr, STDERR_KEPT).await) };
+        let reading = async { tokio::try_join!(feed, reply, errors) };
+        tokio::pin!(reading);
+        let ran = async {
+            let mut exited = None;
+            let read = tokio::select! {
+                r = &mut reading => r,
+                s = child.wait() => {
+                    exited = Some(s.map_err(|e| format!("waiting for the command: {e}"))?);
+                    // The command is done; what it left running in the background gets a
+                    // moment to close its stdout and stderr, then is killed.
+                    match tokio::time::timeout(LEFTOVER_GRACE, &mut reading).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            group.kill();
+                            (&mut reading).await
+                        }
+                    }
+                }
+            };
+            let ((), out, err) = read?;
+            let status = match exited {
+                Some(s) => s,
+                None => child
+                    .wait()
+                    .await
+                    .map_err(|e| format!("waiting for the command: {e}"))?,
+            };
             Ok::<_, String>((status, out, err))
         };
         let (status, out, err) =
@@ -145,7 +171,6 @@ impl Exec {
                         crate::human::duration(self.timeout)
                     )
                 })??;
-        group.disarm();
         if status.success() {
             return Ok(out);
         }
@@ -197,26 +222,27 @@ async fn keep_start(mut r: impl AsyncRead + Unpin, limit: usize) -> Vec<u8> {
     kept
 }
 
-/// The command's process group, killed on drop unless the run ended by itself.
+/// The command's process group, killed when the run is over (or given up).
 struct Group(Option<u32>);
 
 impl Group {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
+    /// Sends SIGKILL to every process of the group. The group's id is its leader's process
+    /// id, which is not given to another process while the leader is unreaped or any member
+    /// lives; a group already gone is fine.
+    fn kill(&self) {
         #[cfg(unix)]
         if let Some(pid) = self
             .0
             .and_then(|p| i32::try_from(p).ok())
             .and_then(rustix::process::Pid::from_raw)
         {
-            // The leader is not reaped yet (its child handle is alive), so the id is still
-            // this group's. A group already gone is fine.
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

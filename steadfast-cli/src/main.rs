@@ -77,9 +77,10 @@ Exit status (serve, send, connect, listen, request, chaos):
   0    done: every line acknowledged (send); stopped by Ctrl-C or SIGTERM (serve, chaos),
        by /quit or the end of input (serve --console, connect); the server ended the
        session (listen); the reply written (request)
-  1    error: a bad address or option, a server not reachable (without --retry), refused,
-       a line above --max-message, an unusable --state, stdout failing, an error reply
-       (request)
+  1    error: a bad address, TLS options without TLS, a server not reachable (without
+       --retry), refused, a line above --max-message, an unusable --state, stdout
+       failing, an error reply (request)
+  2    usage: an unknown or conflicting option, a missing or malformed argument
   3    --timeout reached first (send, connect, listen, request)
   4    the session was lost: the server forgot it; the lines not acknowledged are counted
        and nothing is resent silently (send, connect); a request's outcome is unknown
@@ -232,14 +233,28 @@ struct ServeArgs {
     /// and STEADFAST_NAME set. Status 0: its stdout is the reply. Otherwise, or past
     /// --exec-timeout, the requester gets an error reply with the reason and the start of
     /// its stderr.
-    #[arg(long, value_name = "CMD", conflicts_with_all = ["format", "echo", "lines", "null", "length_prefixed"])]
+    /// A one-way message (the library's `Rpc::notify`) runs CMD too, its stdout unused.
+    /// A run's processes end with it. Not with --state: a request taken before a crash
+    /// would not run again.
+    #[arg(
+        long,
+        value_name = "CMD",
+        conflicts_with_all = ["format", "echo", "lines", "null", "length_prefixed", "state"]
+    )]
     exec: Option<String>,
     /// With --exec: runs at once per session; further requests wait, unacknowledged, so the
     /// requester is held back rather than this server piling up processes.
-    #[arg(long, value_name = "N", default_value = "4", requires = "exec")]
-    exec_jobs: usize,
+    #[arg(long, value_name = "N", default_value = "4", requires = "exec",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    exec_jobs: u32,
+    /// With --exec: runs at once on the whole server; a run waits for a slot (in turn)
+    /// before it starts.
+    #[arg(long, value_name = "N", default_value = "64", requires = "exec",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    exec_max: u32,
     /// With --exec: seconds one run may take before it is killed (its whole process group).
-    #[arg(long, value_name = "SECS", default_value = "60", requires = "exec")]
+    #[arg(long, value_name = "SECS", default_value = "60", requires = "exec",
+          value_parser = clap::value_parser!(u64).range(1..))]
     exec_timeout: u64,
     #[command(flatten)]
     records: records::Records,

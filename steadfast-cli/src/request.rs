@@ -9,10 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::client::{EXIT_SESSION_LOST, EXIT_TIMEOUT, Unconnected};
+use crate::value::{Bin, Body};
 use crate::{RequestArgs, fail};
 
 /// What a request carries.
-enum Body {
+enum Request {
     /// Bytes, sent as MessagePack binary.
     Bytes(Vec<u8>),
     /// A JSON value, sent as the MessagePack value it denotes.
@@ -21,43 +22,46 @@ enum Body {
 
 pub(crate) async fn run(a: RequestArgs) -> ExitCode {
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    if let Err(e) = crate::client::check_client_options(&a.addr, &a.security) {
-        return fail(e);
-    }
-    let body = match body(&a).await {
-        Ok(b) => b,
-        Err(e) => return fail(e),
+    // Ctrl-C is heard from the start: polled first below, before anything is read or sent.
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
+    let opened = async {
+        crate::client::check_client_options(&a.addr, &a.security).map_err(fail)?;
+        let request = read_request(&a).await.map_err(fail)?;
+        let config =
+            crate::client::client_config(a.name.clone(), &a.security, a.max_message, false)
+                .map_err(fail)?;
+        let client = crate::client::connect_first(&a.addr, config, Some(deadline), a.retry)
+            .await
+            .map_err(Unconnected::exit)?;
+        Ok::<_, ExitCode>((request, client))
     };
-    let config =
-        match crate::client::client_config(a.name.clone(), &a.security, a.max_message, false) {
-            Ok(c) => c,
-            Err(e) => return fail(e),
-        };
-    let client = match crate::client::connect_first(&a.addr, config, Some(deadline), a.retry).await
-    {
-        Ok(c) => c,
-        Err(e) => return Unconnected::exit(e),
+    let (request, client) = tokio::select! {
+        biased;
+        () = &mut stop => {
+            eprintln!("interrupted: nothing was sent");
+            return ExitCode::from(crate::EXIT_INTERRUPTED);
+        }
+        opened = opened => match opened {
+            Ok(o) => o,
+            Err(code) => return code,
+        },
     };
     // Replies come in through the session: an rpc with no routes of its own reads them.
     let rpc = Rpc::new(client.peer().clone(), Router::new());
     let asked = async {
-        match &body {
-            Body::Bytes(b) => {
-                rpc.request::<_, rmpv::Value>(
-                    &a.route,
-                    &rmpv::Value::Binary(b.clone()),
-                    remaining(deadline),
-                )
-                .await
+        match request {
+            Request::Bytes(b) => {
+                rpc.request::<_, Body>(&a.route, &Bin(b), remaining(deadline))
+                    .await
             }
-            Body::Json(v) => rpc.request(&a.route, v, remaining(deadline)).await,
+            Request::Json(v) => rpc.request(&a.route, &v, remaining(deadline)).await,
         }
     };
-    let stop = crate::stop_signal();
     // The deadline covers sending too (a full outbox waits): the whole run is bounded.
     let reply = tokio::select! {
         r = tokio::time::timeout_at(deadline, asked) => r.unwrap_or(Err(RequestError::Timeout(Duration::from_secs(a.timeout)))),
-        () = stop => {
+        () = &mut stop => {
             eprintln!("interrupted: closing the session (Ctrl-C again to stop at once)");
             tokio::spawn(async {
                 crate::stop_signal().await;
@@ -69,7 +73,7 @@ pub(crate) async fn run(a: RequestArgs) -> ExitCode {
         }
     };
     let code = match reply {
-        Ok(v) => write(&v).await,
+        Ok(v) => write(v).await,
         Err(RequestError::Handler(e)) if e == UNKNOWN_ROUTE => {
             fail(format!("{}: no handler for route {:?}", a.addr, a.route))
         }
@@ -111,7 +115,7 @@ pub(crate) async fn run(a: RequestArgs) -> ExitCode {
 }
 
 /// The request's body: BODY, or stdin to its end when BODY is absent or `-`.
-async fn body(a: &RequestArgs) -> Result<Body, String> {
+async fn read_request(a: &RequestArgs) -> Result<Request, String> {
     let bytes = match &a.body {
         Some(b) if b != "-" => os_bytes(b),
         _ => {
@@ -133,10 +137,10 @@ async fn body(a: &RequestArgs) -> Result<Body, String> {
     };
     if a.json {
         serde_json::from_slice(&bytes)
-            .map(Body::Json)
+            .map(Request::Json)
             .map_err(|e| format!("the body is not JSON (--json): {e}"))
     } else {
-        Ok(Body::Bytes(bytes))
+        Ok(Request::Bytes(bytes))
     }
 }
 
@@ -157,11 +161,10 @@ fn remaining(deadline: Instant) -> Duration {
 
 /// Writes the reply: bytes or a string unaltered (no newline added), any other value as one
 /// line of JSON.
-async fn write(v: &rmpv::Value) -> ExitCode {
-    let out = match crate::value::as_bytes(v) {
-        Some(b) => b.to_vec(),
-        None => {
-            let mut line = crate::value::to_json(v).to_string().into_bytes();
+async fn write(reply: Body) -> ExitCode {
+    let out = match reply {
+        Body::Bytes(b) => b,
+        Body::Json(mut line) => {
             line.push(b'\n');
             line
         }

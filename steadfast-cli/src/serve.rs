@@ -65,8 +65,9 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
                 command: command.clone(),
                 timeout: Duration::from_secs(a.exec_timeout),
                 max_reply: a.max_message,
+                slots: tokio::sync::Semaphore::new(a.exec_max as usize),
             }),
-            a.exec_jobs,
+            a.exec_jobs as usize,
         )
     });
     let out = Arc::new(Mutex::new(BufWriter::new(tokio::io::stdout())));

@@ -59,6 +59,29 @@ fn binary(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The state letter of a process in /proc (`None` once it is gone).
+fn process_state(pid_file: &std::path::Path) -> Option<char> {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Whether the process is gone or a zombie waiting for its reaper (not running, not sleeping).
+fn is_ended(pid_file: &std::path::Path) -> bool {
+    matches!(process_state(pid_file), None | Some('Z'))
+}
+
+/// Waits (at most 20 s: a bound against a hang, not a timing check) for a file to exist.
+fn wait_for_file(path: &std::path::Path) {
+    for _ in 0..200 {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} never appeared", path.display());
+}
+
 /// Lines in a file (0 if it does not exist).
 fn lines_in(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
@@ -131,20 +154,7 @@ fn failures_come_back_as_error_replies_that_say_why() {
         err.contains("ran over 2.0 s (--exec-timeout) and was killed"),
         "{err}"
     );
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    // Gone, or a zombie waiting for its reaper: not running, not sleeping.
-    let state = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .trim_start()
-        .chars()
-        .next();
-    assert!(
-        state.is_none() || state == Some('Z'),
-        "the command's child survived: {stat}"
-    );
+    assert!(is_ended(&pid_file), "the command's child survived");
     // The requester's own --timeout: exit 3, saying the request may still be handled.
     let (code, _, err) = request(&addr, &["slow", "", "--timeout", "1"], b"");
     assert_eq!(code, 3, "{err}");
@@ -243,32 +253,40 @@ fn a_typed_route_takes_json_and_answers_json() {
 /// outcome is unknown, and `request` says so with exit 4.
 #[test]
 fn a_request_whose_session_is_lost_exits_4() {
+    let dir = TempDir::new("exec-lost");
+    let pid_file = dir.0.join("pid");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let serve = spawn(&["serve", "--listen", &addr, "--exec", "sleep 60"]);
+    let cmd = format!("echo $$ > '{}'; exec sleep 60", pid_file.display());
+    let serve = spawn(&["serve", "--listen", &addr, "--exec", &cmd]);
     serve.wait_for("listening on");
     let mut req = spawn(&["request", &addr, "work", "--timeout", "60"]);
     drop(req.child.stdin.take());
-    serve.wait_for("connected:");
-    drop(serve);
+    wait_for_file(&pid_file);
+    drop(serve); // SIGKILL: the run it started is orphaned, and killed below
     let serve2 = spawn(&["serve", "--listen", &addr, "--exec", "cat"]);
     serve2.wait_for("listening on");
     assert_eq!(exit_status(&mut req).code(), Some(4));
     let err = req.wait_for("before the reply");
     assert!(err.contains("may or may not have been handled"), "{err}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
 }
 
 /// Ctrl-C while waiting for the reply closes the session (the server sees it end, not
-/// linger) and exits 130.
+/// linger) and exits 130; the server kills the run of the ended session.
 #[test]
 fn ctrl_c_in_request_closes_the_session() {
-    let (serve, addr) = serve_exec("sleep 60", &[]);
+    let dir = TempDir::new("exec-ctrl-c");
+    let pid_file = dir.0.join("pid");
+    let cmd = format!("echo $$ > '{}'; exec sleep 60", pid_file.display());
+    let (serve, addr) = serve_exec(&cmd, &[]);
     let mut req = spawn(&["request", &addr, "work"]);
     drop(req.child.stdin.take());
-    serve.wait_for("connected:");
+    wait_for_file(&pid_file);
     Command::new("kill")
         .args(["-INT", &req.child.id().to_string()])
         .status()
@@ -277,4 +295,64 @@ fn ctrl_c_in_request_closes_the_session() {
     req.wait_for("the request may or may not have been handled");
     let ended = serve.wait_for("ended:");
     assert!(ended.contains("interrupted"), "{ended}");
+    for _ in 0..200 {
+        if is_ended(&pid_file) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the run of the ended session was not killed");
+}
+
+/// A run is over when the command exits: what it left running in the background (holding
+/// its stdout) does not hold the reply back, and is killed.
+#[test]
+fn a_run_ends_with_its_command_and_takes_its_leftovers_along() {
+    let dir = TempDir::new("exec-leftovers");
+    let pid_file = dir.0.join("pid");
+    let cmd = format!("sleep 60 & echo $! > '{}'; echo done", pid_file.display());
+    let (_serve, addr) = serve_exec(&cmd, &["--exec-timeout", "30"]);
+    let (code, out, err) = request(&addr, &["bg", ""], b"");
+    assert_eq!((code, out.as_slice()), (0, &b"done\n"[..]), "{err}");
+    assert!(is_ended(&pid_file), "the background process survived");
+}
+
+/// --exec-max bounds the runs of the whole server: two sessions' requests with one slot run
+/// one after the other, never together.
+#[test]
+fn exec_max_bounds_the_runs_of_the_whole_server() {
+    let dir = TempDir::new("exec-max");
+    let log = dir.0.join("log");
+    let cmd = format!(
+        "echo start >> '{0}'; sleep 0.3; echo end >> '{0}'",
+        log.display()
+    );
+    let (_serve, addr) = serve_exec(&cmd, &["--exec-max", "1"]);
+    let a = {
+        let addr = addr.clone();
+        std::thread::spawn(move || request(&addr, &["a", ""], b""))
+    };
+    let (code, _, err) = request(&addr, &["b", ""], b"");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = a.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "start\nend\nstart\nend\n"
+    );
+    // Runs that would not be repeated after a crash: --exec refuses --state.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--exec",
+            "cat",
+            "--state",
+        ])
+        .arg(dir.0.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }

@@ -4,7 +4,8 @@
 //! MessagePack array `[kind, route, id, payload]`, language-neutral) that is either a one-way
 //! message to a route, a request to a route, or a reply to a request. Requests and one-way
 //! messages go to the handlers of a [`Router`]; replies go to the [`Rpc::request`] waiting for
-//! them. Both sides of a session can do both.
+//! them (replies carry an empty route: they find their request by its id). Both sides of a
+//! session can do both.
 //!
 //! Delivery is the session's: requests and replies arrive exactly once, in order, across
 //! connection cuts. Edge cases, by design:
@@ -396,11 +397,12 @@ async fn send_envelope(
     peer.send(Bytes::from(bytes)).await.map(|_| ())
 }
 
-/// Sends a reply or an error reply. One too large to send becomes an error reply saying so,
-/// so that the requester learns why instead of waiting for its deadline.
-async fn answer(peer: &Peer, kind: u8, route: &str, id: u64, payload: Vec<u8>) {
-    if let Err(SendError::TooLarge { len, max }) =
-        send_envelope(peer, kind, route, id, payload).await
+/// Sends a reply or an error reply. Replies find their request by id, so they carry no route:
+/// a request whose route fills its message leaves room for its reply. One too large to send
+/// becomes an error reply saying so, so that the requester learns why instead of waiting for
+/// its deadline.
+async fn answer(peer: &Peer, kind: u8, id: u64, payload: Vec<u8>) {
+    if let Err(SendError::TooLarge { len, max }) = send_envelope(peer, kind, "", id, payload).await
     {
         let what = if kind == REPLY {
             "reply"
@@ -408,7 +410,7 @@ async fn answer(peer: &Peer, kind: u8, route: &str, id: u64, payload: Vec<u8>) {
             "error reply"
         };
         let why = format!("the {what} of {len} bytes is above the largest message of {max} bytes");
-        let _ = send_envelope(peer, ERROR_REPLY, route, id, why.into_bytes()).await;
+        let _ = send_envelope(peer, ERROR_REPLY, "", id, why.into_bytes()).await;
     }
 }
 
@@ -453,7 +455,11 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
                     };
                     let _ = w.send(r);
                 } else if env.kind == ERROR_REPLY {
-                    tracing::debug!(route = %env.route, "error reply: {}", String::from_utf8_lossy(&env.payload));
+                    tracing::debug!(
+                        id = env.id,
+                        "error reply: {}",
+                        String::from_utf8_lossy(&env.payload)
+                    );
                 }
                 // A reply whose request timed out: dropped quietly.
             }
@@ -475,10 +481,10 @@ async fn read(peer: Peer, router: Arc<Router>, pending: Pending) {
                     };
                     match (kind, result) {
                         (REQUEST, Ok(reply)) => {
-                            answer(&peer, REPLY, &env.route, env.id, reply).await;
+                            answer(&peer, REPLY, env.id, reply).await;
                         }
                         (_, Err(e)) => {
-                            answer(&peer, ERROR_REPLY, &env.route, env.id, e.into_bytes()).await;
+                            answer(&peer, ERROR_REPLY, env.id, e.into_bytes()).await;
                         }
                         _ => {}
                     }

@@ -382,6 +382,7 @@ async fn a_reply_too_large_to_send_comes_back_as_an_error_reply() {
     .await
     .unwrap();
     let addr = server.local_addrs()[0].to_string();
+    let (addr2, small2) = (addr.clone(), small.clone());
     let (client, peer) = pair(&mut server, addr, ClientConfig::default().protocol(small)).await;
     let big = Router::new().route("big", |_ctx, n: usize| async move {
         Ok::<_, String>(vec![7u8; n])
@@ -391,6 +392,20 @@ async fn a_reply_too_large_to_send_comes_back_as_an_error_reply() {
     let d = Duration::from_secs(10);
     let fits: Vec<u8> = rpc.request("big", &1_000usize, d).await.unwrap();
     assert_eq!(fits.len(), 1_000);
+    // A route that fills most of the request leaves room for the reply all the same.
+    let long = "x".repeat(4_086); // the request is 4,095 bytes, a reply naming the route 4,097
+    let fallback =
+        Router::new().fallback(|ctx, (): ()| async move { Ok::<_, String>(ctx.route.len()) });
+    let (client2, peer2) = pair(
+        &mut server,
+        addr2.clone(),
+        ClientConfig::default().protocol(small2),
+    )
+    .await;
+    let _server_rpc2 = Rpc::new(peer2, fallback);
+    let rpc2 = Rpc::new(client2.peer().clone(), Router::new());
+    let n: usize = rpc2.request(&long, &(), d).await.unwrap();
+    assert_eq!(n, 4_086);
     match rpc.request::<_, Vec<u8>>("big", &10_000usize, d).await {
         Err(RequestError::Handler(e)) => {
             assert!(e.contains("above the largest message of 4096 bytes"), "{e}");
