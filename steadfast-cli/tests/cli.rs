@@ -9,25 +9,14 @@ use std::time::Duration;
 
 mod support;
 use support::TempDir;
-use support::proc::{BIN, Proc, addr_after, all_of_stdout, exit_status, spawn, start_chaos};
+use support::proc::{
+    BIN, Proc, addr_after, all_of_stdout, exit_status, run_with_input, spawn, start_chaos,
+};
 
 fn run_send(addr: &str, input: &[u8], extra: &[&str]) -> (i32, String) {
     let mut args = vec!["send", addr];
     args.extend_from_slice(extra);
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = run_with_input(&args, input);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 mod support;
 use support::TempDir;
-use support::proc::{BIN, Proc, addr_after, all_of_stdout, exit_status, spawn, start_chaos};
+use support::proc::{
+    BIN, Proc, addr_after, all_of_stdout, exit_status, run_with_input, spawn, start_chaos,
+};
 
 /// `serve --exec CMD` with these options, and its address.
 fn serve_exec(cmd: &str, extra: &[&str]) -> (Proc, String) {
@@ -23,22 +25,9 @@ fn serve_exec(cmd: &str, extra: &[&str]) -> (Proc, String) {
 
 /// Runs `request ADDR ARGS…` with `stdin` to its end: exit code, stdout, stderr.
 fn request(addr: &str, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
-    let mut child = Command::new(BIN)
-        .arg("request")
-        .arg(addr)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let bytes = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&bytes);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let mut all = vec!["request", addr];
+    all.extend_from_slice(args);
+    let out = run_with_input(&all, stdin);
     (
         out.status.code().unwrap_or(-1),
         out.stdout,

@@ -100,3 +100,24 @@ pub(crate) fn all_of_stdout(p: &mut Proc) -> String {
         .unwrap();
     out
 }
+
+/// Runs the binary with `args` and `input` on its stdin (written from a thread of its own,
+/// so that a command that stops reading cannot block the test), to its end.
+pub(crate) fn run_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
