@@ -58,8 +58,9 @@ enum Command {
     /// The first thing to run: a server, a client and a fault proxy in one process; a million
     /// messages through a link that is cut again and again; a summary of what arrived.
     Demo(DemoArgs),
-    /// Write development TLS certificates: DIR/ca.pem, server.pem, server.key, client.pem,
-    /// client.key, the server's valid for every --name (DNS names or IP addresses).
+    /// Write development TLS certificates: DIR/ca.pem, ca.key, server.pem, server.key,
+    /// client.pem, client.key (keys readable by their owner only), the server's valid for
+    /// every --name (DNS names or IP addresses); --ca DIR issues from an existing CA.
     Cert(CertArgs),
     /// Measure on loopback, each figure next to a baseline from the same run: throughput,
     /// latency, connections or cuts.
@@ -129,6 +130,14 @@ struct CertArgs {
     /// A DNS name or IP address the server certificate is valid for (repeat).
     #[arg(long = "name", required = true, value_name = "NAME")]
     names: Vec<String>,
+    /// Issue from the CA in this directory (its ca.pem and ca.key) instead of making a new
+    /// one: every client that trusts it trusts the new server. DIR/ca.pem is copied to --out.
+    #[arg(long, value_name = "DIR")]
+    ca: Option<std::path::PathBuf>,
+    /// Replace files that exist in --out. Without it nothing is overwritten: a new CA
+    /// would leave every client that trusts the old one refusing the server.
+    #[arg(long)]
+    force: bool,
 }
 
 /// TLS and authentication options of the client commands.

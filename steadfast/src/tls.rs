@@ -392,6 +392,9 @@ pub struct DevCertificates {
     /// The CA certificate (give it to clients as their trust root, and to servers as the
     /// client CA for mutual TLS).
     pub ca_pem: String,
+    /// The CA's private key: whoever holds it can issue certificates every holder of
+    /// `ca_pem` trusts. Keep it to issue more ([`DevCertificates::issue`]), privately.
+    pub ca_key_pem: String,
     /// The server's certificate.
     pub server_cert_pem: String,
     /// The server's private key.
@@ -415,14 +418,12 @@ impl DevCertificates {
     /// `localhost`, `127.0.0.1`).
     ///
     /// # Errors
-    /// [`TlsError::Pem`] if a name is unusable or generation fails.
+    /// [`TlsError::ServerName`] for a name that is neither a DNS name nor an IP address,
+    /// [`TlsError::Pem`] if generation fails.
     pub fn generate(names: &[&str]) -> Result<Self, TlsError> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let err = |e: rcgen::Error| TlsError::Pem(format!("certificate generation: {e}"));
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyUsagePurpose};
+        check_names(names)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name
             .push(DnType::CommonName, "steadfast development CA");
@@ -430,12 +431,39 @@ impl DevCertificates {
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let ca_key = KeyPair::generate().map_err(err)?;
-        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        let ca_key = rcgen::KeyPair::generate().map_err(gen_err)?;
+        let ca_cert = ca.self_signed(&ca_key).map_err(gen_err)?;
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
+        Self::leaves(ca_cert.pem(), ca_key_pem, &issuer, names)
+    }
 
+    /// Issues a server certificate for `names` and a client certificate from an existing CA
+    /// (its certificate and private key in PEM, as [`DevCertificates::generate`] made them):
+    /// every client that trusts that CA trusts the new server.
+    ///
+    /// # Errors
+    /// [`TlsError::ServerName`] for a name that is neither a DNS name nor an IP address,
+    /// [`TlsError::Pem`] if the CA certificate or key cannot be read or generation fails.
+    pub fn issue(ca_pem: &str, ca_key_pem: &str, names: &[&str]) -> Result<Self, TlsError> {
+        check_names(names)?;
+        let key = rcgen::KeyPair::from_pem(ca_key_pem)
+            .map_err(|e| TlsError::Pem(format!("the CA key: {e}")))?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(ca_pem, key)
+            .map_err(|e| TlsError::Pem(format!("the CA certificate: {e}")))?;
+        Self::leaves(ca_pem.to_owned(), ca_key_pem.to_owned(), &issuer, names)
+    }
+
+    /// A server certificate for `names` and a client certificate, signed by `issuer`.
+    fn leaves(
+        ca_pem: String,
+        ca_key_pem: String,
+        issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+        names: &[&str],
+    ) -> Result<Self, TlsError> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut server = CertificateParams::new(names.clone()).map_err(err)?;
+        let mut server = CertificateParams::new(names.clone()).map_err(gen_err)?;
         server.distinguished_name.push(
             DnType::CommonName,
             names
@@ -445,25 +473,41 @@ impl DevCertificates {
         );
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         server.use_authority_key_identifier_extension = true;
-        let server_key = KeyPair::generate().map_err(err)?;
-        let server_cert = server.signed_by(&server_key, &issuer).map_err(err)?;
+        let server_key = KeyPair::generate().map_err(gen_err)?;
+        let server_cert = server.signed_by(&server_key, issuer).map_err(gen_err)?;
 
-        let mut client = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        let mut client = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         client
             .distinguished_name
             .push(DnType::CommonName, "steadfast client");
         client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         client.use_authority_key_identifier_extension = true;
-        let client_key = KeyPair::generate().map_err(err)?;
-        let client_cert = client.signed_by(&client_key, &issuer).map_err(err)?;
+        let client_key = KeyPair::generate().map_err(gen_err)?;
+        let client_cert = client.signed_by(&client_key, issuer).map_err(gen_err)?;
         Ok(DevCertificates {
-            ca_pem: ca_cert.pem(),
+            ca_pem,
+            ca_key_pem,
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
         })
     }
+}
+
+#[cfg(feature = "dev-certs")]
+fn gen_err(e: rcgen::Error) -> TlsError {
+    TlsError::Pem(format!("certificate generation: {e}"))
+}
+
+/// Refuses a name a TLS client could never check a certificate against (`bad name!`,
+/// `http://host`, an empty one), naming it.
+#[cfg(feature = "dev-certs")]
+fn check_names(names: &[&str]) -> Result<(), TlsError> {
+    for n in names {
+        ServerName::try_from(*n).map_err(|_| TlsError::ServerName((*n).to_owned()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
