@@ -46,7 +46,7 @@ pub(crate) fn router(exec: Arc<Exec>, jobs: usize) -> Router {
             async move {
                 let ran = exec.run(&ctx, body).await;
                 if let Err(e) = &ran {
-                    eprintln!(
+                    tracing::warn!(
                         "exec: {} route {:?}: {e}",
                         crate::serve::describe(&ctx.peer),
                         ctx.route

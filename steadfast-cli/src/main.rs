@@ -8,6 +8,7 @@ mod consumed;
 mod demo;
 mod exec;
 mod human;
+mod log;
 mod pem;
 mod records;
 mod request;
@@ -26,6 +27,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written (RUST_LOG, or STEADFAST_LOG, filters them;
+    /// info by default).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: log::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -411,15 +416,7 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only for a person: a log file or a pipe gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STEADFAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    log::init(cli.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Bench(_) | Command::BenchClients(_)) {
         // Measurements use two workers, whatever the machine.

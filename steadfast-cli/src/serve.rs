@@ -9,6 +9,7 @@ use steadfast::tls::TlsServer;
 use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
 use tokio::sync::{Mutex, mpsc};
+use tracing::{info, warn};
 
 use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
@@ -39,7 +40,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        eprintln!("state in {}", store.path().display());
+        info!("state in {}", store.path().display());
         // A message is acknowledged once its line is written and flushed, so a crash after
         // the acknowledgement loses nothing and a crash before it brings the message again.
         config = config.store(Arc::new(store));
@@ -53,13 +54,13 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if a.state.is_some() {
-        eprintln!("restored {} sessions", server.peers().len());
+        info!("restored {} sessions", server.peers().len());
     }
     for addr in server.local_addrs() {
-        eprintln!("listening on {addr}");
+        info!(target: crate::log::LISTENING, "listening on {addr}");
     }
     let exec = a.exec.as_ref().map(|command| {
-        eprintln!("answering requests with: {command}");
+        info!("answering requests with: {command}");
         crate::exec::router(
             Arc::new(crate::exec::Exec {
                 command: command.clone(),
@@ -109,7 +110,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             () = &mut stop => break,
             peer = server.accept() => {
                 let Some(peer) = peer else { break };
-                eprintln!("connected: {}", describe(&peer));
+                info!("connected: {}", describe(&peer));
                 if let Some(router) = &exec {
                     peers.spawn(crate::exec::serve_peer(peer, router.clone()));
                     continue;
@@ -143,7 +144,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
             Some(_) = peers.join_next(), if !peers.is_empty() => {}
         }
     }
-    eprintln!("shutting down");
+    info!("shutting down");
     // First every peer task writes, flushes and acknowledges the batch it took (so that what
     // was written is acknowledged, and with --state committed, before the sessions stop), then
     // the server stops accepting, gives outboxes a moment to drain and ends every session.
@@ -186,14 +187,14 @@ struct PeerOptions {
 async fn log_events(server: Server) {
     while let Some(ev) = server.next_event().await {
         match ev {
-            ServerEvent::Resumed { peer } => eprintln!("resumed: {}", describe(&peer)),
+            ServerEvent::Resumed { peer } => info!("resumed: {}", describe(&peer)),
             ServerEvent::Disconnected { peer, error } => {
-                eprintln!("disconnected: {} ({error}); lingering", describe(&peer));
+                info!("disconnected: {} ({error}); lingering", describe(&peer));
             }
             ServerEvent::Expired {
                 peer,
                 unacknowledged,
-            } => eprintln!(
+            } => info!(
                 "expired: {} ({} to it never acknowledged)",
                 describe(&peer),
                 crate::human::plural(unacknowledged.len() as u64, "message")
@@ -202,7 +203,7 @@ async fn log_events(server: Server) {
                 peer,
                 reason,
                 unacknowledged,
-            } => eprintln!(
+            } => info!(
                 "ended: {} ({reason}; {} to it never acknowledged)",
                 describe(&peer),
                 crate::human::plural(unacknowledged.len() as u64, "message")
@@ -301,7 +302,7 @@ async fn serve_peer(
             Ok(batch) => batch,
             Err(steadfast::error::RecvError::Ended) => return Ok(()),
             Err(e) => {
-                eprintln!("{}: {e}", describe(peer));
+                warn!("{}: {e}", describe(peer));
                 if let steadfast::error::RecvError::Transform { seq, .. } = e {
                     // Reported (taken, undecodable): done with, like a written line.
                     out.lock().await.flush().await?;
@@ -345,7 +346,7 @@ async fn serve_peer(
                 match peer.try_send(m.body) {
                     Ok(_) => {}
                     Err(steadfast::error::SendError::Full) => {
-                        eprintln!(
+                        warn!(
                             "kicking {}: it does not read its echoes (echo queue full)",
                             describe(peer)
                         );

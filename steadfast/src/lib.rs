@@ -159,6 +159,8 @@ mod output;
 mod peer;
 #[cfg(feature = "runtime")]
 pub mod raw;
+#[cfg(feature = "runtime")]
+mod refusals;
 #[cfg(feature = "serde")]
 pub mod rpc;
 #[cfg(feature = "runtime")]

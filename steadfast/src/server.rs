@@ -31,6 +31,7 @@ use crate::proto::{
     CloseCode, ConfigError, Connection, Event, HelloRequest, Message, RejectCode, ResumeToken,
     Role, Session, SessionEnd, SessionId,
 };
+use crate::refusals::RefusalLog;
 use crate::session::{Budget, Durable, Link, Owner, PeerShared};
 use crate::store::{SessionStore, StoreError};
 
@@ -107,6 +108,8 @@ struct Inner {
     admission: Arc<Admission>,
     /// Connections being refused (REJECT written, waiting for the client to close).
     refusing: AtomicUsize,
+    /// Refused handshakes in the log, at a bounded rate.
+    refusals: RefusalLog,
     shutting_down: AtomicBool,
     budget: Arc<Budget>,
     receiving: Receiving,
@@ -221,6 +224,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             admission: Admission::new(config.max_handshakes_per_addr, config.max_handshakes, evict),
             refusing: AtomicUsize::new(0),
+            refusals: RefusalLog::default(),
             shutting_down: AtomicBool::new(false),
             budget: Arc::new(Budget {
                 used: AtomicU64::new(0),
@@ -516,6 +520,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     Err(why) => {
                         inner.connections.fetch_sub(1, Ordering::Relaxed);
                         debug!(%addr, conns, "refusing: {why}");
+                        inner.refusals.refused(addr, &why);
                         spawn_refusal(&inner, stream);
                         continue;
                     }
@@ -577,22 +582,34 @@ type Greeted = (BoxStream, Option<Vec<u8>>, Connection, HelloRequest);
 
 /// Runs the TLS handshake and waits for the HELLO; `None` if the connection ended first (a
 /// refusal is written before).
-async fn greet(inner: &Inner, tcp: TcpStream) -> Option<Greeted> {
-    let (mut stream, certificate) = secure(inner, tcp).await?;
+async fn greet(inner: &Inner, tcp: TcpStream, addr: SocketAddr) -> Option<Greeted> {
+    let (mut stream, certificate) = secure(inner, tcp, addr).await?;
     let mut conn = Connection::accept(inner.proto.clone(), driver::now()).ok()?;
     let mut buf = vec![0u8; 16 << 10];
     loop {
-        if let Some(Event::Hello(req)) = conn.poll_event() {
-            // Frames pipelined after the HELLO wait in the core until the answer is out
-            // (PROTOCOL.md §2); more than a frame's worth has already been refused by it: the
-            // event is then stale, nothing may be created for it.
-            if conn.is_closed() {
-                flush_and_close(&mut conn, &mut stream).await;
-                return None;
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Hello(req) => {
+                    // Frames pipelined after the HELLO wait in the core until the answer is
+                    // out (PROTOCOL.md §2); more than a frame's worth has already been
+                    // refused by it: the event is then stale, nothing may be created for it.
+                    if conn.is_closed() {
+                        note_refusal(inner, addr, &mut conn);
+                        flush_and_close(&mut conn, &mut stream).await;
+                        return None;
+                    }
+                    return Some((stream, certificate, conn, req));
+                }
+                Event::Disconnected(error) => {
+                    inner.refusals.refused(addr, &error);
+                    flush_and_close(&mut conn, &mut stream).await;
+                    return None;
+                }
+                _ => {}
             }
-            return Some((stream, certificate, conn, req));
         }
         if conn.is_closed() {
+            note_refusal(inner, addr, &mut conn);
             flush_and_close(&mut conn, &mut stream).await;
             return None;
         }
@@ -603,6 +620,17 @@ async fn greet(inner: &Inner, tcp: TcpStream) -> Option<Greeted> {
                 Ok(n) => conn.handle_input(driver::now(), &buf[..n]),
             },
             () = tokio::time::sleep_until(deadline.into()) => conn.handle_timeout(driver::now()),
+        }
+    }
+}
+
+/// Logs (at a bounded rate) why a connection's handshake ended: a REJECT, a protocol
+/// violation, a handshake timeout.
+fn note_refusal(inner: &Inner, addr: SocketAddr, conn: &mut Connection) {
+    while let Some(ev) = conn.poll_event() {
+        if let Event::Disconnected(error) = ev {
+            inner.refusals.refused(addr, &error);
+            return;
         }
     }
 }
@@ -662,10 +690,10 @@ async fn handshake(
     let greeted = tokio::select! {
         () = inner.stop_all.cancelled() => return None,
         () = evicted.cancelled() => {
-            debug!("pending handshake evicted for a newer connection");
+            inner.refusals.refused(addr, &"closed for a newer handshake (the handshake limits)");
             return None;
         }
-        g = greet(inner, tcp) => g,
+        g = greet(inner, tcp, addr) => g,
     };
     // The HELLO is in: no longer a pending handshake.
     drop(ticket);
@@ -675,6 +703,7 @@ async fn handshake(
         d = decide(inner, &mut conn, hello, addr, certificate.as_deref()) => d,
     };
     let Some((shared, generation, resumed)) = decided else {
+        note_refusal(inner, addr, &mut conn);
         flush_and_close(&mut conn, &mut stream).await;
         return None;
     };
@@ -994,7 +1023,11 @@ fn own_session(inner: &Arc<Inner>, shared: &Arc<PeerShared>) {
 
 /// The TLS handshake, when the server has TLS, within the handshake timeout. Returns the
 /// stream and the client's verified certificate (mutual TLS).
-async fn secure(inner: &Inner, tcp: TcpStream) -> Option<(BoxStream, Option<Vec<u8>>)> {
+async fn secure(
+    inner: &Inner,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Option<(BoxStream, Option<Vec<u8>>)> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &inner.config.tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
@@ -1014,16 +1047,18 @@ async fn secure(inner: &Inner, tcp: TcpStream) -> Option<(BoxStream, Option<Vec<
                 Some((Box::new(s), cert))
             }
             Ok(Err(e)) => {
-                debug!(error = %e, "TLS handshake failed");
+                inner
+                    .refusals
+                    .refused(addr, &format_args!("TLS handshake failed: {e}"));
                 None
             }
             Err(_) => {
-                debug!("TLS handshake timed out");
+                inner.refusals.refused(addr, &"TLS handshake timed out");
                 None
             }
         };
     }
-    let _ = inner;
+    let _ = (inner, addr);
     Some((Box::new(tcp), None))
 }
 

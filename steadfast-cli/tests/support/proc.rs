@@ -23,8 +23,14 @@ impl Drop for Proc {
 }
 
 pub(crate) fn spawn(args: &[&str]) -> Proc {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with these environment variables set.
+pub(crate) fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
