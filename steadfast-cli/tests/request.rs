@@ -60,6 +60,18 @@ fn is_ended(pid_file: &std::path::Path) -> bool {
     matches!(process_state(pid_file), None | Some('Z'))
 }
 
+/// Waits (at most 20 s: a bound against a hang, not a timing check) for the process to be
+/// gone: SIGKILL takes effect when the kernel next runs it, a moment after it was sent.
+fn ends(pid_file: &std::path::Path) -> bool {
+    for _ in 0..200 {
+        if is_ended(pid_file) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// Waits (at most 20 s: a bound against a hang, not a timing check) for a file to exist.
 fn wait_for_file(path: &std::path::Path) {
     for _ in 0..200 {
@@ -143,7 +155,7 @@ fn failures_come_back_as_error_replies_that_say_why() {
         err.contains("ran over 2.0 s (--exec-timeout) and was killed"),
         "{err}"
     );
-    assert!(is_ended(&pid_file), "the command's child survived");
+    assert!(ends(&pid_file), "the command's child survived");
     // The requester's own --timeout: exit 3, saying the request may still be handled.
     let (code, _, err) = request(&addr, &["slow", "", "--timeout", "1"], b"");
     assert_eq!(code, 3, "{err}");
@@ -284,13 +296,10 @@ fn ctrl_c_in_request_closes_the_session() {
     req.wait_for("the request may or may not have been handled");
     let ended = serve.wait_for("ended:");
     assert!(ended.contains("interrupted"), "{ended}");
-    for _ in 0..200 {
-        if is_ended(&pid_file) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the run of the ended session was not killed");
+    assert!(
+        ends(&pid_file),
+        "the run of the ended session was not killed"
+    );
 }
 
 /// A run is over when the command exits: what it left running in the background (holding
@@ -303,7 +312,7 @@ fn a_run_ends_with_its_command_and_takes_its_leftovers_along() {
     let (_serve, addr) = serve_exec(&cmd, &["--exec-timeout", "30"]);
     let (code, out, err) = request(&addr, &["bg", ""], b"");
     assert_eq!((code, out.as_slice()), (0, &b"done\n"[..]), "{err}");
-    assert!(is_ended(&pid_file), "the background process survived");
+    assert!(ends(&pid_file), "the background process survived");
 }
 
 /// --exec-max bounds the runs of the whole server: two sessions' requests with one slot run
