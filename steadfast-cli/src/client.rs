@@ -548,13 +548,48 @@ async fn open_session(a: &ConnectArgs) -> Result<Client, ExitCode> {
         .map_err(Unconnected::exit)
 }
 
+/// The console's commands, as `/help` shows them.
+const CONSOLE_HELP: &str = "\
+/status   the session: connected or not, counters, round-trip time
+/help     this list
+/quit     wait for every receipt, close the session and exit (as the end of input does)
+//TEXT    send the line /TEXT (a line starting with / is a command otherwise)";
+
+/// What a line typed into `connect` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Typed {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    Status,
+    Help,
+    Quit,
+    /// A command that does not exist: refused here, never sent.
+    Unknown(String),
+}
+
+/// Reads a line: `/word` is a command, `//…` sends `/…`, anything else is sent as it is.
+fn typed(line: Vec<u8>) -> Typed {
+    if line.starts_with(b"//") {
+        return Typed::Send(line[1..].to_vec());
+    }
+    if !line.starts_with(b"/") {
+        return Typed::Send(line);
+    }
+    match line.trim_ascii_end() {
+        b"/status" => Typed::Status,
+        b"/help" => Typed::Help,
+        b"/quit" => Typed::Quit,
+        other => Typed::Unknown(String::from_utf8_lossy(other).into_owned()),
+    }
+}
+
 pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     let client = match open_session(&a).await {
         Ok(c) => c,
         Err(code) => return code,
     };
     eprintln!(
-        "connected to {} (session {}); type to send, /status, /quit",
+        "connected to {} (session {}); type to send; /help lists the commands",
         a.addr,
         client.id().map_or_else(|| "?".into(), |i| i.to_string())
     );
@@ -565,6 +600,17 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     let mut input = crate::records::RecordReader::new(tokio::io::stdin(), framing, a.max_message);
     let mut stdout = tokio::io::stdout();
     let peer = client.peer().clone();
+    // Receipts are printed in the order the lines were sent, by one task: a bounded queue
+    // (the outbox's size) between the two holds typing back rather than growing.
+    let (receipts_tx, mut receipts_rx) = tokio::sync::mpsc::channel::<steadfast::Receipt>(16_384);
+    let receipts = tokio::spawn(async move {
+        while let Some(r) = receipts_rx.recv().await {
+            let seq = r.seq();
+            if r.await.is_ok() {
+                eprintln!("[#{seq} acknowledged]");
+            }
+        }
+    });
     let stop = crate::stop_signal();
     tokio::pin!(stop);
     let mut code = ExitCode::SUCCESS;
@@ -587,32 +633,24 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             },
             m = peer.recv() => match m {
                 Ok(m) => {
-                    let mut line = if console { b"< ".to_vec() } else { Vec::new() };
-                    if let Err(why) = framing.encode(&m.body, &mut line) {
-                        // Never altered: the message stays with its sender.
-                        let _ = tokio::time::timeout(Duration::from_secs(5), client.close("cannot write a message")).await;
-                        return fail(format!("message {} cannot be written to stdout: {why}; it was not acknowledged", m.seq.0));
-                    }
-                    // Acknowledged once written: a message stdout did not take stays with
-                    // its sender.
-                    match stdout.write_all(&line).await.and(stdout.flush().await) {
-                        Ok(()) => {
-                            peer.acknowledge(m.seq);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                            return ExitCode::from(crate::EXIT_BROKEN_PIPE);
-                        }
-                        Err(e) => return fail(format!("writing to stdout: {e}")),
+                    if let Err(code) = show(&client, &mut stdout, framing, console, &m).await {
+                        return code;
                     }
                 }
                 Err(_) => {
-                    eprintln!("session ended: {:?}", peer.end_reason());
+                    eprintln!("session ended: {}", peer.end_reason().map_or_else(|| "?".into(), |r| r.to_string()));
                     return ExitCode::SUCCESS;
                 }
             },
-            record = input.next() => match record {
-                Ok(Some(l)) if l.trim_ascii() == b"/quit" => break,
-                Ok(Some(l)) if l.trim_ascii() == b"/status" => {
+            // In the console a line starting with / is a command; with -0 or
+            // --length-prefixed every record is a message.
+            record = input.next() => match record.map(|r| r.map(|l| if console { typed(l) } else { Typed::Send(l) })) {
+                Ok(Some(Typed::Quit)) | Ok(None) => break,
+                Ok(Some(Typed::Help)) => eprintln!("{CONSOLE_HELP}"),
+                Ok(Some(Typed::Unknown(c))) => {
+                    eprintln!("unknown command {c}: not sent (/help lists the commands; //… sends a line starting with /)");
+                }
+                Ok(Some(Typed::Status)) => {
                     let s = peer.stats();
                     eprintln!(
                         "{} session {} | sent {} acknowledged {} in flight {} retransmitted {} | received {} | rtt {}",
@@ -622,18 +660,14 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                         s.rtt.map_or_else(|| "-".into(), crate::human::duration)
                     );
                 }
-                Ok(Some(l)) => match peer.send(l).await {
+                Ok(Some(Typed::Send(l))) => match peer.send(l).await {
                     Ok(receipt) => {
-                        let seq = receipt.seq();
-                        tokio::spawn(async move {
-                            if receipt.await.is_ok() {
-                                eprintln!("[#{seq} acknowledged]");
-                            }
-                        });
+                        if receipts_tx.send(receipt).await.is_err() {
+                            break;
+                        }
                     }
                     Err(e) => eprintln!("not sent: {e}"),
                 },
-                Ok(None) => break,
                 Err(e) => {
                     // What was typed before still goes out; the run then fails.
                     eprintln!("error: input: {e}");
@@ -643,9 +677,85 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             },
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    // The end of input (or /quit): every line sent is acknowledged first, as with `send`,
+    // and what arrives meanwhile is still shown; --timeout bounds the wait.
+    drop(receipts_tx);
+    let deadline = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let flushed = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, client.flush())
+                .await
+                .unwrap_or(Err(steadfast::error::ReceiptError::TimedOut)),
+            None => client.flush().await,
+        }
+    };
+    tokio::pin!(flushed);
+    let flushed = loop {
+        tokio::select! {
+            r = &mut flushed => break r,
+            () = &mut stop => return interrupted(&client, peer.stats().queued).await,
+            m = peer.recv() => match m {
+                Ok(m) => {
+                    if let Err(code) = show(&client, &mut stdout, framing, console, &m).await {
+                        return code;
+                    }
+                }
+                Err(_) => break client.flush().await,
+            },
+        }
+    };
+    let _ = receipts.await;
+    match flushed {
+        Ok(()) => {}
+        Err(steadfast::error::ReceiptError::TimedOut) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.close("timed out")).await;
+            return timed_out(&peer, peer.stats().queued);
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {e}; {} not acknowledged",
+                crate::human::plural(peer.unacknowledged().len() as u64, "message")
+            );
+            return ExitCode::from(EXIT_SESSION_LOST);
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("bye")).await;
     code
+}
+
+/// Writes a received message to stdout (in the console as "< " and its line) and
+/// acknowledges it once written; the exit status when that cannot be done.
+async fn show(
+    client: &Client,
+    stdout: &mut tokio::io::Stdout,
+    framing: crate::records::Framing,
+    console: bool,
+    m: &steadfast::Message,
+) -> Result<(), ExitCode> {
+    let mut line = if console { b"< ".to_vec() } else { Vec::new() };
+    if let Err(why) = framing.encode(&m.body, &mut line) {
+        // Never altered: the message stays with its sender.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.close("cannot write a message"),
+        )
+        .await;
+        return Err(fail(format!(
+            "message {} cannot be written to stdout: {why}; it was not acknowledged",
+            m.seq.0
+        )));
+    }
+    // Acknowledged once written: a message stdout did not take stays with its sender.
+    match stdout.write_all(&line).await.and(stdout.flush().await) {
+        Ok(()) => {
+            client.peer().acknowledge(m.seq);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(ExitCode::from(crate::EXIT_BROKEN_PIPE))
+        }
+        Err(e) => Err(fail(format!("writing to stdout: {e}"))),
+    }
 }
 
 /// `steadfast listen`: receive only, every message to stdout, acknowledged once written.

@@ -42,8 +42,9 @@ enum Command {
     /// Send each line of stdin as one message; exit 0 only when every one is acknowledged.
     #[command(after_help = EXIT_STATUS)]
     Send(SendArgs),
-    /// An interactive console: type a line to send it; see arrivals and receipts;
-    /// /status, /quit.
+    /// An interactive console: type a line to send it; see arrivals and receipts (in
+    /// order); /status, /help, /quit (//TEXT sends /TEXT). At the end of input it waits for
+    /// every receipt, as send does. With -0 or --length-prefixed every record is a message.
     #[command(after_help = EXIT_STATUS)]
     Connect(ConnectArgs),
     /// Receive only: connect and write every message the server sends to stdout (framed as
@@ -315,7 +316,8 @@ struct SendArgs {
 struct ConnectArgs {
     /// Server address, host:port.
     addr: String,
-    /// Give up connecting after this many seconds (exit 3).
+    /// Give up after this many seconds connecting, and (connect) waiting at the end of
+    /// input for the last acknowledgements: exit 3.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
     /// If the server cannot be reached at first, keep trying (with a growing delay, until

@@ -1,0 +1,68 @@
+//! `connect` as a console driven through a pipe: commands only with a leading /, `//` for a
+//! literal slash, unknown commands refused here (never sent), `/help` answered locally,
+//! receipts in order, and the end of input waiting for every receipt.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+use support::proc::{addr_after, all_of_stdout, exit_status, run_with_input, spawn};
+
+#[test]
+fn the_console_sends_lines_runs_commands_and_waits_for_every_receipt() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let addr = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let mut input = b"hello\n/foo\n//slash\n/help\n".to_vec();
+    let n = 300;
+    for i in 0..n {
+        input.extend_from_slice(format!("line {i}\n").as_bytes());
+    }
+    let out = run_with_input(&["connect", &addr, "--timeout", "30"], &input);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("unknown command /foo: not sent"),
+        "a typo is refused here: {err}"
+    );
+    assert!(
+        err.contains("/quit     wait for every receipt"),
+        "/help is local: {err}"
+    );
+    // Every receipt, in the order the lines were sent, before the exit.
+    let receipts: Vec<u64> = err
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("[#")?
+                .strip_suffix(" acknowledged]")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let sent = 2 + n; // hello, /slash and the numbered lines
+    assert_eq!(receipts, (1..=sent as u64).collect::<Vec<_>>(), "{err}");
+    serve.terminate();
+    assert!(exit_status(&mut serve).success());
+    let got = all_of_stdout(&mut serve);
+    let mut want = String::from("hello\n/slash\n");
+    for i in 0..n {
+        want.push_str(&format!("line {i}\n"));
+    }
+    assert_eq!(
+        got, want,
+        "/foo and /help were not sent; //slash went as /slash"
+    );
+}
+
+#[test]
+fn with_null_framing_a_record_starting_with_a_slash_is_a_message() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0", "-0"]);
+    let addr = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let out = run_with_input(&["connect", &addr, "-0"], b"/quit\0/foo\0data\0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serve.terminate();
+    assert!(exit_status(&mut serve).success());
+    assert_eq!(all_of_stdout(&mut serve), "/quit\0/foo\0data\0");
+}
