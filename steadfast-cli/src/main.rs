@@ -9,6 +9,7 @@ mod demo;
 mod exec;
 mod human;
 mod log;
+mod monitor;
 mod pem;
 mod records;
 mod request;
@@ -271,6 +272,10 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "60", requires = "exec",
           value_parser = clap::value_parser!(u64).range(1..))]
     exec_timeout: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics and the session list (JSON) at
+    /// /sessions, over plain HTTP: 127.0.0.1:PORT keeps them on this machine.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     records: records::Records,
     #[command(flatten)]

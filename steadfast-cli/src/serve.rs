@@ -56,6 +56,15 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     if a.state.is_some() {
         info!("restored {} sessions", server.peers().len());
     }
+    if let Some(m) = &a.metrics {
+        match crate::monitor::start(m, server.clone()).await {
+            Ok(at) => info!(
+                target: crate::log::LISTENING,
+                "metrics on http://{at}/metrics, sessions on http://{at}/sessions"
+            ),
+            Err(e) => return fail(e),
+        }
+    }
     for addr in server.local_addrs() {
         info!(target: crate::log::LISTENING, "listening on {addr}");
     }

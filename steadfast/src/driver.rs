@@ -13,8 +13,9 @@ use tracing::{debug, trace};
 
 pub(crate) use crate::clock::now;
 use crate::error::EndReason;
+use crate::metered;
 use crate::output::Output;
-use crate::proto::{ConnectionError, Event, Seq, SessionEnd};
+use crate::proto::{ConnectionError, Event, Role, Seq, SessionEnd};
 use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
 
 /// Bytes read per call while data streams in.
@@ -212,6 +213,8 @@ where
                     if std::mem::take(&mut out.failed) {
                         conn.handle_disconnect();
                     }
+                    let before = metered::before(conn);
+                    let start = out.buf.len();
                     if out.is_idle() {
                         let batch = if durable { DURABLE_BATCH } else { WRITE_BATCH };
                         while out.buf.len() < batch && conn.poll_transmit(now, &mut out.buf) > 0 {}
@@ -222,6 +225,7 @@ where
                         // GOAWAY) goes after what is pending, whatever the batch size.
                         while conn.poll_transmit(now, &mut out.buf) > 0 {}
                     }
+                    metered::after_output(conn, before, (out.buf.len() - start) as u64);
                     drop(out);
                     // Handles that change the session before this driver sleeps compare the
                     // connection's next deadline with this one and wake the driver if earlier.
@@ -305,7 +309,9 @@ where
                         Ok(0) | Err(_) => conn.handle_disconnect(),
                         Ok(n) => {
                             conn.set_receive_allowance(allowance);
+                            let before = metered::before(conn);
                             conn.handle_input(now(), &rbuf[..n]);
+                            metered::after_input(conn, before, n as u64);
                         }
                     }
                     // Count what this input added at once, under the same lock: another
@@ -395,6 +401,7 @@ fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Out
     let mut outcome = None;
     let mut acked = false;
     while let Link::Attached(conn) = &mut st.link {
+        let role = conn.role();
         let Some(event) = conn.poll_event() else {
             break;
         };
@@ -420,6 +427,9 @@ fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Out
                 acked = true;
             }
             Event::Pong { rtt } => {
+                if role == Role::Server {
+                    metered::rtt(rtt);
+                }
                 if let Some(r) = &mut st.rare {
                     for w in r.ping_waiters.drain(..) {
                         let _ = w.send(rtt);

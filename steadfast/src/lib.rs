@@ -154,11 +154,15 @@ pub mod hooks;
 #[cfg(feature = "runtime")]
 mod linger;
 #[cfg(feature = "runtime")]
+mod metered;
+#[cfg(feature = "runtime")]
 mod output;
 #[cfg(feature = "runtime")]
 mod peer;
 #[cfg(feature = "runtime")]
 pub mod raw;
+#[cfg(feature = "runtime")]
+pub use metered::describe_metrics;
 #[cfg(feature = "runtime")]
 mod refusals;
 #[cfg(feature = "serde")]

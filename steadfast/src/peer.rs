@@ -425,6 +425,9 @@ impl Peer {
         } else {
             let m = st.session_mut().and_then(Session::recv)?;
             st.account();
+            if self.shared.role == Role::Server {
+                crate::metered::delivered(1);
+            }
             m
         };
         // An ACK may be due (or its timer to arm): sent from here when the connection is idle.
@@ -517,11 +520,16 @@ impl Peer {
                     };
                     taken.push(m);
                 }
+                let parked = taken.len();
                 if let Some(s) = st.session_mut() {
                     while taken.len() < n {
                         let Some(m) = s.recv() else { break };
                         taken.push(m);
                     }
+                }
+                // Parked messages were counted when first taken.
+                if self.shared.role == Role::Server {
+                    crate::metered::delivered((taken.len() - parked) as u64);
                 }
                 st.account();
                 if !taken.is_empty() {
@@ -613,6 +621,14 @@ impl Peer {
         };
         self.shared.driver.notify_one();
         rx.await.map_err(|_| SendError::Closed)
+    }
+
+    /// How long the session has been without a connection (lingering), or `None` while it
+    /// has one (or has ended).
+    pub fn lingering_for(&self) -> Option<Duration> {
+        let st = self.shared.lock();
+        st.lingering_since
+            .map(|t| crate::clock::now().saturating_duration_since(t))
     }
 
     /// Counters of the session.

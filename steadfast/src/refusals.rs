@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::metered::{self, Refused};
+
 /// The most refusals logged in one second.
 pub(crate) const PER_SECOND: u32 = 20;
 
@@ -38,8 +40,10 @@ impl Default for RefusalLog {
 }
 
 impl RefusalLog {
-    /// Logs a refused handshake from `addr` (or counts it, past the rate).
-    pub(crate) fn refused(&self, addr: SocketAddr, why: &dyn Display) {
+    /// Logs a refused handshake from `addr` (or counts it, past the rate), and counts it in
+    /// `steadfast_handshakes_refused_total` by its kind.
+    pub(crate) fn refused(&self, addr: SocketAddr, kind: Refused, why: &dyn Display) {
+        metered::refused(kind);
         let (log, left_out) = {
             let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();

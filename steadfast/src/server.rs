@@ -26,6 +26,7 @@ use crate::driver::{self, BoxStream, Outcome, Progress};
 use crate::error::{BindError, EndReason, SendError};
 pub use crate::events::ServerEvent;
 use crate::events::{self, EventQueue};
+use crate::metered::{self, Refused};
 use crate::peer::{Peer, Receipt};
 use crate::proto::{
     CloseCode, ConfigError, Connection, Event, HelloRequest, Message, RejectCode, ResumeToken,
@@ -349,6 +350,34 @@ impl Server {
             .collect()
     }
 
+    /// Sets the server's gauges in the `metrics` facade (feature `metrics`, on by default):
+    /// `steadfast_sessions` by `state` (`live`, `lingering`), `steadfast_outbox_messages` and
+    /// `steadfast_memory_budget_used_bytes`. Counters are recorded as things happen; these are
+    /// states, read when asked for: call this before each export (a Prometheus scrape) or on a
+    /// timer. It visits every session (a lock each).
+    ///
+    /// ```no_run
+    /// # async fn f(server: steadfast::Server) {
+    /// // With a recorder installed (metrics-exporter-prometheus, say), before rendering:
+    /// server.record_gauges();
+    /// # }
+    /// ```
+    pub fn record_gauges(&self) {
+        let (mut live, mut lingering, mut outbox) = (0, 0, 0);
+        for p in self.peers() {
+            if p.is_ended() {
+                continue;
+            }
+            if p.is_connected() {
+                live += 1;
+            } else {
+                lingering += 1;
+            }
+            outbox += p.stats().in_flight;
+        }
+        metered::gauges(live, lingering, outbox, self.queued_bytes());
+    }
+
     /// Bytes of queued messages across all sessions (inboxes, outboxes, messages being
     /// reassembled, large bodies being decoded), counted against the memory budget.
     pub fn queued_bytes(&self) -> u64 {
@@ -520,7 +549,12 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     Err(why) => {
                         inner.connections.fetch_sub(1, Ordering::Relaxed);
                         debug!(%addr, conns, "refusing: {why}");
-                        inner.refusals.refused(addr, &why);
+                        let kind = if conns >= inner.config.max_connections {
+                            Refused::ConnectionLimit
+                        } else {
+                            Refused::HandshakeLimit
+                        };
+                        inner.refusals.refused(addr, kind, &why);
                         spawn_refusal(&inner, stream);
                         continue;
                     }
@@ -601,7 +635,7 @@ async fn greet(inner: &Inner, tcp: TcpStream, addr: SocketAddr) -> Option<Greete
                     return Some((stream, certificate, conn, req));
                 }
                 Event::Disconnected(error) => {
-                    inner.refusals.refused(addr, &error);
+                    inner.refusals.refused(addr, refusal_kind(&error), &error);
                     flush_and_close(&mut conn, &mut stream).await;
                     return None;
                 }
@@ -629,9 +663,23 @@ async fn greet(inner: &Inner, tcp: TcpStream, addr: SocketAddr) -> Option<Greete
 fn note_refusal(inner: &Inner, addr: SocketAddr, conn: &mut Connection) {
     while let Some(ev) = conn.poll_event() {
         if let Event::Disconnected(error) = ev {
-            inner.refusals.refused(addr, &error);
+            inner.refusals.refused(addr, refusal_kind(&error), &error);
             return;
         }
+    }
+}
+
+/// The kind of a handshake's end, for `steadfast_handshakes_refused_total`.
+fn refusal_kind(error: &crate::proto::ConnectionError) -> Refused {
+    use crate::proto::ConnectionError as E;
+    match error {
+        E::Rejected {
+            code: RejectCode::ProtocolError,
+            ..
+        }
+        | E::ProtocolViolation(_) => Refused::ProtocolViolation,
+        E::HandshakeTimeout => Refused::Timeout,
+        _ => Refused::Rejected,
     }
 }
 
@@ -645,6 +693,7 @@ async fn serve(inner: Arc<Inner>, tcp: TcpStream, addr: SocketAddr, ticket: Tick
     else {
         return;
     };
+    metered::connection(resumed);
     if resumed {
         inner.queue.push(&shared, events::LINK);
     } else {
@@ -690,7 +739,11 @@ async fn handshake(
     let greeted = tokio::select! {
         () = inner.stop_all.cancelled() => return None,
         () = evicted.cancelled() => {
-            inner.refusals.refused(addr, &"closed for a newer handshake (the handshake limits)");
+            inner.refusals.refused(
+                addr,
+                Refused::HandshakeLimit,
+                &"closed for a newer handshake (the handshake limits)",
+            );
             return None;
         }
         g = greet(inner, tcp, addr) => g,
@@ -1047,13 +1100,17 @@ async fn secure(
                 Some((Box::new(s), cert))
             }
             Ok(Err(e)) => {
-                inner
-                    .refusals
-                    .refused(addr, &format_args!("TLS handshake failed: {e}"));
+                inner.refusals.refused(
+                    addr,
+                    Refused::Tls,
+                    &format_args!("TLS handshake failed: {e}"),
+                );
                 None
             }
             Err(_) => {
-                inner.refusals.refused(addr, &"TLS handshake timed out");
+                inner
+                    .refusals
+                    .refused(addr, Refused::Tls, &"TLS handshake timed out");
                 None
             }
         };

@@ -568,7 +568,9 @@ impl PeerShared {
             self.driver.notify_one();
             return;
         }
-        conn.poll_transmit(crate::clock::now(), &mut out.buf);
+        let before = crate::metered::before(conn);
+        let produced = conn.poll_transmit(crate::clock::now(), &mut out.buf);
+        crate::metered::after_output(conn, before, produced as u64);
         let driver_needed = conn.has_data_to_send()
             || conn
                 .poll_timeout()
