@@ -597,7 +597,19 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     // With the default framing a received message is shown as "< " and its line; -0 and
     // --length-prefixed write the framed bodies alone, for programs.
     let console = framing == crate::records::Framing::Delimited(b'\n');
-    let mut input = crate::records::RecordReader::new(tokio::io::stdin(), framing, a.max_message);
+    // A person at a terminal gets a line editor with history; a pipe is read as records.
+    let mut input = if console && std::io::stdin().is_terminal() {
+        match crate::editor::start() {
+            Ok(keys) => Input::Editor(keys),
+            Err(e) => return fail(format!("the terminal cannot be used: {e}")),
+        }
+    } else {
+        Input::Records(crate::records::RecordReader::new(
+            tokio::io::stdin(),
+            framing,
+            a.max_message,
+        ))
+    };
     let mut stdout = tokio::io::stdout();
     let peer = client.peer().clone();
     // Receipts are printed in the order the lines were sent, by one task: a bounded queue
@@ -668,6 +680,10 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                     }
                     Err(e) => eprintln!("not sent: {e}"),
                 },
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    // Ctrl-C at the line editor (the terminal is raw while editing).
+                    return interrupted(&client, peer.stats().queued).await;
+                }
                 Err(e) => {
                     // What was typed before still goes out; the run then fails.
                     eprintln!("error: input: {e}");
@@ -721,6 +737,28 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close("bye")).await;
     code
+}
+
+/// Where the console's lines come from.
+enum Input {
+    /// A pipe or file, cut into records by the framing.
+    Records(crate::records::RecordReader<tokio::io::Stdin>),
+    /// The line editor on a terminal.
+    Editor(tokio::sync::mpsc::Receiver<crate::editor::Key>),
+}
+
+impl Input {
+    /// The next line; `None` at the end; an `Interrupted` error for Ctrl-C at the editor.
+    async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        match self {
+            Input::Records(r) => r.next().await,
+            Input::Editor(keys) => match keys.recv().await {
+                Some(crate::editor::Key::Line(l)) => Ok(Some(l)),
+                Some(crate::editor::Key::Interrupt) => Err(std::io::ErrorKind::Interrupted.into()),
+                None => Ok(None),
+            },
+        }
+    }
 }
 
 /// Writes a received message to stdout (in the console as "< " and its line) and

@@ -6,6 +6,7 @@ mod chaos;
 mod client;
 mod consumed;
 mod demo;
+mod editor;
 mod exec;
 mod human;
 mod log;

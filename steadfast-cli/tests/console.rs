@@ -66,3 +66,59 @@ fn with_null_framing_a_record_starting_with_a_slash_is_a_message() {
     assert!(exit_status(&mut serve).success());
     assert_eq!(all_of_stdout(&mut serve), "/quit\0/foo\0data\0");
 }
+
+/// On a terminal (a pty, driven by Python's `pty` module as a person would type): a line is
+/// sent, the up arrow recalls it from the history and Enter sends it again, an unknown
+/// command is refused, and /quit waits for the receipts and ends with status 0.
+#[test]
+fn on_a_terminal_the_console_edits_lines_and_recalls_them() {
+    let mut serve = spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let addr = addr_after(&serve.wait_for("listening on"), "listening on ");
+    let script = r#"
+import os, pty, select, sys, time
+binary, addr = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary, "connect", addr])
+seen = b""
+def until(needle):
+    global seen
+    end = time.monotonic() + 20
+    while needle not in seen:
+        left = end - time.monotonic()
+        if left <= 0:
+            sys.exit("never saw %r in %r" % (needle, seen))
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                sys.exit("the console ended early: %r" % seen)
+until(b"type to send")
+os.write(fd, b"hello\r")
+until(b"[#1 acknowledged]")
+os.write(fd, b"\x1b[A\r")
+until(b"[#2 acknowledged]")
+os.write(fd, b"/nope\r")
+until(b"unknown command /nope")
+os.write(fd, b"/quit\r")
+_, status = os.waitpid(pid, 0)
+sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "exit status %r: %r" % (status, seen))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, support::proc::BIN, &addr])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serve.terminate();
+    assert!(exit_status(&mut serve).success());
+    assert_eq!(
+        all_of_stdout(&mut serve),
+        "hello\nhello\n",
+        "the recalled line went again"
+    );
+}
