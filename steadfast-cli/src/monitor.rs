@@ -116,6 +116,7 @@ fn sessions(server: &Server) -> String {
                 "name": p.name(),
                 "addr": p.addr().map(|a| a.to_string()),
                 "state": if p.is_connected() { "live" } else { "lingering" },
+                "connected_secs": p.connected_for().map(|d| d.as_secs_f64()),
                 "lingering_secs": p.lingering_for().map(|d| d.as_secs_f64()),
                 "connections": s.connections,
                 "outbox": s.in_flight,

@@ -108,6 +108,11 @@ fn metrics_count_known_traffic_exactly_and_sessions_are_listed() {
     assert_eq!(list[0]["name"], "watcher");
     assert_eq!(list[0]["state"], "live");
     assert!(
+        list[0]["connected_secs"].as_f64().unwrap() >= 0.0,
+        "{sessions}"
+    );
+    assert!(list[0]["lingering_secs"].is_null(), "{sessions}");
+    assert!(
         list[0]["id"].is_string() && list[0]["addr"].is_string(),
         "{sessions}"
     );

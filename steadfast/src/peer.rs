@@ -623,6 +623,18 @@ impl Peer {
         rx.await.map_err(|_| SendError::Closed)
     }
 
+    /// How long the session's current connection has been up (from its TCP accept or
+    /// connect), or `None` while it has none.
+    pub fn connected_for(&self) -> Option<Duration> {
+        let st = self.shared.lock();
+        match &st.link {
+            Link::Attached(conn) => {
+                Some(crate::clock::now().saturating_duration_since(conn.started()))
+            }
+            _ => None,
+        }
+    }
+
     /// How long the session has been without a connection (lingering), or `None` while it
     /// has one (or has ended).
     pub fn lingering_for(&self) -> Option<Duration> {

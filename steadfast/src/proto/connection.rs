@@ -779,6 +779,12 @@ impl Connection {
 
     // ---------------------------------------------------------------- state queries
 
+    /// When this connection began (the `now` given to [`Connection::accept`] or
+    /// [`Connection::connect`]).
+    pub fn started(&self) -> Instant {
+        self.epoch
+    }
+
     /// Whether [`Connection::poll_transmit`] would give more data now (a message the window
     /// admits): a caller that wrote one batch itself leaves the rest to its driver.
     pub fn has_data_to_send(&self) -> bool {
