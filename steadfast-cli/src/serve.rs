@@ -260,7 +260,24 @@ pub(crate) fn warn_about(sec: &ServerSecurity) {
     }
 }
 
+/// The console's lines: from the line editor (history, editing keys) on a terminal, else
+/// from stdin line by line; its end, or Ctrl-C at the editor, is `/quit`.
 async fn read_lines(tx: mpsc::Sender<String>) {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && let Ok(mut keys) = crate::editor::start()
+    {
+        while let Some(crate::editor::Key::Line(l)) = keys.recv().await {
+            if tx
+                .send(String::from_utf8_lossy(&l).into_owned())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = tx.send("/quit".into()).await;
+        return;
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if tx.send(line).await.is_err() {

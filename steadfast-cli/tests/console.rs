@@ -122,3 +122,47 @@ sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "exit st
         "the recalled line went again"
     );
 }
+
+/// `serve --console` on a terminal edits and recalls lines too: `/list` twice (the second by
+/// the up arrow), then `/quit` stops the server with status 0.
+#[test]
+fn the_operator_console_on_a_terminal_recalls_lines() {
+    let script = r#"
+import os, pty, select, sys, time
+binary = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary, "serve", "--listen", "127.0.0.1:0", "--console"])
+seen = b""
+def until(needle, count=1):
+    global seen
+    end = time.monotonic() + 20
+    while seen.count(needle) < count:
+        left = end - time.monotonic()
+        if left <= 0:
+            sys.exit("never saw %r x%d in %r" % (needle, count, seen))
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                sys.exit("the server ended early: %r" % seen)
+until(b"console ready")
+os.write(fd, b"/list\r")
+until(b"0 sessions")
+os.write(fd, b"\x1b[A\r")
+until(b"0 sessions", 2)
+os.write(fd, b"/quit\r")
+_, status = os.waitpid(pid, 0)
+sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "exit status %r: %r" % (status, seen))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, support::proc::BIN])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
