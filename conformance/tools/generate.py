@@ -635,11 +635,26 @@ s.peer(welcome_new(2, keepalive=0, idle=1000))
 s.sent()
 s.events(ev("session_ended", cause="violation", code="ProtocolError"))
 
-s = S("client-adopts-server-timings", "§8 (version 2) the client pings at least every third of "
-      "the server's idle timeout: server idle 300 ms, client keepalive 3 s: a PING after 100 ms",
+s = S("client-adopts-server-timings", "§8 (version 2) the client's quiet interval is at most half "
+      "the server's idle timeout: server idle 300 ms, client keepalive 3 s, idle 10 s: a PING "
+      "after 150 ms with nothing received, and another 150 ms after it",
       [2], "client", versions=[1, 2], keepalive_ms=3000, idle_timeout_ms=10000)
 client_established(s, welcome_kw=dict(keepalive=100, idle=300))
-s.advance(100)
+s.advance(150)
+s.sent({"type": "PING"}, allow_other=["PING"])
+s.advance(150)
+s.sent({"type": "PING"}, allow_other=["PING"])
+
+s = S("client-quiet-interval-counts-from-the-last-receipt", "§8 (version 2) the quiet interval "
+      "counts from the last byte received: client keepalive 250 ms, idle 1,000 ms, server idle "
+      "10,000 ms: Q = 500 ms; a PONG answers the server's PING at 400 ms, and the client's own "
+      "PING is due 500 ms after that PING arrived", [2], "client", versions=[1, 2],
+      keepalive_ms=250, idle_timeout_ms=1000)
+client_established(s, welcome_kw=dict(keepalive=400, idle=10000))
+s.advance(400)
+s.peer(ping(7))
+s.sent(pong(7), allow_other=["PING"])
+s.advance(500)
 s.sent({"type": "PING"}, allow_other=["PING"])
 
 s = S("client-keeps-its-own-idle-timeout", "§8 (version 2) the client keeps its own idle "

@@ -90,8 +90,9 @@
 //!   Messages up to 16 MiB by default ([`proto::Config::max_message`], at most 4 GiB − 1).
 //! - **Liveness**: PING every 3 s and an idle timeout of 10 s by default: a dead or half-open
 //!   connection is noticed within 10 s on both sides, even during a large transfer (messages
-//!   are chunked; control frames go first). A version-2 client also pings often enough for the
-//!   server's idle timeout, and waits long enough for its keepalive, whatever its own settings.
+//!   are chunked; control frames go first). A version-2 client pings only when the link has
+//!   been quiet for half an idle timeout (the server's PINGs keep an idle one quiet: half the
+//!   heartbeat traffic), often enough for the server's idle timeout whatever its own settings.
 //!
 //! Across a *crash* of a process (not a link) sessions are lost unless a [`store`] keeps them:
 //! with a durable store, a message whose receipt resolved is never lost by a crash of either

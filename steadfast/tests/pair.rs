@@ -189,19 +189,60 @@ fn take_all(conn: &mut Connection) -> Vec<u64> {
     v
 }
 
-#[test]
-fn heartbeats_keep_an_idle_connection_alive_and_measure_rtt() {
-    let mut p = Pair::new(Config::default());
-    // Ten idle minutes on the virtual clock, 100 ms at a time.
+/// PONGs received by each side while the pair idles for ten minutes (virtual time, 100 ms
+/// steps); panics if a connection dropped.
+fn pongs_while_idle(client: Config, server: Config) -> (usize, usize) {
+    let mut p = Pair::with_configs(client, server);
     p.advance(Duration::from_secs(600), Duration::from_millis(100), true);
     assert!(p.client.is_established() && p.server.is_established());
-    let pongs = Pair::count(&p.client_events, |e| matches!(e, Event::Pong { .. }));
-    // One PING every 3 s by default.
-    assert!((190..=210).contains(&pongs), "{pongs} pongs in 600 s");
-    assert!(p.client.session().unwrap().stats().rtt.is_some());
     assert_eq!(
-        Pair::count(&p.client_events, |e| matches!(e, Event::Disconnected(_))),
+        Pair::count(&p.client_events, |e| matches!(e, Event::Disconnected(_)))
+            + Pair::count(&p.server_events, |e| matches!(e, Event::Disconnected(_))),
         0
+    );
+    let pongs = |events: &[Event]| Pair::count(events, |e| matches!(e, Event::Pong { .. }));
+    (pongs(&p.client_events), pongs(&p.server_events))
+}
+
+#[test]
+fn heartbeats_keep_an_idle_connection_alive_and_measure_rtt() {
+    // Version 2 (§8): the server pings every 3 s; the client, hearing those PINGs within its
+    // quiet interval (5 s), sends none of its own: one PING and one PONG per 3 s in all.
+    let (client, server) = pongs_while_idle(Config::default(), Config::default());
+    assert!(
+        (190..=210).contains(&server),
+        "{server} server pongs in 600 s"
+    );
+    assert_eq!(client, 0, "the client pinged a server it hears from");
+    // Version 1: each side pings every 3 s.
+    let v1 = Config::default().versions(1, 1);
+    let (client, server) = pongs_while_idle(v1.clone(), v1);
+    assert!(
+        (190..=210).contains(&client),
+        "{client} client pongs in 600 s"
+    );
+    assert!(
+        (190..=210).contains(&server),
+        "{server} server pongs in 600 s"
+    );
+}
+
+/// A version-2 server that pings less often than the client's quiet interval: the client pings
+/// whenever nothing arrived for it (half the idle timeout), and neither side times out.
+#[test]
+fn a_version_2_client_pings_when_the_server_is_quiet() {
+    let server = Config::default()
+        .keepalive_interval(Duration::from_secs(9))
+        .idle_timeout(Duration::from_secs(10));
+    let (client, server) = pongs_while_idle(Config::default(), server);
+    // Every 9 s the server's PING; the client's after 5 s quiet in between: 600 / 9 each.
+    assert!(
+        (60..=70).contains(&client),
+        "{client} client pongs in 600 s"
+    );
+    assert!(
+        (60..=70).contains(&server),
+        "{server} server pongs in 600 s"
     );
 }
 
@@ -250,16 +291,20 @@ fn a_large_message_does_not_starve_heartbeats() {
     p.capacity = 64 << 10;
     let body = Bytes::from(vec![7u8; 16 << 20]);
     p.client.send(body.clone(), 0).unwrap();
-    let pongs_before = Pair::count(&p.client_events, |e| matches!(e, Event::Pong { .. }));
+    let pongs_before = Pair::count(&p.server_events, |e| matches!(e, Event::Pong { .. }));
     let mut elapsed = Duration::ZERO;
     while p.server.session().unwrap().inbox_len() == 0 {
         p.advance(Duration::from_millis(10), Duration::from_millis(10), true);
         elapsed += Duration::from_millis(10);
         assert!(elapsed < Duration::from_secs(60), "transfer stuck");
     }
-    let pongs = Pair::count(&p.client_events, |e| matches!(e, Event::Pong { .. })) - pongs_before;
-    println!("16 MiB took {elapsed:?} of virtual time; {pongs} PONGs reached the sender meanwhile");
-    // The transfer lasted several idle timeouts; heartbeats flowed both ways throughout.
+    let pongs = Pair::count(&p.server_events, |e| matches!(e, Event::Pong { .. })) - pongs_before;
+    println!(
+        "16 MiB took {elapsed:?} of virtual time; {pongs} PONGs reached the receiver meanwhile"
+    );
+    // The transfer lasted several idle timeouts; heartbeats flowed both ways throughout (the
+    // server's PINGs and the sender's PONGs: a version-2 client that hears the server stays
+    // quiet, §8).
     assert!(elapsed > Duration::from_secs(2));
     assert!(pongs as u128 >= elapsed.as_millis() / 250 - 2, "{pongs}");
     assert!(p.client.is_established() && p.server.is_established());

@@ -123,8 +123,11 @@ impl Config {
 
     /// A PING is sent this often, so the peer always hears from a live connection and the
     /// round-trip time stays fresh. Default 3 s: three chances before the idle timeout. On a
-    /// version-2 connection a client pings at least three times per idle timeout of the
-    /// server's, whatever this says. §8
+    /// version-2 connection a client pings only once nothing arrived for its quiet interval
+    /// (the longer of this, capped at a third of the server's idle timeout, and half the
+    /// shorter idle timeout: 5 s at the defaults), so a client that hears the server's PINGs
+    /// or traffic sends none; [`Connection::ping`](crate::proto::Connection::ping) still
+    /// measures the round trip on request. §8
     pub fn keepalive_interval(mut self, d: Duration) -> Self {
         self.keepalive_interval = d;
         self

@@ -222,9 +222,12 @@ pub struct Connection {
     version: u16,
     /// Client: the version range its HELLO offered. §4.6
     offered: (u16, u16),
-    /// The keepalive interval this connection applies: the configured one, shortened to a
-    /// third of the server's idle timeout on a client's version-2 connection (§8).
+    /// The keepalive interval this connection applies: the configured one; on a client's
+    /// version-2 connection, how long nothing may arrive before it pings (§8).
     keepalive: Duration,
+    /// Client, version 2: a PING goes out only after `keepalive` with nothing received (the
+    /// server's own PINGs, and any other traffic, keep the client quiet). §8
+    ping_when_quiet: bool,
     /// Sender: the next chunk continues a message the peer holds part of (version 2, §5.5).
     send_continued: bool,
     /// The partial message may not move to the session when the connection ends (it went over
@@ -339,6 +342,7 @@ impl Connection {
             next_ping: now + config.keepalive_interval,
             offered: config.versions,
             keepalive: config.keepalive_interval,
+            ping_when_quiet: false,
             send_continued: false,
             drop_partial: false,
             config,
@@ -677,8 +681,13 @@ impl Connection {
                 // Timers only mark work; `poll_transmit` does it when the transport has room,
                 // so a blocked writer never sees a deadline in the past (§8).
                 if now >= self.next_ping {
-                    self.ping_requested = true;
-                    self.next_ping = now + self.keepalive;
+                    if self.ping_when_quiet && now < self.last_recv + self.keepalive {
+                        // Heard from the server since: no PING needed yet (§8).
+                        self.next_ping = self.last_recv + self.keepalive;
+                    } else {
+                        self.ping_requested = true;
+                        self.next_ping = now + self.keepalive;
+                    }
                 }
                 if self.ack_due.is_some_and(|d| now >= d) {
                     self.ack_due = None;
@@ -1244,12 +1253,16 @@ impl Connection {
         session.token = Some(w.token);
         self.version = w.version;
         if let Some(t) = timings {
-            // The server's idle timeout governs (§8): ping at least three times per it. The
-            // client keeps its own idle timeout: the server answers each of its PINGs, so a
-            // live server is heard at least once per (adapted) keepalive interval, whatever
-            // its own keepalive.
+            // Version 2 (§8): the client pings only once nothing arrived for its quiet
+            // interval Q = max(min(keepalive, server idle / 3), min(both idle timeouts) / 2).
+            // It hears a live server within Q plus a round trip (each PING is owed a PONG);
+            // the server hears it through its own PINGs' PONGs, or this PING when it sends
+            // nothing. A live server's PINGs, one per its keepalive interval, keep an idle
+            // client quiet: one PING and one PONG per interval instead of two of each.
             let server_idle = Duration::from_millis(u64::from(t.idle_timeout_ms));
-            self.keepalive = self.config.keepalive_interval.min(server_idle / 3);
+            let keepalive = self.config.keepalive_interval.min(server_idle / 3);
+            self.keepalive = keepalive.max(self.config.idle_timeout.min(server_idle) / 2);
+            self.ping_when_quiet = true;
         }
         let resumed = matches!(w.kind, WelcomeKind::Resumed { .. });
         self.establish(now, &w.limits, resumed);
