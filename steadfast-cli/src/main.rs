@@ -277,6 +277,11 @@ struct ServeArgs {
     /// /sessions, over plain HTTP: 127.0.0.1:PORT keeps them on this machine.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Every connection begins with a PROXY protocol header (v1 or v2, HAProxy's send-proxy
+    /// or send-proxy-v2) giving the client's real address; a connection without one is
+    /// closed. Only for a listener that nothing but the load balancer can reach.
+    #[arg(long)]
+    proxy_protocol: bool,
     #[command(flatten)]
     records: records::Records,
     #[command(flatten)]

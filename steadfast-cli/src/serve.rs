@@ -18,6 +18,7 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
     let mut config = match security(
         ServerConfig::default()
             .linger(Duration::from_secs(a.linger))
+            .proxy_protocol(a.proxy_protocol)
             .memory_budget(crate::size::memory_budget(a.max_message))
             // A message is acknowledged once its line is written and flushed (see
             // `serve_peer`): one that stdout did not take goes back to its sender as

@@ -190,6 +190,7 @@ pub struct ServerConfig {
     pub(crate) store: Option<Arc<dyn crate::store::SessionStore>>,
     pub(crate) auth: Option<Authenticator>,
     pub(crate) transforms: Chain,
+    pub(crate) proxy_protocol: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsServer>,
 }
@@ -271,6 +272,7 @@ impl Default for ServerConfig {
             store: None,
             auth: None,
             transforms: Chain::new(),
+            proxy_protocol: false,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -323,6 +325,18 @@ impl ServerConfig {
     /// (within the outbox bounds) meanwhile. Default 60 s.
     pub fn linger(mut self, d: Duration) -> Self {
         self.linger = d;
+        self
+    }
+
+    /// Every connection begins with a PROXY protocol header (version 1 or 2, as HAProxy's
+    /// `send-proxy` / `send-proxy-v2` write it) naming the client's real address: per-address
+    /// limits, logs, metrics and [`Peer::addr`](crate::Peer::addr) then see the client, not
+    /// the load balancer. A connection without a well-formed header within the handshake
+    /// timeout is closed (and counted as refused). Off by default: enable it only on a
+    /// listener that nothing but the load balancer can reach, since the header is believed.
+    /// See [`proxy`](crate::proxy).
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
         self
     }
 

@@ -161,6 +161,8 @@ mod output;
 #[cfg(feature = "runtime")]
 mod peer;
 #[cfg(feature = "runtime")]
+pub mod proxy;
+#[cfg(feature = "runtime")]
 pub mod raw;
 #[cfg(feature = "runtime")]
 pub use metered::describe_metrics;

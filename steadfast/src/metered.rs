@@ -35,6 +35,8 @@ pub(crate) enum Refused {
     ConnectionLimit,
     /// Over the handshake limits (refused, or a pending handshake closed for a newer one).
     HandshakeLimit,
+    /// No well-formed PROXY protocol header where the listener expects one.
+    ProxyHeader,
 }
 
 impl Refused {
@@ -47,6 +49,7 @@ impl Refused {
             Refused::Tls => "tls",
             Refused::ConnectionLimit => "connection_limit",
             Refused::HandshakeLimit => "handshake_limit",
+            Refused::ProxyHeader => "proxy_header",
         }
     }
 }

@@ -534,35 +534,33 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         match accepted {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                // Counted before the check, so a burst on several listeners cannot overshoot.
-                let conns = inner.connections.fetch_add(1, Ordering::Relaxed);
-                let admitted = if conns >= inner.config.max_connections {
-                    Err("connection limit")
-                } else {
-                    inner.admission.admit(addr.ip()).map_err(|r| match r {
-                        Refusal::Address => "handshake limit of the address",
-                        Refusal::Total => "handshake limit",
-                    })
-                };
-                let ticket = match admitted {
-                    Ok(t) => t,
-                    Err(why) => {
+                if inner.config.proxy_protocol {
+                    // The client's address is in the header: admission waits for it.
+                    let conns = inner.connections.fetch_add(1, Ordering::Relaxed);
+                    if conns >= inner.config.max_connections {
                         inner.connections.fetch_sub(1, Ordering::Relaxed);
-                        debug!(%addr, conns, "refusing: {why}");
-                        let kind = if conns >= inner.config.max_connections {
-                            Refused::ConnectionLimit
-                        } else {
-                            Refused::HandshakeLimit
-                        };
-                        inner.refusals.refused(addr, kind, &why);
+                        inner
+                            .refusals
+                            .refused(addr, Refused::ConnectionLimit, &"connection limit");
                         spawn_refusal(&inner, stream);
                         continue;
                     }
-                };
-                let span = info_span!("conn", %addr);
-                inner
-                    .tracker
-                    .spawn(serve(inner.clone(), stream, addr, ticket).instrument(span));
+                    let span = info_span!("conn", %addr);
+                    inner
+                        .tracker
+                        .spawn(proxied(inner.clone(), stream, addr).instrument(span));
+                    continue;
+                }
+                // Counted before the check, so a burst on several listeners cannot overshoot.
+                let conns = inner.connections.fetch_add(1, Ordering::Relaxed);
+                if let Some(ticket) = admit(&inner, addr, conns) {
+                    let span = info_span!("conn", %addr);
+                    inner
+                        .tracker
+                        .spawn(serve(inner.clone(), stream, addr, ticket).instrument(span));
+                } else {
+                    spawn_refusal(&inner, stream);
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -574,6 +572,74 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// Admits a connection from `addr` (counted in `connections` already, `conns` before it), or
+/// undoes the count and records the refusal (the caller then refuses the stream).
+fn admit(inner: &Arc<Inner>, addr: SocketAddr, conns: usize) -> Option<Ticket> {
+    let admitted = if conns >= inner.config.max_connections {
+        Err("connection limit")
+    } else {
+        inner.admission.admit(addr.ip()).map_err(|r| match r {
+            Refusal::Address => "handshake limit of the address",
+            Refusal::Total => "handshake limit",
+        })
+    };
+    match admitted {
+        Ok(t) => Some(t),
+        Err(why) => {
+            inner.connections.fetch_sub(1, Ordering::Relaxed);
+            debug!(%addr, conns, "refusing: {why}");
+            let kind = if conns >= inner.config.max_connections {
+                Refused::ConnectionLimit
+            } else {
+                Refused::HandshakeLimit
+            };
+            inner.refusals.refused(addr, kind, &why);
+            None
+        }
+    }
+}
+
+/// A connection on a PROXY protocol listener: reads the header within the handshake timeout,
+/// then admits and serves the connection under the client's address from it.
+async fn proxied(inner: Arc<Inner>, mut stream: TcpStream, balancer: SocketAddr) {
+    let limit = inner.config.proto.handshake_timeout;
+    let read = tokio::select! {
+        () = inner.stop_all.cancelled() => {
+            inner.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        r = tokio::time::timeout(limit, crate::proxy::read_header(&mut stream)) => r,
+    };
+    let header = match read {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            inner.connections.fetch_sub(1, Ordering::Relaxed);
+            inner.refusals.refused(balancer, Refused::ProxyHeader, &e);
+            return;
+        }
+        Err(_) => {
+            inner.connections.fetch_sub(1, Ordering::Relaxed);
+            inner.refusals.refused(
+                balancer,
+                Refused::ProxyHeader,
+                &"no PROXY protocol header within the handshake timeout",
+            );
+            return;
+        }
+    };
+    let addr = header.source().unwrap_or(balancer);
+    // The count taken at accept stands for this connection (`conns` 0: the connection limit
+    // was checked there).
+    let Some(ticket) = admit(&inner, addr, 0) else {
+        spawn_refusal(&inner, stream);
+        return;
+    };
+    debug!(client = %addr, "PROXY header");
+    serve(inner, stream, addr, ticket)
+        .instrument(info_span!("proxied", client = %addr))
+        .await;
 }
 
 /// Refuses a connection over a cap: REJECT ServerFull in plain text, within the cap on
