@@ -464,7 +464,8 @@ impl Session {
     }
 
     /// Frees the message queues that are empty (a session no connection carries needs
-    /// none).
+    /// none). Used by the runtime only.
+    #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
     pub(crate) fn release_buffers(&mut self) {
         if self.inbox.is_empty() {
             self.inbox = VecDeque::new();
