@@ -17,6 +17,7 @@ use crate::metered;
 use crate::output::Output;
 use crate::proto::{ConnectionError, Event, Role, Seq, SessionEnd};
 use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
+use crate::store::StoreError;
 
 /// Bytes read per call while data streams in.
 const READ_CHUNK: usize = 64 << 10;
@@ -251,9 +252,19 @@ where
         };
         let (deadline, outcome) = match step {
             Step::Run(d, o, pending) => {
+                let confirm = !pending.is_empty();
                 for answer in pending {
                     let error = match answer.await {
                         Ok(Ok(())) => continue,
+                        Ok(Err(StoreError::Fenced)) => {
+                            // Another server of the fleet resumed the session: nothing of this
+                            // turn goes out, and this server stops carrying it at once.
+                            tracing::info!(
+                                "session moved to another server: dropping its connection"
+                            );
+                            peer.abandon(EndReason::Moved);
+                            return Outcome::Replaced;
+                        }
                         Ok(Err(e)) => e.to_string(),
                         Err(_) => "store closed".to_owned(),
                     };
@@ -276,6 +287,11 @@ where
                     report(peer, &mut progress, on_progress);
                     peer.settle();
                     return outcome.unwrap_or(Outcome::Disconnected(ConnectionError::Reset));
+                }
+                if confirm {
+                    // The commits went through under this server's epoch: what they confirmed
+                    // of the receive side is the application's now.
+                    peer.lock().confirm_visible();
                 }
                 (d, o)
             }

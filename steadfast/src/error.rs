@@ -26,6 +26,11 @@ pub enum EndReason {
     /// The client was dropped; nothing carries the session any more.
     #[error("client dropped")]
     ClientDropped,
+    /// Another server sharing the [store](crate::store::SessionStore) resumed the session (a
+    /// fleet, PROTOCOL.md §13): this one stopped carrying it at once. Its unacknowledged
+    /// messages stay in the store, and the new owner delivers them; none are handed back here.
+    #[error("session moved to another server")]
+    Moved,
 }
 
 /// Why a receipt will never resolve successfully.

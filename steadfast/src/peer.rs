@@ -423,7 +423,8 @@ impl Peer {
         let m = if let Some(m) = st.pop_parked() {
             m
         } else {
-            let m = st.session_mut().and_then(Session::recv)?;
+            let limit = st.visible_limit();
+            let m = st.session_mut().and_then(|s| s.recv_below(limit))?;
             st.account();
             if self.shared.role == Role::Server {
                 crate::metered::delivered(1);
@@ -521,9 +522,10 @@ impl Peer {
                     taken.push(m);
                 }
                 let parked = taken.len();
+                let limit = st.visible_limit();
                 if let Some(s) = st.session_mut() {
                     while taken.len() < n {
-                        let Some(m) = s.recv() else { break };
+                        let Some(m) = s.recv_below(limit) else { break };
                         taken.push(m);
                     }
                 }

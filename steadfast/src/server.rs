@@ -34,7 +34,7 @@ use crate::proto::{
 };
 use crate::refusals::RefusalLog;
 use crate::session::{Budget, Durable, Link, Owner, PeerShared};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Claim, SessionStore, StoreError, StoredSession};
 
 #[derive(Default)]
 struct Registry {
@@ -238,7 +238,7 @@ impl Server {
             proto: Arc::new(config.proto.clone()),
             config,
         });
-        if let Some(store) = &inner.config.store {
+        if let Some(store) = inner.config.store.as_ref().filter(|s| !s.shared()) {
             let n = restore_sessions(&inner, store)?;
             debug!(sessions = n, "restored stored sessions");
         }
@@ -954,7 +954,41 @@ async fn decide(
             token,
         );
     };
-    let shared = inner.registry().sessions.get(&resume.session_id).cloned();
+    let mut shared = inner.registry().sessions.get(&resume.session_id).cloned();
+    if let Some(store) = inner.config.store.as_ref().filter(|s| s.shared()) {
+        // A fleet: the store decides who carries the session, and fences everyone else.
+        let limit = conn.poll_timeout().map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(driver::now())
+        });
+        let claim = store.claim(resume.session_id.0, resume.token.clone(), shared.is_some());
+        match tokio::time::timeout(limit, claim).await {
+            Ok(Ok(Claim::Kept)) => {}
+            Ok(Ok(Claim::Loaded(stored))) => {
+                if let Some(stale) = shared.take() {
+                    // Carried here before, moved elsewhere since: this copy is out of date.
+                    stale.abandon(EndReason::Moved);
+                }
+                match adopt(inner, store, stored, false) {
+                    Ok(s) => shared = Some(s),
+                    Err(e) => {
+                        warn!(session = %resume.session_id, error = %e, "a claimed session cannot be restored");
+                        conn.reject(RejectCode::ServerFull, 1_000, "session store unavailable");
+                        return None;
+                    }
+                }
+            }
+            Ok(Ok(_)) => shared = None,
+            Ok(Err(e)) => {
+                warn!(session = %resume.session_id, error = %e, "session store: claim failed");
+                conn.reject(RejectCode::ServerFull, 1_000, "session store unavailable");
+                return None;
+            }
+            Err(_) => {
+                conn.reject(RejectCode::ServerFull, 1_000, "session store unavailable");
+                return None;
+            }
+        }
+    }
     let Some(shared) = shared else {
         conn.reject(RejectCode::UnknownSession, 0, "unknown or expired session");
         return None;
@@ -1214,56 +1248,73 @@ fn restore_sessions(inner: &Arc<Inner>, store: &Arc<dyn SessionStore>) -> Result
     let now_ms = crate::clock::wall_clock_us() / 1_000;
     let linger = inner.config.linger;
     let linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX);
-    let mut reg = inner.registry();
     let count = stored.len();
     for s in stored {
-        let (Role::Server, Some(id), false) = (s.record.role, s.record.id, s.ended) else {
-            return Err(StoreError::Foreign("the store holds a client's session".into()).into());
-        };
-        let committed = s.record.clone();
-        let session = Session::restore(&inner.config.proto, s.record, s.outbox)
-            .map_err(|e| StoreError::Corrupt(e.0))?;
-        let Some(chain) = inner.config.transforms.select(session.transforms()) else {
-            return Err(ConfigError(format!(
-                "a stored session uses the transforms {:?}; configure them",
-                session.transforms()
-            ))
-            .into());
-        };
-        let name = session.name().map(str::to_owned);
-        let shared = PeerShared::new(
-            Role::Server,
-            name,
-            Link::Detached(Box::new(session)),
-            chain,
-            &inner.receiving,
-        );
-        own_session(inner, &shared);
-        reg.insert(id, &shared, None);
-        // A session that was lingering when last seen lingers for what is left; one that was
-        // connected lost its connection with the process: a full linger from now.
         let left = if s.lingering {
             Duration::from_millis((s.last_seen_ms.saturating_add(linger_ms)).saturating_sub(now_ms))
         } else {
             linger
         };
-        {
-            // Its linger counts from when it was last seen, in this process's clock.
-            let mut st = shared.lock();
-            st.id = Some(id);
-            st.created = inner.created.fetch_add(1, Ordering::Relaxed);
-            st.budget = Some(inner.budget.clone());
-            st.durable = Some(Box::new(Durable::new(store.clone(), id.0, Some(committed))));
-            st.lingering_since = Some(
-                (driver::now() + left)
-                    .checked_sub(linger)
-                    .unwrap_or_else(driver::now),
-            );
-            st.account();
-        }
+        let shared = adopt(inner, store, s, true)?;
+        // A session that was lingering when last seen lingers for what is left; one that was
+        // connected lost its connection with the process: a full linger from now. Its linger
+        // counts from when it was last seen, in this process's clock.
+        shared.lock().lingering_since = Some(
+            (driver::now() + left)
+                .checked_sub(linger)
+                .unwrap_or_else(driver::now),
+        );
         start_linger(inner, &shared, left);
     }
     Ok(count)
+}
+
+/// Makes a session a store kept one of this server's, detached and resumable (in the
+/// registry, counted in the budget). `restoring`: at start, before any connection.
+fn adopt(
+    inner: &Arc<Inner>,
+    store: &Arc<dyn SessionStore>,
+    s: StoredSession,
+    restoring: bool,
+) -> Result<Arc<PeerShared>, BindError> {
+    let (Role::Server, Some(id), false) = (s.record.role, s.record.id, s.ended) else {
+        return Err(StoreError::Foreign("the store holds a client's session".into()).into());
+    };
+    let committed = s.record.clone();
+    let session = Session::restore(&inner.config.proto, s.record, s.outbox)
+        .map_err(|e| StoreError::Corrupt(e.0))?;
+    let Some(chain) = inner.config.transforms.select(session.transforms()) else {
+        return Err(ConfigError(format!(
+            "a stored session uses the transforms {:?}; configure them",
+            session.transforms()
+        ))
+        .into());
+    };
+    let name = session.name().map(str::to_owned);
+    let shared = PeerShared::new(
+        Role::Server,
+        name,
+        Link::Detached(Box::new(session)),
+        chain,
+        &inner.receiving,
+    );
+    own_session(inner, &shared);
+    {
+        let mut st = shared.lock();
+        st.id = Some(id);
+        st.created = inner.created.fetch_add(1, Ordering::Relaxed);
+        st.budget = Some(inner.budget.clone());
+        st.durable = Some(Box::new(Durable::new(store.clone(), id.0, Some(committed))));
+        st.account();
+    }
+    inner.registry().insert(id, &shared, None);
+    if !restoring {
+        // Claimed for a resume: it lingers like any detached session until the resume takes
+        // it (or does not).
+        shared.lock().lingering_since = Some(driver::now());
+        start_linger(inner, &shared, inner.config.linger);
+    }
+    Ok(shared)
 }
 
 async fn flush_and_close(conn: &mut Connection, stream: &mut BoxStream) {

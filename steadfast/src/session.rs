@@ -126,6 +126,12 @@ pub(crate) struct Durable {
     pub(crate) key: StoreKey,
     /// The record as last committed (`None`: nothing committed yet).
     pub(crate) committed: Option<SessionRecord>,
+    /// A shared store (a fleet): received messages below this are visible to the
+    /// application; the ones above wait for a commit, which checks that no other server has
+    /// taken the session over. `None`: an unshared store, nothing held back.
+    pub(crate) visible: Option<Seq>,
+    /// The receive position the commit in flight confirms.
+    pub(crate) confirming: Option<Seq>,
 }
 
 impl Durable {
@@ -134,10 +140,13 @@ impl Durable {
         key: StoreKey,
         committed: Option<SessionRecord>,
     ) -> Self {
+        let visible = store.shared().then_some(Seq(0));
         Durable {
             store,
             key,
             committed,
+            visible,
+            confirming: None,
         }
     }
 }
@@ -207,7 +216,26 @@ impl PeerState {
 
     /// Messages the application can take now: parked ones and the inbox's.
     pub(crate) fn waiting_messages(&self) -> usize {
-        self.parked_len() + self.session().map_or(0, Session::inbox_len)
+        let limit = self.visible_limit();
+        self.parked_len() + self.session().map_or(0, |s| s.inbox_len_below(limit))
+    }
+
+    /// Received messages at or above this are held back from the application until a commit
+    /// confirms this server still owns the session (a shared store, PROTOCOL.md §13).
+    pub(crate) fn visible_limit(&self) -> Seq {
+        self.durable
+            .as_ref()
+            .and_then(|d| d.visible)
+            .unwrap_or(Seq(u64::MAX))
+    }
+
+    /// After a successful commit: what it confirmed becomes visible to the application.
+    pub(crate) fn confirm_visible(&mut self) {
+        if let Some(d) = self.durable.as_mut()
+            && let (Some(visible), Some(to)) = (d.visible, d.confirming.take())
+        {
+            d.visible = Some(visible.max(to));
+        }
     }
 
     fn clear_ping_waiters(&mut self) {
@@ -335,12 +363,19 @@ impl PeerState {
         // No store: nothing to build (the common, in-memory case).
         self.durable.as_ref()?;
         let record = self.session()?.record();
-        let durable = self.durable.as_ref()?;
+        let received = self.session()?.received();
+        let durable = self.durable.as_mut()?;
         let stored_next = durable
             .committed
             .as_ref()
             .map_or(record.acked, |c| c.next_seq.max(record.acked));
-        if !lingering && durable.committed.as_ref() == Some(&record) {
+        // A shared store: messages received since the last commit wait for one (even with
+        // nothing else to write) that proves the session is still this server's.
+        let confirm = durable.visible.is_some_and(|v| received > v);
+        if confirm {
+            durable.confirming = Some(received);
+        }
+        if !lingering && !confirm && durable.committed.as_ref() == Some(&record) {
             return None;
         }
         let new_messages: Vec<Message> =
@@ -395,7 +430,12 @@ impl PeerState {
 
     /// Ends the session: everything unacknowledged is kept for the application.
     pub(crate) fn end(&mut self, reason: EndReason, mut unacknowledged: Vec<Message>, acked: Seq) {
-        if matches!(reason, EndReason::ClientDropped | EndReason::Shutdown) {
+        if matches!(reason, EndReason::Moved) {
+            // Another server owns the session now and the store holds its messages: the new
+            // owner delivers them. Handing them back here would invite sending them twice.
+            unacknowledged.clear();
+            self.durable = None;
+        } else if matches!(reason, EndReason::ClientDropped | EndReason::Shutdown) {
             // The process stops carrying the session, the session itself goes on: a store
             // keeps it for the next run to resume.
             self.durable = None;

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::proto::{Message, SessionRecord};
+use crate::proto::{Message, ResumeToken, SessionRecord};
 
 /// The key of a stored session: the session id on a server; a fixed key on a client (whose
 /// session has no id before its first WELCOME).
@@ -107,7 +107,29 @@ pub enum StoreError {
     /// The store's writer is gone (the store was dropped).
     #[error("the store is closed")]
     Closed,
+    /// Another server sharing the store has taken the session over (its epoch moved on): the
+    /// write was refused by the store, and this server must stop carrying the session.
+    #[error("the session was taken over by another server")]
+    Fenced,
 }
+
+/// What [`SessionStore::claim`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Claim {
+    /// This server held the session and nobody took it over since: the copy in memory is
+    /// current, and the session's epoch moved on (every other holder is fenced).
+    Kept,
+    /// The session as the store holds it, now owned by this server. Its record carries the
+    /// presented token as the proven one (the store keeps only hashes).
+    Loaded(StoredSession),
+    /// No such session, the wrong token, or expired.
+    Unknown,
+}
+
+/// The answer of [`SessionStore::claim`].
+pub type ClaimFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Claim, StoreError>> + Send>>;
 
 /// Somewhere sessions are kept across the life of a process.
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -120,6 +142,24 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Applies `changes` atomically and durably; the answer arrives once they are (the
     /// receiver may be dropped for a change nobody waits for).
     fn submit(&self, changes: Vec<Change>) -> oneshot::Receiver<Result<(), StoreError>>;
+
+    /// Whether several servers share this store (a fleet, PROTOCOL.md §13). A shared store
+    /// loads nothing at start ([`SessionStore::load`] is not called): a resume
+    /// [claims](SessionStore::claim) its session, and every write is fenced by the session's
+    /// epoch ([`StoreError::Fenced`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// A shared store: makes this server the owner of session `key` if `token` is its resume
+    /// token (the last proven or the last issued one), moving its epoch on in the same step
+    /// that checks the token, so that every other holder's writes are refused from then on.
+    /// `local`: this server holds a copy in memory ([`Claim::Kept`] if nobody took it over
+    /// since). Unshared stores answer [`Claim::Unknown`].
+    fn claim(&self, key: StoreKey, token: ResumeToken, local: bool) -> ClaimFuture {
+        let _ = (key, token, local);
+        Box::pin(async { Ok(Claim::Unknown) })
+    }
 }
 
 /// Sessions kept in memory: they survive dropping and re-creating a `Server` or `Client` with
@@ -192,8 +232,10 @@ impl SessionStore for MemoryStore {
 
 // ------------------------------------------------------------------------ encoding
 
-/// The on-disk layout of records and messages (used by the durable store).
-#[cfg(feature = "durable")]
+/// The on-disk layout of records and messages (used by the durable store; the fleet's store
+/// keeps outbox segments in it).
+#[cfg(any(feature = "durable", feature = "postgres"))]
+#[cfg_attr(not(feature = "durable"), allow(dead_code))]
 mod encoding {
     use std::collections::BTreeMap;
 
@@ -454,6 +496,14 @@ mod encoding {
 use encoding::{assemble, decode_segment, encode_segment, segment_end, segment_key};
 #[cfg(feature = "durable")]
 pub(crate) use encoding::{decode_record, encode_record};
+
+// ------------------------------------------------------------------------ a fleet's store
+
+#[cfg(feature = "postgres")]
+#[path = "pgstore.rs"]
+mod pg;
+#[cfg(feature = "postgres")]
+pub use pg::{PgOptions, PgStore};
 
 // ------------------------------------------------------------------------ durable store
 

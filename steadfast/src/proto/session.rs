@@ -430,6 +430,21 @@ impl Session {
         Some(msg)
     }
 
+    /// Takes the next received message as [`Session::recv`] does, if its sequence number is
+    /// below `limit`: a runtime holds back messages whose receipt is not yet confirmed where
+    /// the session is stored (a fleet's store, PROTOCOL.md §13).
+    pub fn recv_below(&mut self, limit: Seq) -> Option<Message> {
+        if self.inbox.front()?.seq >= limit {
+            return None;
+        }
+        self.recv()
+    }
+
+    /// Messages received and waiting whose sequence numbers are below `limit`.
+    pub fn inbox_len_below(&self, limit: Seq) -> usize {
+        self.inbox.partition_point(|m| m.seq < limit)
+    }
+
     /// Manual acknowledgement ([`Config::manual_ack`]): acknowledges the taken message `seq`
     /// and every taken message before it (the ACK goes out from the connection, coalesced).
     /// Returns how many messages this newly acknowledged: 0 if `seq` was already acknowledged

@@ -1,0 +1,866 @@
+//! Sessions shared by a fleet of servers in PostgreSQL (feature `postgres`, PROTOCOL.md §13).
+//!
+//! Every server of the fleet opens the same database. A session lives in one row of
+//! `steadfast_sessions` with an *epoch*; its unacknowledged messages live in
+//! `steadfast_outbox`, one row per commit (a segment), not one per message. A resume on any
+//! server [claims](SessionStore::claim) the session: one `UPDATE` checks the token's hash and
+//! moves the epoch on. Every later write of a server names the epoch it holds; a write with an
+//! older one changes no row, the store answers [`StoreError::Fenced`], and that server drops
+//! the session at once.
+//!
+//! One task per store writes: it takes every change waiting, from every session, and commits
+//! them in one statement (one transaction, one WAL flush). Claims go through the same task, in
+//! order with the commits. Lost connections, serialization failures (SQLSTATE 40001) and
+//! deadlocks are retried with backoff, for as long as it takes: meanwhile the sessions' commits
+//! wait, so nothing is acknowledged or sent that is not stored, and senders wait on their full
+//! outboxes.
+//!
+//! Client: [tokio-postgres](https://docs.rs/tokio-postgres). It is asynchronous on the same
+//! runtime, pipelines, takes arrays as statement parameters (a whole commit group is one
+//! statement), and needs no database at build time. The connection is plain TCP: keep the
+//! database on loopback or a private network.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+use tracing::{debug, warn};
+
+use super::encoding::{assemble, decode_segment, encode_segment, segment_key};
+use super::{Change, Claim, ClaimFuture, SessionStore, StoreError, StoreKey, StoredSession};
+use crate::proto::{ResumeToken, Role, Seq, SessionId, SessionRecord};
+
+/// The schema version this library writes and reads.
+const SCHEMA: &str = "1";
+/// The advisory lock under which the schema is created or migrated (servers starting at once
+/// wait for each other).
+const MIGRATION_LOCK: i64 = 0x5374_6466_7374_0001;
+/// Most jobs folded into one commit.
+const GROUP: usize = 4_096;
+/// How often a server renews its lease and expires sessions.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a lease lasts: a server silent this long is dead, and the sessions it carried
+/// linger from then.
+const LEASE: Duration = Duration::from_secs(15);
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS steadfast_sessions (
+    id bytea PRIMARY KEY,
+    epoch bigint NOT NULL,
+    owner text NOT NULL,
+    token_hash bytea,
+    issued_hash bytea,
+    name text,
+    transforms text NOT NULL,
+    next_seq bigint NOT NULL,
+    acked bigint NOT NULL,
+    delivered bigint NOT NULL,
+    lingering boolean NOT NULL,
+    last_seen timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steadfast_sessions_owner ON steadfast_sessions (owner);
+CREATE TABLE IF NOT EXISTS steadfast_outbox (
+    session bytea NOT NULL,
+    first_seq bigint NOT NULL,
+    end_seq bigint NOT NULL,
+    messages bytea NOT NULL,
+    PRIMARY KEY (session, first_seq)
+);
+CREATE TABLE IF NOT EXISTS steadfast_nodes (
+    name text PRIMARY KEY,
+    alive_until timestamptz NOT NULL
+);
+";
+
+/// One commit group: every session's record (a new session's row is created with epoch 1,
+/// an existing one's written only under the epoch this server holds), the outbox segments of
+/// the sessions written, the acknowledged segments trimmed, ended sessions deleted. Returns
+/// the sessions written.
+const COMMIT: &str = "
+WITH c AS (
+    SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::text[],
+                         $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[])
+        AS c(id, epoch, token_hash, issued_hash, name, transforms, next_seq, acked, delivered,
+             lingering)
+),
+created AS (
+    INSERT INTO steadfast_sessions AS s
+        (id, epoch, owner, token_hash, issued_hash, name, transforms, next_seq, acked,
+         delivered, lingering, last_seen)
+    SELECT id, epoch, $11, token_hash, issued_hash, name, transforms, next_seq, acked,
+           delivered, lingering, now()
+    FROM c WHERE c.epoch = 1
+    ON CONFLICT (id) DO UPDATE SET
+        token_hash = EXCLUDED.token_hash, issued_hash = EXCLUDED.issued_hash,
+        name = EXCLUDED.name, transforms = EXCLUDED.transforms, next_seq = EXCLUDED.next_seq,
+        acked = EXCLUDED.acked, delivered = EXCLUDED.delivered,
+        lingering = EXCLUDED.lingering, last_seen = now()
+        WHERE s.epoch = 1 AND s.owner = EXCLUDED.owner
+    RETURNING s.id, s.acked
+),
+updated AS (
+    UPDATE steadfast_sessions AS s SET
+        token_hash = c.token_hash, issued_hash = c.issued_hash, name = c.name,
+        transforms = c.transforms, next_seq = c.next_seq, acked = c.acked,
+        delivered = c.delivered, lingering = c.lingering, last_seen = now()
+    FROM c WHERE c.epoch > 1 AND s.id = c.id AND s.epoch = c.epoch
+    RETURNING s.id, s.acked
+),
+written AS (SELECT * FROM created UNION ALL SELECT * FROM updated),
+segments AS (
+    SELECT * FROM unnest($12::bytea[], $13::int8[], $14::int8[], $15::bytea[])
+        AS m(session, first_seq, end_seq, messages)
+),
+added AS (
+    INSERT INTO steadfast_outbox (session, first_seq, end_seq, messages)
+    SELECT m.session, m.first_seq, m.end_seq, m.messages
+    FROM segments m JOIN written w ON w.id = m.session
+    WHERE m.end_seq > w.acked
+    ON CONFLICT (session, first_seq) DO UPDATE SET
+        end_seq = EXCLUDED.end_seq, messages = EXCLUDED.messages
+),
+trimmed AS (
+    DELETE FROM steadfast_outbox o USING written w
+    WHERE o.session = w.id AND o.end_seq <= w.acked
+      AND NOT EXISTS (SELECT 1 FROM segments m
+                      WHERE m.session = o.session AND m.first_seq = o.first_seq)
+),
+ended AS (
+    DELETE FROM steadfast_sessions s
+    USING unnest($16::bytea[], $17::int8[]) AS d(id, epoch)
+    WHERE s.id = d.id AND s.epoch = d.epoch
+    RETURNING s.id
+),
+ended_outbox AS (
+    DELETE FROM steadfast_outbox o USING ended e WHERE o.session = e.id
+)
+SELECT id FROM written";
+
+/// A resume on a server that holds the session: moves the epoch on if it is still the one
+/// this server holds and the token is the session's.
+const CLAIM_KEPT: &str = "
+UPDATE steadfast_sessions SET epoch = epoch + 1, owner = $3, lingering = false, last_seen = now()
+WHERE id = $1 AND epoch = $2 AND (token_hash = $4 OR issued_hash = $4)
+RETURNING epoch";
+
+/// A resume of a session held elsewhere (or nowhere): the token checked and the epoch moved
+/// on in one statement, unless the session has lingered past its time.
+const CLAIM: &str = "
+UPDATE steadfast_sessions SET epoch = epoch + 1, owner = $2, lingering = false, last_seen = now()
+WHERE id = $1 AND (token_hash = $3 OR issued_hash = $3)
+  AND NOT (lingering AND last_seen < now() - make_interval(secs => $4))
+RETURNING epoch, name, transforms, next_seq, acked, delivered";
+
+/// The outbox of a claimed session (read after the claim committed: nobody else writes it).
+const OUTBOX: &str = "
+SELECT first_seq, messages FROM steadfast_outbox WHERE session = $1 ORDER BY first_seq";
+
+/// A server renews its lease.
+const HEARTBEAT_SQL: &str = "
+INSERT INTO steadfast_nodes (name, alive_until) VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (name) DO UPDATE SET alive_until = EXCLUDED.alive_until";
+
+/// Expiry by the database's clock: a session lingering longer than the linger time, or one
+/// whose server's lease ran out longer than the linger time ago.
+const EXPIRE: &str = "
+WITH gone AS (
+    DELETE FROM steadfast_sessions s
+    WHERE (s.lingering AND s.last_seen < now() - make_interval(secs => $1))
+       OR (NOT s.lingering AND NOT EXISTS (
+               SELECT 1 FROM steadfast_nodes n
+               WHERE n.name = s.owner AND n.alive_until > now() - make_interval(secs => $1)))
+    RETURNING s.id, s.next_seq - s.acked AS unacknowledged
+),
+gone_outbox AS (DELETE FROM steadfast_outbox o USING gone g WHERE o.session = g.id)
+SELECT id, unacknowledged FROM gone";
+
+/// How a [`PgStore`] runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PgOptions {
+    /// This server's name in the fleet, unique to it: shown in logs, stored as the owner of
+    /// its sessions. A server restarted under the same name takes its sessions' linger over
+    /// at once; under another name they linger until its old lease runs out.
+    pub node: String,
+    /// How long a session without a connection stays resumable, by the database's clock
+    /// (the servers' [`linger`](crate::ServerConfig::linger); the same on every server).
+    pub linger: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        let mut tag = [0u8; 4];
+        let _ = getrandom::fill(&mut tag);
+        PgOptions {
+            node: format!("node-{:08x}", u32::from_be_bytes(tag)),
+            linger: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PgOptions {
+    /// Options with this node name and the default linger.
+    pub fn node(name: impl Into<String>) -> Self {
+        PgOptions {
+            node: name.into(),
+            ..PgOptions::default()
+        }
+    }
+
+    /// Sets the linger time (the servers' [`linger`](crate::ServerConfig::linger)).
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+}
+
+/// Changes to commit and who waits for them.
+type Commit = (Vec<Change>, oneshot::Sender<Result<(), StoreError>>);
+
+enum Job {
+    Commit(Vec<Change>, oneshot::Sender<Result<(), StoreError>>),
+    Claim {
+        key: StoreKey,
+        token: ResumeToken,
+        local: bool,
+        answer: oneshot::Sender<Result<Claim, StoreError>>,
+    },
+}
+
+/// A [`SessionStore`] in PostgreSQL, shared by a fleet of servers (feature `postgres`). See
+/// the [module](self) and PROTOCOL.md §13.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use steadfast::store::{PgOptions, PgStore};
+///
+/// let store = PgStore::connect("postgres://steadfast@db:5432/steadfast", PgOptions::node("a")).await?;
+/// let config = steadfast::ServerConfig::default().store(Arc::new(store));
+/// let server = steadfast::Server::bind(["0.0.0.0:7000"], config).await?;
+/// # Ok(()) }
+/// ```
+pub struct PgStore {
+    jobs: mpsc::UnboundedSender<Job>,
+    node: Arc<str>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn db_err(e: &tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Database(format!("{} ({})", d.message(), d.code().code())),
+        None => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Whether an error passes if the same work is tried again: a lost connection, a database
+/// shutting down or restarting, a serialization failure or a deadlock.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else {
+        return true;
+    };
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || code.code().starts_with("08")
+        || code.code().starts_with("57P")
+}
+
+/// A SHA-256 of a resume token: the store keeps no token itself.
+fn token_hash(t: &ResumeToken) -> Vec<u8> {
+    Sha256::digest(t.0).to_vec()
+}
+
+/// Sequence numbers as the database keeps them (`bigint`; never beyond 2⁶³ in practice).
+fn sql_seq(s: Seq) -> i64 {
+    i64::try_from(s.0).unwrap_or(i64::MAX)
+}
+
+fn seq_of(v: i64) -> Result<Seq, StoreError> {
+    u64::try_from(v)
+        .map(Seq)
+        .map_err(|_| StoreError::Corrupt("a negative sequence number".into()))
+}
+
+async fn open(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "session store connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`, or the
+    /// `key=value` form), creates or checks the schema (under an advisory lock: servers
+    /// starting at once wait for each other), marks this node's sessions as lingering from
+    /// now (a restart is their disconnect), and starts the writer and the lease.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] if the database cannot be reached or refuses;
+    /// [`StoreError::Foreign`] if it holds a schema of another version.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
+        if options.node.is_empty() || options.node.len() > 255 {
+            return Err(StoreError::Io(
+                "the node name must be 1 to 255 bytes".into(),
+            ));
+        }
+        let mut client = open(url).await.map_err(|e| db_err(&e))?;
+        migrate(&mut client).await?;
+        let linger = options.linger.as_secs_f64();
+        client
+            .execute(
+                "UPDATE steadfast_sessions SET lingering = true, last_seen = now()
+                 WHERE owner = $1 AND NOT lingering",
+                &[&options.node],
+            )
+            .await
+            .map_err(|e| db_err(&e))?;
+        client
+            .execute(HEARTBEAT_SQL, &[&options.node, &LEASE.as_secs_f64()])
+            .await
+            .map_err(|e| db_err(&e))?;
+        let node: Arc<str> = options.node.into();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writer = Writer {
+            url: url.to_owned(),
+            node: node.clone(),
+            linger,
+            epochs: HashMap::new(),
+            conn: None,
+        };
+        tokio::spawn(writer.run(rx, Some(client)));
+        tokio::spawn(lease(url.to_owned(), node.clone(), linger, stop.clone()));
+        Ok(PgStore {
+            jobs: tx,
+            node,
+            stop,
+        })
+    }
+
+    /// This server's name in the fleet.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let err = |e: tokio_postgres::Error| db_err(&e);
+    let txn = client.transaction().await.map_err(err)?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS steadfast_meta (key text PRIMARY KEY, value text NOT NULL)",
+    )
+    .await
+    .map_err(err)?;
+    let version: Option<String> = txn
+        .query_opt("SELECT value FROM steadfast_meta WHERE key = 'schema'", &[])
+        .await
+        .map_err(err)?
+        .map(|r| r.get(0));
+    match version.as_deref() {
+        None => {
+            txn.batch_execute(CREATE).await.map_err(err)?;
+            txn.execute(
+                "INSERT INTO steadfast_meta (key, value) VALUES ('schema', $1)",
+                &[&SCHEMA],
+            )
+            .await
+            .map_err(err)?;
+        }
+        Some(SCHEMA) => {}
+        Some(other) => {
+            return Err(StoreError::Foreign(format!(
+                "the database holds steadfast schema {other}; this version reads schema {SCHEMA}"
+            )));
+        }
+    }
+    txn.commit().await.map_err(err)
+}
+
+/// Renews this node's lease and expires sessions by the database's clock, until the store is
+/// dropped.
+async fn lease(
+    url: String,
+    node: Arc<str>,
+    linger: f64,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut client: Option<Client> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(HEARTBEAT) => {}
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = open(&url).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let renewed = c
+            .execute(HEARTBEAT_SQL, &[&&*node, &LEASE.as_secs_f64()])
+            .await;
+        if let Err(e) = renewed {
+            warn!(error = %e, "session store: renewing the lease failed");
+            continue;
+        }
+        match c.query(EXPIRE, &[&linger]).await {
+            Ok(rows) => {
+                for r in rows {
+                    let id: Vec<u8> = r.get(0);
+                    let lost: i64 = r.get(1);
+                    let id = <[u8; 16]>::try_from(id.as_slice()).map(SessionId);
+                    if let Ok(id) = id {
+                        if lost > 0 {
+                            warn!(session = %id, unacknowledged = lost, "a session expired in the store with messages its client never acknowledged");
+                        } else {
+                            debug!(session = %id, "a session expired in the store");
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "session store: expiring sessions failed"),
+        }
+    }
+}
+
+/// What a commit group writes of one session.
+enum Merged {
+    Put {
+        record: SessionRecord,
+        lingering: bool,
+        /// Outbox segments by their first sequence number: (end, encoded messages).
+        segments: BTreeMap<u64, (u64, Vec<u8>)>,
+    },
+    Delete,
+}
+
+/// The statement's parameters for one commit group.
+#[derive(Default)]
+struct Group {
+    ids: Vec<Vec<u8>>,
+    epochs: Vec<i64>,
+    token_hashes: Vec<Option<Vec<u8>>>,
+    issued_hashes: Vec<Option<Vec<u8>>>,
+    names: Vec<Option<String>>,
+    transforms: Vec<String>,
+    next_seqs: Vec<i64>,
+    ackeds: Vec<i64>,
+    delivereds: Vec<i64>,
+    lingerings: Vec<bool>,
+    seg_sessions: Vec<Vec<u8>>,
+    seg_firsts: Vec<i64>,
+    seg_ends: Vec<i64>,
+    seg_messages: Vec<Vec<u8>>,
+    del_ids: Vec<Vec<u8>>,
+    del_epochs: Vec<i64>,
+}
+
+struct Writer {
+    url: String,
+    node: Arc<str>,
+    linger: f64,
+    /// The epoch this server holds of each session it carries (1: created here).
+    epochs: HashMap<StoreKey, i64>,
+    conn: Option<(Client, Statement)>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>, first: Option<Client>) {
+        if let Some(c) = first
+            && let Ok(s) = c.prepare(COMMIT).await
+        {
+            self.conn = Some((c, s));
+        }
+        let mut commits = Vec::new();
+        while let Some(job) = rx.recv().await {
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Commit(changes, answer) => {
+                        commits.push((changes, answer));
+                        if commits.len() < GROUP
+                            && let Ok(j) = rx.try_recv()
+                        {
+                            next = Some(j);
+                        }
+                    }
+                    Job::Claim {
+                        key,
+                        token,
+                        local,
+                        answer,
+                    } => {
+                        // Commits before it first: they were submitted before the claim.
+                        self.commit(std::mem::take(&mut commits)).await;
+                        if !answer.is_closed() {
+                            let claimed = self.claim(key, &token, local).await;
+                            let _ = answer.send(claimed);
+                        }
+                        if let Ok(j) = rx.try_recv() {
+                            next = Some(j);
+                        }
+                    }
+                }
+            }
+            self.commit(std::mem::take(&mut commits)).await;
+        }
+    }
+
+    /// The connection and its prepared commit, reconnecting with backoff until it works.
+    async fn connection(&mut self) -> &(Client, Statement) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+                break;
+            }
+            self.conn = None;
+            match open(&self.url).await {
+                Ok(c) => match c.prepare(COMMIT).await {
+                    Ok(s) => {
+                        self.conn = Some((c, s));
+                        break;
+                    }
+                    Err(e) => warn!(error = %e, "session store: preparing failed; retrying"),
+                },
+                Err(e) => {
+                    warn!(error = %e, "session store: database unreachable; commits wait");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        match &self.conn {
+            Some(c) => c,
+            None => unreachable!("set above"),
+        }
+    }
+
+    /// Runs `f` on the connection until it succeeds or fails for a reason that retrying does
+    /// not cure.
+    async fn retrying<T, F>(&mut self, mut f: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnMut(
+            &'c (Client, Statement),
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
+        >,
+    {
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let conn = self.connection().await;
+            match f(conn).await {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) => {
+                    debug!(error = %e, "session store: retrying");
+                    if e.is_closed() || e.code().is_none() {
+                        self.conn = None;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(db_err(&e)),
+            }
+        }
+    }
+
+    async fn commit(&mut self, jobs: Vec<Commit>) {
+        if jobs.is_empty() {
+            return;
+        }
+        // The group's changes merged per session, in order: the last record wins, segments
+        // accumulate, an end removes what came before it.
+        let mut merged: HashMap<StoreKey, Merged> = HashMap::new();
+        let mut puts_of_job: Vec<Vec<StoreKey>> = Vec::with_capacity(jobs.len());
+        for (changes, _) in &jobs {
+            let mut puts = Vec::new();
+            for change in changes {
+                match change {
+                    Change::Put {
+                        key,
+                        record,
+                        new_messages,
+                        lingering,
+                        ..
+                    } => {
+                        puts.push(*key);
+                        let entry = merged.entry(*key).or_insert_with(|| Merged::Put {
+                            record: record.clone(),
+                            lingering: *lingering,
+                            segments: BTreeMap::new(),
+                        });
+                        if let Merged::Delete = entry {
+                            *entry = Merged::Put {
+                                record: record.clone(),
+                                lingering: *lingering,
+                                segments: BTreeMap::new(),
+                            };
+                        }
+                        if let Merged::Put {
+                            record: r,
+                            lingering: l,
+                            segments,
+                        } = entry
+                        {
+                            *r = record.clone();
+                            *l = *lingering;
+                            if let (Some(first), Some(last)) =
+                                (new_messages.first(), new_messages.last())
+                            {
+                                segments.insert(
+                                    first.seq.0,
+                                    (last.seq.0.saturating_add(1), encode_segment(new_messages)),
+                                );
+                            }
+                        }
+                    }
+                    Change::Delete { key } => {
+                        merged.insert(*key, Merged::Delete);
+                    }
+                }
+            }
+            puts_of_job.push(puts);
+        }
+        let mut g = Group::default();
+        for (key, m) in &merged {
+            let epoch = self.epochs.get(key).copied();
+            match m {
+                Merged::Put {
+                    record,
+                    lingering,
+                    segments,
+                } => {
+                    g.ids.push(key.to_vec());
+                    g.epochs.push(epoch.unwrap_or(1));
+                    g.token_hashes.push(record.token.as_ref().map(token_hash));
+                    g.issued_hashes.push(record.issued.as_ref().map(token_hash));
+                    g.names.push(record.name.clone());
+                    g.transforms.push(record.transforms.join(" "));
+                    g.next_seqs.push(sql_seq(record.next_seq));
+                    g.ackeds.push(sql_seq(record.acked));
+                    g.delivereds.push(sql_seq(record.delivered));
+                    g.lingerings.push(*lingering);
+                    for (first, (end, bytes)) in segments {
+                        g.seg_sessions.push(key.to_vec());
+                        g.seg_firsts.push(sql_seq(Seq(*first)));
+                        g.seg_ends.push(sql_seq(Seq(*end)));
+                        g.seg_messages.push(bytes.clone());
+                    }
+                }
+                Merged::Delete => {
+                    if let Some(e) = epoch {
+                        g.del_ids.push(key.to_vec());
+                        g.del_epochs.push(e);
+                    }
+                }
+            }
+        }
+        let node = self.node.clone();
+        let g = Arc::new(g);
+        let result = self
+            .retrying(|(client, statement)| {
+                let g = g.clone();
+                let node = node.clone();
+                Box::pin(async move {
+                    client
+                        .query(
+                            statement,
+                            &[
+                                &g.ids,
+                                &g.epochs,
+                                &g.token_hashes,
+                                &g.issued_hashes,
+                                &g.names,
+                                &g.transforms,
+                                &g.next_seqs,
+                                &g.ackeds,
+                                &g.delivereds,
+                                &g.lingerings,
+                                &&*node,
+                                &g.seg_sessions,
+                                &g.seg_firsts,
+                                &g.seg_ends,
+                                &g.seg_messages,
+                                &g.del_ids,
+                                &g.del_epochs,
+                            ],
+                        )
+                        .await
+                })
+            })
+            .await;
+        let written: HashSet<StoreKey> = match &result {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| <[u8; 16]>::try_from(r.get::<_, &[u8]>(0)).ok())
+                .collect(),
+            Err(_) => HashSet::new(),
+        };
+        for (key, m) in &merged {
+            match m {
+                Merged::Put { .. } if written.contains(key) => {
+                    self.epochs.entry(*key).or_insert(1);
+                }
+                Merged::Put { .. } if result.is_ok() => {
+                    // Refused: another server holds a newer epoch.
+                    self.epochs.remove(key);
+                }
+                Merged::Put { .. } => {}
+                Merged::Delete => {
+                    self.epochs.remove(key);
+                }
+            }
+        }
+        for ((_, answer), puts) in jobs.into_iter().zip(puts_of_job) {
+            let outcome = match &result {
+                Err(e) => Err(e.clone()),
+                Ok(_) if puts.iter().all(|k| written.contains(k)) => Ok(()),
+                Ok(_) => Err(StoreError::Fenced),
+            };
+            let _ = answer.send(outcome);
+        }
+    }
+
+    async fn claim(
+        &mut self,
+        key: StoreKey,
+        token: &ResumeToken,
+        local: bool,
+    ) -> Result<Claim, StoreError> {
+        let hash = token_hash(token);
+        let node = self.node.clone();
+        let id = key.to_vec();
+        if local && let Some(&epoch) = self.epochs.get(&key) {
+            let (id, hash, node) = (id.clone(), hash.clone(), node.clone());
+            let kept = self
+                .retrying(move |(client, _)| {
+                    let (id, hash, node) = (id.clone(), hash.clone(), node.clone());
+                    Box::pin(async move {
+                        client
+                            .query_opt(CLAIM_KEPT, &[&id, &epoch, &&*node, &hash])
+                            .await
+                    })
+                })
+                .await?;
+            if let Some(row) = kept {
+                self.epochs.insert(key, row.get(0));
+                return Ok(Claim::Kept);
+            }
+        }
+        let linger = self.linger;
+        let (cid, chash, cnode) = (id.clone(), hash.clone(), node.clone());
+        let claimed = self
+            .retrying(move |(client, _)| {
+                let (id, hash, node) = (cid.clone(), chash.clone(), cnode.clone());
+                Box::pin(async move {
+                    client
+                        .query_opt(CLAIM, &[&id, &&*node, &hash, &linger])
+                        .await
+                })
+            })
+            .await?;
+        let Some(row) = claimed else {
+            return Ok(Claim::Unknown);
+        };
+        let epoch: i64 = row.get(0);
+        self.epochs.insert(key, epoch);
+        let transforms: String = row.get(2);
+        let record = SessionRecord {
+            role: Role::Server,
+            id: Some(SessionId(key)),
+            token: Some(token.clone()),
+            issued: None,
+            name: row.get(1),
+            transforms: transforms
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            next_seq: seq_of(row.get(3))?,
+            acked: seq_of(row.get(4))?,
+            delivered: seq_of(row.get(5))?,
+        };
+        let oid = id.clone();
+        let rows = self
+            .retrying(move |(client, _)| {
+                let id = oid.clone();
+                Box::pin(async move { client.query(OUTBOX, &[&id]).await })
+            })
+            .await?;
+        let mut messages = Vec::new();
+        for r in rows {
+            let first = seq_of(r.get(0))?;
+            let bytes: &[u8] = r.get(1);
+            messages.extend(decode_segment(&segment_key(&key, first), bytes)?);
+        }
+        let mut by_key = BTreeMap::new();
+        by_key.insert(key, messages);
+        let session = assemble(vec![(key, record, 0, false, true)], by_key)?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a claimed session vanished".into()))?;
+        Ok(Claim::Loaded(StoredSession {
+            lingering: false,
+            ..session
+        }))
+    }
+}
+
+impl SessionStore for PgStore {
+    /// Nothing: a shared store's sessions are claimed one by one as their clients resume.
+    fn load(&self) -> Result<Vec<StoredSession>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn submit(&self, changes: Vec<Change>) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Job::Commit(_, tx))) =
+            self.jobs.send(Job::Commit(changes, tx))
+        {
+            let _ = tx.send(Err(StoreError::Closed));
+        }
+        rx
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, key: StoreKey, token: ResumeToken, local: bool) -> ClaimFuture {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.jobs.send(Job::Claim {
+            key,
+            token,
+            local,
+            answer: tx,
+        });
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! The fleet's store (`PgStore`) against a real PostgreSQL started by the test (a private
+//! cluster: `initdb` + `pg_ctl` in a temporary directory): claims move the epoch on and fence
+//! the old owner's writes, tokens are checked by hash, the schema is created once by servers
+//! starting at once, and sessions move between two `Server`s sharing the store without loss
+//! or duplicates. Whole processes (kills, SIGSTOP, HAProxy) are in the CLI's `tests/fleet.rs`.
+
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use steadfast::proto::{Message, ResumeToken, Role, Seq, SessionId, SessionRecord};
+use steadfast::store::{Change, Claim, PgOptions, PgStore, SessionStore, StoreError};
+use support::postgres::Postgres;
+
+fn record(id: [u8; 16], token: [u8; 16], next: u64, acked: u64) -> SessionRecord {
+    SessionRecord {
+        role: Role::Server,
+        id: Some(SessionId(id)),
+        token: Some(ResumeToken(token)),
+        issued: None,
+        name: Some("fleet".into()),
+        transforms: Vec::new(),
+        next_seq: Seq(next),
+        acked: Seq(acked),
+        delivered: Seq(7),
+    }
+}
+
+fn messages(from: u64, to: u64) -> Vec<Message> {
+    (from..to)
+        .map(|i| Message {
+            seq: Seq(i),
+            timestamp_us: i,
+            body: Bytes::from(format!("m{i}")),
+        })
+        .collect()
+}
+
+fn put(id: [u8; 16], token: [u8; 16], next: u64, acked: u64, new: Vec<Message>) -> Change {
+    Change::Put {
+        key: id,
+        record: record(id, token, next, acked),
+        new_messages: new,
+        last_seen_ms: 0,
+        ended: false,
+        lingering: false,
+    }
+}
+
+async fn store(pg: &Postgres, node: &str) -> PgStore {
+    PgStore::connect(&pg.url(), PgOptions::node(node))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
+    let pg = Postgres::start("claim");
+    let a = store(&pg, "a").await;
+    let b = store(&pg, "b").await;
+    let (id, token) = ([1u8; 16], [2u8; 16]);
+    // A creates the session and stores messages 0..10 in two commits, 0..3 acknowledged.
+    a.submit(vec![put(id, token, 5, 0, messages(0, 5))])
+        .await
+        .unwrap()
+        .unwrap();
+    a.submit(vec![put(id, token, 10, 3, messages(5, 10))])
+        .await
+        .unwrap()
+        .unwrap();
+    // A wrong token claims nothing, and fences nobody.
+    let wrong = b.claim(id, ResumeToken([9; 16]), false).await.unwrap();
+    assert!(matches!(wrong, Claim::Unknown), "{wrong:?}");
+    a.submit(vec![put(id, token, 10, 3, Vec::new())])
+        .await
+        .unwrap()
+        .unwrap();
+    // B claims with the token: it gets the record and exactly the unacknowledged messages.
+    let Claim::Loaded(s) = b.claim(id, ResumeToken(token), false).await.unwrap() else {
+        panic!("the claim found nothing");
+    };
+    assert_eq!(s.record.acked, Seq(3));
+    assert_eq!(s.record.next_seq, Seq(10));
+    assert_eq!(s.record.delivered, Seq(7));
+    assert_eq!(s.record.name.as_deref(), Some("fleet"));
+    let seqs: Vec<u64> = s.outbox.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, (3..10).collect::<Vec<_>>());
+    assert_eq!(s.outbox[0].body, Bytes::from("m3"));
+    // A's next write is refused by the database; B's goes through.
+    let refused = a
+        .submit(vec![put(id, token, 11, 4, messages(10, 11))])
+        .await;
+    assert_eq!(refused.unwrap(), Err(StoreError::Fenced));
+    b.submit(vec![put(id, token, 11, 5, messages(10, 11))])
+        .await
+        .unwrap()
+        .unwrap();
+    // A stays fenced (it no longer knows an epoch), and its refused message is not stored.
+    let again = a
+        .submit(vec![put(id, token, 12, 5, messages(11, 12))])
+        .await;
+    assert_eq!(again.unwrap(), Err(StoreError::Fenced));
+    assert_eq!(
+        pg.sql("SELECT next_seq, acked, owner, epoch FROM steadfast_sessions"),
+        "11|5|b|2"
+    );
+    // Tokens are kept hashed: no row holds the token's bytes.
+    let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM steadfast_sessions WHERE position('\\x{hex}'::bytea in coalesce(token_hash, '') || coalesce(issued_hash, '')) > 0"
+        )),
+        "0"
+    );
+    // B, holding it, keeps its copy on a claim of its own (a reconnect to the same server).
+    let kept = b.claim(id, ResumeToken(token), true).await.unwrap();
+    assert!(matches!(kept, Claim::Kept), "{kept:?}");
+    assert_eq!(pg.sql("SELECT epoch FROM steadfast_sessions"), "3");
+    // Segments: one row per commit, trimmed as acknowledged.
+    b.submit(vec![put(id, token, 11, 11, Vec::new())])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pg.sql("SELECT count(*) FROM steadfast_outbox"), "0");
+    // The end of the session deletes it.
+    b.submit(vec![Change::Delete { key: id }])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pg.sql("SELECT count(*) FROM steadfast_sessions"), "0");
+    let gone = a.claim(id, ResumeToken(token), false).await.unwrap();
+    assert!(matches!(gone, Claim::Unknown), "{gone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_at_once_create_the_schema_once_and_refuse_another_version() {
+    let pg = Postgres::start("schema");
+    let url = pg.url();
+    let mut starts = Vec::new();
+    for i in 0..8 {
+        let url = url.clone();
+        starts.push(tokio::spawn(async move {
+            PgStore::connect(&url, PgOptions::node(format!("n{i}"))).await
+        }));
+    }
+    for s in starts {
+        s.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        pg.sql("SELECT value FROM steadfast_meta WHERE key = 'schema'"),
+        "1"
+    );
+    pg.sql("UPDATE steadfast_meta SET value = '99' WHERE key = 'schema'");
+    let err = PgStore::connect(&url, PgOptions::node("late"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Foreign(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wait_while_the_database_restarts_and_then_go_through() {
+    let pg = Postgres::start("restart");
+    let a = store(&pg, "a").await;
+    let (id, token) = ([3u8; 16], [4u8; 16]);
+    a.submit(vec![put(id, token, 1, 0, messages(0, 1))])
+        .await
+        .unwrap()
+        .unwrap();
+    pg.stop();
+    let pending = a.submit(vec![put(id, token, 2, 0, messages(1, 2))]);
+    // The commit is waiting, not failed.
+    let mut pending = Box::pin(pending);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut pending)
+            .await
+            .is_err(),
+        "a commit was answered while the database was down"
+    );
+    pg.start_again();
+    tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pg.sql("SELECT next_seq FROM steadfast_sessions"), "2");
+    let _ = Arc::new(a);
+}
