@@ -237,8 +237,17 @@ struct ServeArgs {
     /// written may have been cut short by a kill). On
     /// Ctrl-C or SIGTERM clients are told to reconnect to the next server (GOAWAY). A damaged
     /// or foreign directory is refused and left untouched.
-    #[arg(long, value_name = "DIR")]
+    /// With postgres://USER[:PASSWORD]@HOST:PORT/DB, sessions live in PostgreSQL, shared by
+    /// every server given the same URL (a fleet behind a load balancer): a client resumes on
+    /// whichever server it reaches, and the server that carried it before stops at once.
+    #[arg(long, value_name = "DIR|URL")]
     state: Option<std::path::PathBuf>,
+    /// This server's name in a fleet (--state postgres://…): in every log line and as the
+    /// label node="NAME" on every metric; stored as the owner of its sessions. Unique per
+    /// server; restarted under the same name, a server lets its former sessions linger from
+    /// then. Default: the host name and the process id.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// Largest message accepted and sent: bytes, or with a KiB, MiB or GiB suffix, up to
     /// 4 GiB − 1 (the outbox and the memory budget grows to fit).
     #[arg(long, value_name = "SIZE", value_parser = size::parse_size, default_value = "16MiB")]
@@ -444,7 +453,13 @@ fn main() -> ExitCode {
     };
     let code = rt.block_on(async {
         match cli.command {
-            Command::Serve(a) => serve::run(a).await,
+            Command::Serve(a) => {
+                // `--node`: every log line of this server names it.
+                let span = a.node.as_deref().map_or_else(tracing::Span::none, |n| {
+                    tracing::info_span!("node", name = n)
+                });
+                tracing::Instrument::instrument(serve::run(a), span).await
+            }
             Command::Send(a) => client::send(a).await,
             Command::Connect(a) => client::connect(a).await,
             Command::Listen(a) => client::listen(a).await,

@@ -27,8 +27,17 @@ const RTT_BUCKETS: &[f64] = &[
 
 /// Installs the Prometheus recorder and serves `/metrics` and `/sessions` on `addr`: the
 /// address it listens on.
-pub(crate) async fn start(addr: &str, server: Server) -> Result<SocketAddr, String> {
-    let handle = PrometheusBuilder::new()
+/// `node`: a label `node="NAME"` on every series (`serve --node`).
+pub(crate) async fn start(
+    addr: &str,
+    server: Server,
+    node: Option<&str>,
+) -> Result<SocketAddr, String> {
+    let mut builder = PrometheusBuilder::new();
+    if let Some(n) = node {
+        builder = builder.add_global_label("node", n);
+    }
+    let handle = builder
         .set_buckets_for_metric(Matcher::Full("steadfast_rtt_seconds".into()), RTT_BUCKETS)
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| format!("--metrics: {e}"))?;

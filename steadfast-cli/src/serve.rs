@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use steadfast::store::{DurableStore, SessionStore, StoreRole};
+use steadfast::store::{DurableStore, PgOptions, PgStore, SessionStore, StoreRole};
 use steadfast::tls::TlsServer;
 use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
@@ -36,7 +36,16 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if let Some(dir) = &a.state {
+    let node = a.node.clone().unwrap_or_else(default_node);
+    if let Some(url) = a.state.as_deref().and_then(postgres_url) {
+        let options = PgOptions::node(node.clone()).linger(Duration::from_secs(a.linger));
+        let store = match PgStore::connect(url, options).await {
+            Ok(s) => s,
+            Err(e) => return fail(format!("--state {}: {e}", redact(url))),
+        };
+        info!("state in {} as node {node}", redact(url));
+        config = config.store(Arc::new(store));
+    } else if let Some(dir) = &a.state {
         let store = match open_state(dir, StoreRole::Server) {
             Ok(s) => s,
             Err(e) => return fail(e),
@@ -54,11 +63,14 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         }
         Err(e) => return fail(e),
     };
-    if a.state.is_some() {
+    if a.state
+        .as_deref()
+        .is_some_and(|s| postgres_url(s).is_none())
+    {
         info!("restored {} sessions", server.peers().len());
     }
     if let Some(m) = &a.metrics {
-        match crate::monitor::start(m, server.clone()).await {
+        match crate::monitor::start(m, server.clone(), a.node.as_deref()).await {
             Ok(at) => info!(
                 target: crate::log::LISTENING,
                 "metrics on http://{at}/metrics, sessions on http://{at}/sessions"
@@ -286,6 +298,38 @@ async fn read_lines(tx: mpsc::Sender<String>) {
         }
     }
     let _ = tx.send("/quit".into()).await;
+}
+
+/// The PostgreSQL URL a `--state` names (`postgres://…` or `postgresql://…`), if it does.
+pub(crate) fn postgres_url(state: &std::path::Path) -> Option<&str> {
+    state
+        .to_str()
+        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// A URL as it may be logged: without its password.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A node name when `--node` is not given: the host's name and this process's id.
+fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Opens a state directory and reads it once, so that damage is one clear error line before

@@ -7,93 +7,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
 use support::TempDir;
+use support::watched::Watched as Proc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_steadfast");
-
-/// A child process killed (SIGKILL) when dropped; its stderr collected line by line.
-struct Proc {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], stdin: Stdio, stdout: Stdio) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Proc {
-            child,
-            stderr: lines,
-        }
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The first stderr line containing `needle`, waiting up to `limit`; `None` if the
-    /// process exited (or the time passed) without writing it.
-    fn wait_for(&mut self, needle: &str, limit: Duration) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(l) = self.stderr().into_iter().find(|l| l.contains(needle)) {
-                return Some(l);
-            }
-            if Instant::now() >= deadline || self.child.try_wait().unwrap().is_some() {
-                // One last look: the line may have come with the exit.
-                std::thread::sleep(Duration::from_millis(20));
-                return self.stderr().into_iter().find(|l| l.contains(needle));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// SIGKILL, and reap it (the state directory's lock and the port are free afterwards).
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the exit, up to `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A small deterministic generator (xorshift64*), so that a failing schedule can be replayed.
 struct Rng(u64);

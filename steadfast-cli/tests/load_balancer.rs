@@ -5,56 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 mod support;
-use support::TempDir;
 use support::proc::{Proc, addr_after, all_of_stdout, exit_status, run_with_input, spawn};
-
-/// A HAProxy process, killed (by its PID) when dropped.
-struct Haproxy(std::process::Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// HAProxy in the foreground with a configuration forwarding `front` to `server` with the
-/// PROXY header option `option`. Returns once `front` accepts.
-fn haproxy(dir: &TempDir, front: &str, server: &str, option: &str) -> Haproxy {
-    let cfg = dir.0.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  maxconn 100\n\
-             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-             frontend front\n  bind {front}\n  default_backend steadfast\n\
-             backend steadfast\n  server s1 {server} {option} source 127.0.0.3\n"
-        ),
-    )
-    .unwrap();
-    let child = Haproxy(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("haproxy is not installed (.ci/run installs Debian's package)"),
-    );
-    // Ready once its front end accepts (bounded: 20 s).
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(front).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("haproxy never listened on {front}");
-}
+use support::{TempDir, haproxy};
 
 /// A port free on 127.0.0.2 now (HAProxy's configuration needs a number).
 fn free_port() -> u16 {
@@ -67,7 +20,11 @@ fn through_haproxy(option: &str) {
     let mut serve: Proc = spawn(&["serve", "--listen", "127.0.0.1:0", "--proxy-protocol"]);
     let addr = addr_after(&serve.wait_for("listening on"), "listening on ");
     let front = format!("127.0.0.2:{}", free_port());
-    let _balancer = haproxy(&dir, &front, &addr, option);
+    let _balancer = haproxy::start(
+        &dir,
+        &front,
+        &format!("  server s1 {addr} {option} source 127.0.0.3\n"),
+    );
     let out = run_with_input(&["send", &front], b"one\ntwo\nthree\n");
     assert!(
         out.status.success(),

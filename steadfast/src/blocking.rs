@@ -227,7 +227,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`crate::Client::connect`], or [`ConnectError::Io`] if no runtime could start.
-    pub fn connect(addr: impl Into<String>, config: ClientConfig) -> Result<Client, ConnectError> {
+    pub fn connect(
+        addr: impl crate::IntoAddrs,
+        config: ClientConfig,
+    ) -> Result<Client, ConnectError> {
         let rt = runtime()?;
         let inner = rt.block_on(crate::Client::connect(addr, config))?;
         let peer = Peer {

@@ -240,15 +240,35 @@ impl Client {
     /// Connects to `addr` (host:port; resolved again on every reconnect) and establishes a new
     /// session. Reconnection after later losses is automatic.
     ///
+    /// Several addresses — servers of a fleet sharing a store (PROTOCOL.md §13) — are given
+    /// as a list or comma-separated (`"a:7000,b:7000"`): they are tried in turn. The first
+    /// connection tries each once; after a loss (or a GOAWAY, as during a deploy) the client
+    /// reconnects to the next one, with its backoff, and resumes its session there.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), steadfast::error::ConnectError> {
+    /// let config = steadfast::ClientConfig::default();
+    /// let client = steadfast::Client::connect("10.0.0.1:7000,10.0.0.2:7000", config).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`ConnectError`] if the configuration is invalid, the address cannot be reached, or the
-    /// server refuses the session. The first connection is not retried.
+    /// [`ConnectError`] if the configuration is invalid, no address is given, none can be
+    /// reached, or the server refuses the session. The first connection is not retried beyond
+    /// one try of each address.
     pub async fn connect(
-        addr: impl Into<String>,
+        addr: impl IntoAddrs,
         config: ClientConfig,
     ) -> Result<Client, ConnectError> {
         config.validate()?;
-        let addr = addr.into();
+        let addrs: Arc<[String]> = addr.into_addrs().into();
+        if addrs.is_empty() {
+            return Err(ConnectError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no address given",
+            )));
+        }
+        let addr = addrs.join(",");
         let (session, committed) = stored_session(&config)?;
         let shared = PeerShared::new(
             Role::Client,
@@ -265,7 +285,7 @@ impl Client {
         let (first_tx, first_rx) = oneshot::channel();
         let span = info_span!("client", %addr);
         let mut guard = AbortOnDrop(Some(tokio::spawn(
-            run(shared.clone(), config, addr, events.clone(), first_tx).instrument(span),
+            run(shared.clone(), config, addrs, events.clone(), first_tx).instrument(span),
         )));
         match first_rx.await {
             Ok(Ok(())) => {
@@ -343,7 +363,7 @@ pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duratio
 async fn run(
     shared: Arc<PeerShared>,
     config: ClientConfig,
-    addr: String,
+    addrs: Arc<[String]>,
     events: Arc<ClientEvents>,
     first: oneshot::Sender<Result<(), ConnectError>>,
 ) {
@@ -352,9 +372,13 @@ async fn run(
     let mut attempt = 0u32;
     // A session from a store that a server accepted before: its first connection resumes.
     let restored = shared.lock().session().and_then(Session::id).is_some();
+    // Which address is next: after a failure or a loss, the one after it.
+    let mut at = 0usize;
     loop {
+        let addr = &addrs[at % addrs.len()];
+        at = at.wrapping_add(1);
         let connected =
-            match tokio::time::timeout(config.connect_timeout, open(&addr, &config)).await {
+            match tokio::time::timeout(config.connect_timeout, open(addr, &config)).await {
                 Ok(Ok(s)) => Ok(s),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(std::io::Error::new(
@@ -364,6 +388,11 @@ async fn run(
             };
         let mut retry_after = Duration::ZERO;
         match connected {
+            Err(e) if first.is_some() && at < addrs.len() => {
+                // The first connection tries every address once.
+                debug!(error = %e, %addr, "connect failed; trying the next address");
+                continue;
+            }
             Err(e) => {
                 if let Some(tx) = first.take() {
                     // Not reached: a stored session stays as it is for the next attempt.
@@ -461,6 +490,66 @@ async fn run(
         let delay = retry_after + backoff(attempt - 1, config.backoff_initial, config.backoff_max);
         events.push(ClientEvent::Reconnecting { attempt, delay });
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Addresses [`Client::connect`] accepts: one `host:port`, several separated by commas, or a
+/// list of them.
+pub trait IntoAddrs {
+    /// The addresses, in the order they are tried.
+    fn into_addrs(self) -> Vec<String>;
+}
+
+fn split_addrs(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl IntoAddrs for &str {
+    fn into_addrs(self) -> Vec<String> {
+        split_addrs(self)
+    }
+}
+
+impl IntoAddrs for String {
+    fn into_addrs(self) -> Vec<String> {
+        split_addrs(&self)
+    }
+}
+
+impl IntoAddrs for &String {
+    fn into_addrs(self) -> Vec<String> {
+        split_addrs(self)
+    }
+}
+
+impl IntoAddrs for std::net::SocketAddr {
+    fn into_addrs(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl<T: IntoAddrs> IntoAddrs for Vec<T> {
+    fn into_addrs(self) -> Vec<String> {
+        self.into_iter().flat_map(IntoAddrs::into_addrs).collect()
+    }
+}
+
+impl<T: IntoAddrs + Clone> IntoAddrs for &[T] {
+    fn into_addrs(self) -> Vec<String> {
+        self.iter()
+            .cloned()
+            .flat_map(IntoAddrs::into_addrs)
+            .collect()
+    }
+}
+
+impl<T: IntoAddrs, const N: usize> IntoAddrs for [T; N] {
+    fn into_addrs(self) -> Vec<String> {
+        self.into_iter().flat_map(IntoAddrs::into_addrs).collect()
     }
 }
 

@@ -183,7 +183,7 @@ pub mod transform;
 pub mod typed;
 
 #[cfg(feature = "runtime")]
-pub use client::{Client, ClientEvent};
+pub use client::{Client, ClientEvent, IntoAddrs};
 #[cfg(feature = "runtime")]
 pub use config::{
     AdmissionPolicy, AuthDecision, AuthFuture, AuthRequest, ClientConfig, ServerConfig,

@@ -1310,9 +1310,12 @@ fn adopt(
     inner.registry().insert(id, &shared, None);
     if !restoring {
         // Claimed for a resume: it lingers like any detached session until the resume takes
-        // it (or does not).
+        // it (or does not), and it is new to this server's application: `accept` returns it.
         shared.lock().lingering_since = Some(driver::now());
         start_linger(inner, &shared, inner.config.linger);
+        if inner.queue.is_accepting() {
+            inner.queue.push(&shared, events::NEW);
+        }
     }
     Ok(shared)
 }

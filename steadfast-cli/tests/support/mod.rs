@@ -2,7 +2,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub(crate) mod haproxy;
+#[path = "../../../steadfast/tests/support/postgres.rs"]
+pub(crate) mod postgres;
 pub(crate) mod proc;
+pub(crate) mod watched;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,405 @@
+//! A fleet with real components: a private PostgreSQL cluster (`initdb` + `pg_ctl`, started
+//! by the test), `serve --state postgres://…` processes and HAProxy (Debian's package) in
+//! front of them, round robin, no stickiness. A client (`send`) streams lines while:
+//!
+//! - servers are killed with SIGKILL and restarted, in turn: the union of the servers'
+//!   outputs holds every line, each server process's output is in order, and lines come again
+//!   only after a kill, at most one receive window per kill;
+//! - the owning server is stopped (SIGSTOP) while the client moves to another one, then
+//!   continued: it delivers nothing that reached it meanwhile (what it had taken before the
+//!   stop may still be written: a stall counts like a crash for it, one receive window);
+//! - PostgreSQL itself is restarted mid-stream: nothing is lost, sends resume.
+//!
+//! Loopback only; every process is killed by its PID at the end.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::TempDir;
+use support::haproxy::{self, Haproxy};
+use support::postgres::Postgres;
+use support::watched::Watched;
+
+/// The receive window in messages (`proto::Config`'s default): what a killed server may have
+/// printed without acknowledging.
+const WINDOW: usize = 8_192;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// One `serve` process of the fleet and the file its stdout goes to (one per process).
+struct Member {
+    proc: Watched,
+    out: PathBuf,
+}
+
+/// PostgreSQL, `count` servers on fixed ports (a restarted one comes back on its port) and
+/// HAProxy round robin in front of them.
+struct Fleet {
+    pg: Postgres,
+    dir: TempDir,
+    ports: Vec<u16>,
+    members: Vec<Option<Member>>,
+    /// Every output file, in the order the processes started, with the member's index.
+    outputs: Vec<(usize, PathBuf)>,
+    front: String,
+    _balancer: Haproxy,
+}
+
+impl Fleet {
+    fn start(name: &str, count: usize) -> Fleet {
+        let pg = Postgres::start(name);
+        let dir = TempDir::new(name);
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let front = format!("127.0.0.1:{}", free_port());
+        let mut backend = String::from(
+            "  balance roundrobin\n  retries 3\n  option redispatch 1\n  timeout connect 1s\n",
+        );
+        for (i, p) in ports.iter().enumerate() {
+            backend.push_str(&format!("  server s{i} 127.0.0.1:{p}\n"));
+        }
+        let balancer = haproxy::start(&dir, &front, &backend);
+        let mut fleet = Fleet {
+            pg,
+            dir,
+            ports,
+            members: (0..count).map(|_| None).collect(),
+            outputs: Vec::new(),
+            front,
+            _balancer: balancer,
+        };
+        for i in 0..count {
+            fleet.start_member(i);
+        }
+        fleet
+    }
+
+    /// Starts member `i` (again) with a fresh output file; returns once it listens.
+    fn start_member(&mut self, i: usize) {
+        let out = self.dir.0.join(format!("s{i}-{}.txt", self.outputs.len()));
+        let listen = format!("127.0.0.1:{}", self.ports[i]);
+        let url = self.pg.url();
+        let node = format!("s{i}");
+        for _ in 0..100 {
+            let file = File::create(&out).unwrap();
+            let mut p = Watched::spawn(
+                &[
+                    "serve", "--listen", &listen, "--state", &url, "--node", &node,
+                ],
+                Stdio::null(),
+                Stdio::from(file),
+            );
+            if p.wait_for("listening on ", Duration::from_secs(30))
+                .is_some()
+            {
+                self.members[i] = Some(Member {
+                    proc: p,
+                    out: out.clone(),
+                });
+                self.outputs.push((i, out));
+                return;
+            }
+            let err = p.stderr();
+            assert!(
+                err.iter().any(|l| l.contains("in use")),
+                "serve s{i} did not start: {err:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("s{i} could not listen on {listen}");
+    }
+
+    fn member(&mut self, i: usize) -> &mut Member {
+        self.members[i].as_mut().unwrap()
+    }
+
+    /// Lines printed by every process so far.
+    fn total_bytes(&self) -> u64 {
+        self.outputs.iter().map(|(_, p)| file_len(p)).sum()
+    }
+
+    /// The member whose current process printed last (its output grew most recently), after
+    /// waiting (bounded) for output to grow at all.
+    fn owner(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let before: Vec<u64> = self.current_lens();
+        loop {
+            let now = self.current_lens();
+            if let Some(i) = (0..now.len()).find(|&i| now[i] > before[i]) {
+                return i;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<Vec<String>> = self
+                    .members
+                    .iter()
+                    .map(|m| m.as_ref().map(|m| m.proc.stderr()).unwrap_or_default())
+                    .collect();
+                panic!("no server printed anything: {logs:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn current_lens(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|m| m.as_ref().map_or(0, |m| file_len(&m.out)))
+            .collect()
+    }
+
+    /// The numbers of the lines in each output file, in the order the processes started.
+    fn printed(&self) -> Vec<(usize, Vec<usize>)> {
+        self.outputs
+            .iter()
+            .map(|(i, p)| {
+                let text = std::fs::read_to_string(p).unwrap();
+                let mut numbers = Vec::new();
+                for line in text.split_inclusive('\n') {
+                    // A line torn by a kill is not a delivered line.
+                    let Some(line) = line.strip_suffix('\n') else {
+                        continue;
+                    };
+                    numbers.push(line.split(' ').next().unwrap().parse().unwrap());
+                }
+                (*i, numbers)
+            })
+            .collect()
+    }
+}
+
+fn numbered(from: usize, to: usize) -> String {
+    (from..to).map(|i| format!("{i:06} fleet line\n")).collect()
+}
+
+/// Checks the outputs: each in order, together every line `1..=lines` at least once; returns
+/// how many lines were printed more than once.
+fn check(printed: &[(usize, Vec<usize>)], lines: usize) -> usize {
+    let mut seen = vec![0u32; lines + 1];
+    for (i, numbers) in printed {
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "the output of a process of s{i} is out of order"
+        );
+        for &n in numbers {
+            assert!((1..=lines).contains(&n), "not an input line: {n}");
+            seen[n] += 1;
+        }
+    }
+    let missing: Vec<usize> = (1..=lines).filter(|&n| seen[n] == 0).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, the first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    seen.iter().map(|&c| c.saturating_sub(1) as usize).sum()
+}
+
+/// Writes `first` to the sender's stdin, then whatever comes through the channel, from a
+/// thread of its own (a sender whose outbox is full stops reading: the test must not block);
+/// stdin closes when the channel does.
+fn feeder(
+    send: &mut Watched,
+    first: String,
+) -> (std::sync::mpsc::Sender<String>, std::thread::JoinHandle<()>) {
+    let mut stdin = send.child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(first.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        for more in rx {
+            stdin.write_all(more.as_bytes()).unwrap();
+        }
+    });
+    (tx, writer)
+}
+
+fn sender(front: &str) -> Watched {
+    Watched::spawn(&["send", front, "--retry"], Stdio::piped(), Stdio::null())
+}
+
+#[test]
+fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
+    const LINES: usize = 200_000;
+    const KILLS: usize = 7;
+    let started = Instant::now();
+    let mut fleet = Fleet::start("fleet-kill", 3);
+    let mut send = sender(&fleet.front);
+    let mut stdin = send.child.stdin.take().unwrap();
+    let input = numbered(1, LINES + 1);
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let per_kill = (LINES as u64 * 18) / (KILLS as u64 + 2);
+    let mut kills = 0;
+    let mut landed_elsewhere = 0;
+    while kills < KILLS {
+        // Some progress first: the stream is flowing when the owner dies.
+        let target = fleet.total_bytes() + per_kill;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fleet.total_bytes() < target {
+            assert!(
+                send.child.try_wait().unwrap().is_none(),
+                "send ended early: {:?}",
+                send.stderr()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no progress: {:?}",
+                send.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let owner = fleet.owner();
+        fleet.member(owner).proc.kill9();
+        kills += 1;
+        fleet.start_member(owner);
+        // Where the client went on.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fleet.owner()))
+            .unwrap_or_else(|_| panic!("after kill {kills}: send {:#?}", send.stderr()));
+        if next != owner {
+            landed_elsewhere += 1;
+        }
+    }
+    writer.join().unwrap().unwrap();
+    let status = send
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("send did not finish: {:?}", send.stderr()));
+    assert!(status.success(), "send: {:?}", send.stderr());
+    let printed = fleet.printed();
+    let duplicates = check(&printed, LINES);
+    println!(
+        "fleet kill test: {LINES} lines, {kills} kill -9s, the client landed on another server \
+         after {landed_elsewhere} of them; lost 0; printed again {duplicates} (bound {}); {:.1} s",
+        kills * WINDOW,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        duplicates <= kills * WINDOW,
+        "{duplicates} lines printed again after {kills} kills"
+    );
+    assert!(
+        landed_elsewhere * 2 > kills,
+        "the client came back to the restarted server after most kills ({landed_elsewhere} of {kills} elsewhere)"
+    );
+}
+
+#[test]
+fn an_owner_stopped_while_its_session_moves_delivers_nothing_that_reached_it_meanwhile() {
+    let mut fleet = Fleet::start("fleet-stop", 2);
+    let mut send = sender(&fleet.front);
+    let (more, input) = feeder(&mut send, numbered(1, 20_001));
+    let owner = fleet.owner();
+    let pid = fleet.member(owner).proc.child.id();
+    signal(pid, "-STOP");
+    let frozen = file_len(&fleet.member(owner).out);
+    // More lines while the owner sleeps: they go to its socket until the client gives up on
+    // it and resumes on the other server.
+    more.send(numbered(20_001, 40_001)).unwrap();
+    drop(more);
+    input.join().unwrap();
+    let status = send
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("send did not finish: {:?}", send.stderr()));
+    assert!(status.success(), "send: {:?}", send.stderr());
+    let other = 1 - owner;
+    let mark = fleet.member(owner).proc.stderr().len();
+    signal(pid, "-CONT");
+    // The woken owner deals with its connection: the session moved (its commit refused) or
+    // the connection timed out while it slept; either way it is done with it.
+    let line = fleet.member(owner).proc.wait_for_any_after(
+        mark,
+        &["ended:", "disconnected:"],
+        Duration::from_secs(60),
+    );
+    assert!(line.is_some(), "{:?}", fleet.member(owner).proc.stderr());
+    // Its output is final once it stopped (SIGTERM: it writes what it holds and exits).
+    signal(pid, "-TERM");
+    let stopped = fleet.member(owner).proc.wait_exit(Duration::from_secs(30));
+    assert!(stopped.is_some(), "the woken owner did not stop");
+    let printed = fleet.printed();
+    let duplicates = check(&printed, 40_000);
+    let (frozen_lines, woken_lines) = {
+        let text = std::fs::read_to_string(&fleet.member(owner).out).unwrap();
+        let numbers: Vec<usize> = text
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        let before = text.as_bytes()[..frozen as usize]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        (before, numbers[before..].to_vec())
+    };
+    let after_move = printed
+        .iter()
+        .filter(|(i, _)| *i == other)
+        .map(|(_, n)| n.len())
+        .sum::<usize>();
+    println!(
+        "fencing test: owner s{owner} stopped after {frozen_lines} lines on its stdout; s{other} \
+         printed {after_move} lines; the woken owner wrote {} more (taken before it was stopped: \
+         the last ends at {:?}); lines printed by both {duplicates}; it logged {line:?}",
+        woken_lines.len(),
+        woken_lines.last()
+    );
+    // Lines 20,001 on were sent only after the stop: some reached the stopped owner's socket,
+    // none may reach its output. What it writes after waking is the batch it had taken before
+    // the stop (a stall counts like a crash for it): at most one receive window.
+    assert!(
+        woken_lines.iter().all(|&n| n <= 20_000),
+        "the woken owner delivered lines that reached it while it was stopped: {:?}",
+        woken_lines
+            .iter()
+            .filter(|&&n| n > 20_000)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(woken_lines.len() <= WINDOW);
+    assert!(duplicates <= WINDOW);
+}
+
+#[test]
+fn postgres_restarted_mid_stream_loses_nothing_and_sends_resume() {
+    const LINES: usize = 60_000;
+    let fleet = Fleet::start("fleet-pg", 2);
+    let mut send = sender(&fleet.front);
+    let (more, input) = feeder(&mut send, numbered(1, 20_001));
+    let _ = fleet.owner();
+    fleet.pg.stop();
+    let stopped_at = fleet.total_bytes();
+    more.send(numbered(20_001, LINES + 1)).unwrap();
+    drop(more);
+    // The sender's outbox fills while the database is down: its stdin waits (bounded), it
+    // does not fail.
+    fleet.pg.start_again();
+    input.join().unwrap();
+    let status = send
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("send did not finish: {:?}", send.stderr()));
+    assert!(status.success(), "send: {:?}", send.stderr());
+    let duplicates = check(&fleet.printed(), LINES);
+    println!(
+        "postgres restart: {stopped_at} bytes printed before the stop; {LINES} lines delivered, \
+         {duplicates} printed twice"
+    );
+    assert_eq!(duplicates, 0, "no server died: nothing may come twice");
+}
