@@ -141,8 +141,12 @@ impl Fleet {
     /// The member whose current process printed last (its output grew most recently), after
     /// waiting (bounded) for output to grow at all.
     fn owner(&self) -> usize {
+        self.owner_since(&self.current_lens())
+    }
+
+    /// The first member whose current process printed more than `before` shows.
+    fn owner_since(&self, before: &[u64]) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let before: Vec<u64> = self.current_lens();
         loop {
             let now = self.current_lens();
             if let Some(i) = (0..now.len()).find(|&i| now[i] > before[i]) {
@@ -251,6 +255,7 @@ fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
     let per_kill = (LINES as u64 * 18) / (KILLS as u64 + 2);
     let mut kills = 0;
     let mut landed_elsewhere = 0;
+    let mut failovers = Vec::new();
     while kills < KILLS {
         // Some progress first: the stream is flowing when the owner dies.
         let target = fleet.total_bytes() + per_kill;
@@ -270,14 +275,19 @@ fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
         }
         let owner = fleet.owner();
         fleet.member(owner).proc.kill9();
+        let killed = Instant::now();
         kills += 1;
-        fleet.start_member(owner);
-        // Where the client went on.
-        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fleet.owner()))
-            .unwrap_or_else(|_| panic!("after kill {kills}: send {:#?}", send.stderr()));
+        let mut after = fleet.current_lens();
+        after[owner] = u64::MAX;
+        // Where the client went on, and how long its next line took (failover time).
+        let next =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fleet.owner_since(&after)))
+                .unwrap_or_else(|_| panic!("after kill {kills}: send {:#?}", send.stderr()));
+        failovers.push(killed.elapsed());
         if next != owner {
             landed_elsewhere += 1;
         }
+        fleet.start_member(owner);
     }
     writer.join().unwrap().unwrap();
     let status = send
@@ -286,10 +296,15 @@ fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
     assert!(status.success(), "send: {:?}", send.stderr());
     let printed = fleet.printed();
     let duplicates = check(&printed, LINES);
+    failovers.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "fleet kill test: {LINES} lines, {kills} kill -9s, the client landed on another server \
-         after {landed_elsewhere} of them; lost 0; printed again {duplicates} (bound {}); {:.1} s",
+         after {landed_elsewhere} of them; lost 0; printed again {duplicates} (bound {}); \
+         failover (kill to the next line printed elsewhere) p50 {:.1} ms, max {:.1} ms; {:.1} s",
         kills * WINDOW,
+        ms(failovers[failovers.len() / 2]),
+        ms(failovers[failovers.len() - 1]),
         started.elapsed().as_secs_f64()
     );
     assert!(

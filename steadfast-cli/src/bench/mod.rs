@@ -101,6 +101,13 @@ pub(crate) struct BenchArgs {
     /// client, next to the in-memory figure of the same run.
     #[arg(long)]
     durable: bool,
+    /// Throughput mode: also run the steadfast side with the server's sessions in
+    /// PostgreSQL at this URL (postgres://USER@HOST:PORT/DB, as `serve --state` takes it),
+    /// in both directions: client to server (each receipt confirmed by a commit before it
+    /// is delivered, each receive position committed before it is acknowledged) and server
+    /// to client (each message committed before it goes out).
+    #[arg(long, value_name = "URL")]
+    state: Option<String>,
     #[command(flatten)]
     security: BenchSecurity,
 }
@@ -291,6 +298,11 @@ const JSON_FIELDS: &[&str] = &[
     "memory_msgs_per_sec",
     "durable_msgs_per_sec",
     "ratio_durable_vs_memory",
+    "postgres_in_msgs_per_sec",
+    "postgres_out_msgs_per_sec",
+    "postgres_100_sessions_msgs_per_sec",
+    "ratio_postgres_in_vs_memory",
+    "ratio_postgres_out_vs_memory",
     "peak_rss_bytes",
 ];
 
@@ -331,6 +343,7 @@ struct Ctx {
     lingering: usize,
     duration: Duration,
     durable: bool,
+    postgres: Option<String>,
     setup: Setup,
     ui: Ui,
 }
@@ -355,6 +368,7 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
         lingering: a.lingering,
         duration: Duration::from_secs(a.duration.max(1)),
         durable: a.durable,
+        postgres: a.state.clone(),
         setup,
         ui: Ui {
             hidden: a.json || !std::io::stderr().is_terminal(),
@@ -977,6 +991,25 @@ async fn transfer_with(
         Api::Send => send_acknowledged(pair.client.peer(), n, size).await,
         Api::SendAll => send_all_acknowledged(pair.client.peer(), n, size).await,
     };
+    let _ = done_tx.send(true);
+    let tally = tokio::time::timeout(Duration::from_secs(10), receiver)
+        .await
+        .map_err(|_| "the receiver did not finish".to_string())?
+        .map_err(|e| format!("the receiver failed: {e}"))?;
+    Ok((sent?, tally))
+}
+
+/// A one-way acknowledged transfer of `n` messages from the server's side of the session to
+/// the client, sent with `send_all`.
+async fn transfer_to_client(
+    pair: &Pair,
+    n: u64,
+    size: usize,
+    bar: ProgressBar,
+) -> Result<(Duration, Tally), String> {
+    let (done_tx, done_rx) = watch::channel(false);
+    let receiver = tokio::spawn(receive(pair.client.peer().clone(), bar, done_rx, || {}));
+    let sent = send_all_acknowledged(&pair.server_peer, n, size).await;
     let _ = done_tx.send(true);
     let tally = tokio::time::timeout(Duration::from_secs(10), receiver)
         .await

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use steadfast::store::{DurableStore, StoreRole};
+use steadfast::store::{DurableStore, PgOptions, PgStore, StoreRole};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Api, Ctx, Figures, Tally, bind, pair, peak_rss_bytes, rate, transfer_with};
+use super::{
+    Api, Ctx, Figures, Tally, bind, pair, peak_rss_bytes, rate, transfer_to_client, transfer_with,
+};
 
 pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
     let n = ctx.count;
@@ -78,6 +80,50 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
         f.set("ratio_durable_vs_memory", durable / memory);
         f.lost += tally.lost(n);
         f.duplicated += tally.duplicated;
+    }
+    if let Some(url) = &ctx.postgres {
+        let memory = f.get("send_all_msgs_per_sec").unwrap_or(0.0);
+        for (key, ratio, label, to_client) in [
+            (
+                "postgres_in_msgs_per_sec",
+                "ratio_postgres_in_vs_memory",
+                "steadfast postgres, to the server",
+                false,
+            ),
+            (
+                "postgres_out_msgs_per_sec",
+                "ratio_postgres_out_vs_memory",
+                "steadfast postgres, to the client",
+                true,
+            ),
+        ] {
+            let options = PgOptions::node(format!("bench-{}", std::process::id()));
+            let store = PgStore::connect(url, options)
+                .await
+                .map_err(|e| format!("--state {url}: {e}"))?;
+            let server = bind(ctx.setup.server.clone().store(Arc::new(store))).await?;
+            let pair = pair(server, None, ctx.setup.client.clone()).await?;
+            let bar = ctx.ui.bar(label, n);
+            let result = if to_client {
+                transfer_to_client(&pair, n, ctx.size, bar.clone()).await
+            } else {
+                transfer_with(&pair, n, ctx.size, bar.clone(), Api::SendAll).await
+            };
+            bar.finish_and_clear();
+            drop(pair);
+            let (took, tally) = result?;
+            let r = rate(n, took);
+            f.set(key, r);
+            f.set(ratio, r / memory);
+            f.lost += tally.lost(n);
+            f.duplicated += tally.duplicated;
+        }
+    }
+    if let Some(url) = &ctx.postgres {
+        let (took, sent, lost, duplicated) = many_sessions(ctx, url, 100).await?;
+        f.set("postgres_100_sessions_msgs_per_sec", rate(sent, took));
+        f.lost += lost;
+        f.duplicated += duplicated;
     }
     if let Some(peak) = peak_rss_bytes() {
         f.set("peak_rss_bytes", peak);
@@ -188,4 +234,67 @@ pub(super) async fn raw_framing(
         .map_err(|e| format!("raw baseline: {e}"))?
         .map_err(io)?;
     Ok((start.elapsed(), tally))
+}
+
+/// `sessions` clients at once, each sending its share of `ctx.count` messages with
+/// `send_all` to one server whose sessions are in PostgreSQL at `url`: the time until every
+/// client's last receipt, how many were sent, and what the server's side lost and saw twice.
+async fn many_sessions(
+    ctx: &Ctx,
+    url: &str,
+    sessions: u64,
+) -> Result<(Duration, u64, u64, u64), String> {
+    let options = PgOptions::node(format!("bench-many-{}", std::process::id()));
+    let store = PgStore::connect(url, options)
+        .await
+        .map_err(|e| format!("--state {url}: {e}"))?;
+    let server = bind(ctx.setup.server.clone().store(Arc::new(store))).await?;
+    let addr = server.local_addrs()[0];
+    let share = (ctx.count / sessions).max(1);
+    let mut clients = Vec::new();
+    for _ in 0..sessions {
+        let c = steadfast::Client::connect(addr, ctx.setup.client.clone())
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        clients.push(c);
+    }
+    let mut receivers = tokio::task::JoinSet::new();
+    for _ in 0..sessions {
+        let peer = tokio::time::timeout(Duration::from_secs(10), server.accept())
+            .await
+            .map_err(|_| "the server saw too few clients".to_string())?
+            .ok_or("the server stopped")?;
+        receivers.spawn(async move {
+            let mut tally = Tally::default();
+            // Until its share arrived (each session's messages are numbered from 0).
+            while tally.next < share {
+                let Ok(batch) = peer.recv_many(4_096).await else {
+                    break;
+                };
+                for m in &batch {
+                    tally.take(&m.body);
+                }
+            }
+            tally
+        });
+    }
+    let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for c in &clients {
+        let peer = c.peer().clone();
+        let size = ctx.size;
+        senders.spawn(async move { super::send_all_acknowledged(&peer, share, size).await });
+    }
+    while let Some(r) = senders.join_next().await {
+        r.map_err(|e| format!("a sender failed: {e}"))??;
+    }
+    let took = start.elapsed();
+    let (mut lost, mut duplicated) = (0, 0);
+    while let Some(t) = receivers.join_next().await {
+        let t = t.map_err(|e| format!("a receiver failed: {e}"))?;
+        lost += t.lost(share);
+        duplicated += t.duplicated;
+    }
+    drop(clients);
+    Ok((took, share * sessions, lost, duplicated))
 }
