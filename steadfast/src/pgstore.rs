@@ -233,8 +233,30 @@ enum Job {
     },
 }
 
-/// A [`SessionStore`] in PostgreSQL, shared by a fleet of servers (feature `postgres`). See
-/// the [module](self) and PROTOCOL.md §13.
+/// A [`SessionStore`] in PostgreSQL, shared by a fleet of servers (feature `postgres`,
+/// PROTOCOL.md §13).
+///
+/// - **Ownership**: each session is one row of `steadfast_sessions` with an epoch. A resume on
+///   any server [claims](SessionStore::claim) it: one `UPDATE` checks the token's SHA-256 (no
+///   token is stored) and moves the epoch on. Every later write names the epoch this server
+///   holds; a write with an older one changes no row, the store answers
+///   [`StoreError::Fenced`], and the server drops the session at once.
+/// - **Group commit**: one task writes; it takes every change waiting, from every session,
+///   and commits them in one statement (one transaction, one WAL flush). Unacknowledged
+///   messages are stored as one `steadfast_outbox` row per session per commit, not one per
+///   message, and trimmed as they are acknowledged.
+/// - **Failures**: lost connections, serialization failures (SQLSTATE 40001) and deadlocks
+///   are retried with backoff for as long as they last; meanwhile commits wait, so nothing is
+///   sent or acknowledged that is not stored.
+/// - **Schema**: created on first use under an advisory lock (servers starting at once wait
+///   for each other) and versioned in `steadfast_meta`; another version is refused with
+///   [`StoreError::Foreign`].
+/// - **Expiry**: by the database's clock — lingering longer than the linger time, or held by
+///   a server whose lease (renewed every 5 s, valid 15 s) ran out longer than that ago.
+/// - **Client**: [tokio-postgres](https://docs.rs/tokio-postgres), asynchronous on the same
+///   runtime, arrays as statement parameters (a whole group is one statement), no database
+///   needed at build time. The connection is plain TCP: keep the database on loopback or a
+///   private network.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
