@@ -78,7 +78,10 @@ pub(crate) fn client_config(
 /// (they would be ignored and the messages sent in plaintext); warns when a token would cross
 /// the network in plaintext.
 pub(crate) fn check_client_options(addr: &str, sec: &ClientSecurity) -> Result<(), String> {
-    check_addr(addr)?;
+    // Several servers of a fleet: HOST:PORT,HOST:PORT, tried in turn.
+    for one in addr.split(',') {
+        check_addr(one.trim())?;
+    }
     if sec.tls_ca.is_none() && !sec.tls {
         let given = [
             (sec.tls_client_cert.is_some(), "--tls-client-cert"),

@@ -299,7 +299,8 @@ struct ServeArgs {
 
 #[derive(clap::Args, Debug)]
 struct SendArgs {
-    /// Server address, host:port.
+    /// Server address, host:port; several servers of a fleet (serve --state postgres://…)
+    /// comma-separated, host:port,host:port: tried in turn, the next after a loss or GOAWAY.
     addr: String,
     /// Give up after this many seconds, whatever is being waited for (the server, room in
     /// the outbox, acknowledgements): exit 3, saying how many were acknowledged.
@@ -334,7 +335,8 @@ struct SendArgs {
 /// The options of `connect` and `listen`.
 #[derive(clap::Args, Debug)]
 struct ConnectArgs {
-    /// Server address, host:port.
+    /// Server address, host:port; several servers of a fleet comma-separated (tried in turn,
+    /// the next after a loss or GOAWAY).
     addr: String,
     /// Give up after this many seconds connecting, and (connect) waiting at the end of
     /// input for the last acknowledgements: exit 3.

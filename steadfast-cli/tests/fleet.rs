@@ -419,3 +419,45 @@ fn postgres_restarted_mid_stream_loses_nothing_and_sends_resume() {
     );
     assert_eq!(duplicates, 0, "no server died: nothing may come twice");
 }
+
+#[test]
+fn a_client_with_several_addresses_skips_a_dead_one_and_follows_goaway_to_the_next() {
+    const LINES: usize = 40_000;
+    let mut fleet = Fleet::start("fleet-goaway", 2);
+    // First a port nothing listens on, then both servers: the dead one is passed over.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let list = format!(
+        "{dead},127.0.0.1:{},127.0.0.1:{}",
+        fleet.ports[0], fleet.ports[1]
+    );
+    let mut send = Watched::spawn(&["send", &list], Stdio::piped(), Stdio::null());
+    let (more, input) = feeder(&mut send, numbered(1, 20_001));
+    let owner = fleet.owner();
+    assert_eq!(
+        owner, 0,
+        "the first live address in the list carries the session"
+    );
+    // A deploy: the owner stops gracefully and sends GOAWAY; the client resumes on the next
+    // address of its list, where the session is claimed from the database.
+    signal(fleet.member(0).proc.child.id(), "-TERM");
+    let stopped = fleet.member(0).proc.wait_exit(Duration::from_secs(30));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "{:?}",
+        fleet.member(0).proc.stderr()
+    );
+    more.send(numbered(20_001, LINES + 1)).unwrap();
+    drop(more);
+    input.join().unwrap();
+    let status = send
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("send did not finish: {:?}", send.stderr()));
+    assert!(status.success(), "send: {:?}", send.stderr());
+    let duplicates = check(&fleet.printed(), LINES);
+    assert_eq!(duplicates, 0, "a graceful move delivers nothing twice");
+    let resumed = fleet
+        .member(1)
+        .proc
+        .wait_for("resumed:", Duration::from_secs(5));
+    assert!(resumed.is_some(), "{:?}", fleet.member(1).proc.stderr());
+}
