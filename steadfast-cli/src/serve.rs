@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use steadfast::store::{DurableStore, PgOptions, PgStore, SessionStore, StoreRole};
 use steadfast::tls::TlsServer;
 use steadfast::{Message, Peer, Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
 use tokio::sync::{Mutex, mpsc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
@@ -385,31 +385,36 @@ async fn serve_peer(
         let Some(last) = batch.last().map(|m| m.seq) else {
             continue;
         };
-        {
-            let mut out = out.lock().await;
+        // The whole batch rendered first, so that it is written in one go right after the
+        // ownership check; a message that cannot be written unaltered ends the batch there.
+        let mut lines = Vec::new();
+        let mut unwritable = None;
+        for (i, m) in batch.iter().enumerate() {
             let mut line = Vec::new();
-            for (i, m) in batch.iter().enumerate() {
-                line.clear();
-                if let Err(why) = render(&mut line, opts, peer, m) {
-                    // Never altered: what came before is written and acknowledged, this
-                    // message and the rest are not (their sender keeps them), and serve stops.
-                    out.flush().await?;
-                    if let Some(prev) = i.checked_sub(1) {
-                        peer.acknowledge(batch[prev].seq);
-                    }
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "message {} from {} cannot be written to stdout: {why}; it was not \
-                             acknowledged",
-                            m.seq.0,
-                            describe(peer)
-                        ),
-                    ));
-                }
-                out.write_all(&line).await?;
+            if let Err(why) = render(&mut line, opts, peer, m) {
+                unwritable = Some((i, why));
+                break;
             }
-            out.flush().await?;
+            lines.extend_from_slice(&line);
+        }
+        if !write_if_owner(peer, out, &lines).await? {
+            return Ok(());
+        }
+        if let Some((i, why)) = unwritable {
+            // Never altered: what came before is written and acknowledged, this message and
+            // the rest are not (their sender keeps them), and serve stops.
+            if let Some(prev) = i.checked_sub(1) {
+                peer.acknowledge(batch[prev].seq);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "message {} from {} cannot be written to stdout: {why}; it was not \
+                     acknowledged",
+                    batch[i].seq.0,
+                    describe(peer)
+                ),
+            ));
         }
         peer.acknowledge(last);
         if opts.echo {
@@ -430,6 +435,40 @@ async fn serve_peer(
                 }
             }
         }
+    }
+}
+
+/// How long an ownership check is trusted before the write it allows: the shortest idle
+/// timeout there is, so no client can have noticed a stall (a paused process, a long wait
+/// for stdout) this short and moved to another server.
+const OWNER_CHECK_VALID: Duration = steadfast::proto::MIN_IDLE_TIMEOUT;
+
+/// Writes and flushes `lines` (the rendered batch) if this server still owns the peer's
+/// session (a fleet, PROTOCOL.md §13 rule 10): false if another server has resumed it, which
+/// then delivers the batch itself (it was not acknowledged). The write follows the check at
+/// once; when more than [`OWNER_CHECK_VALID`] passed since it was asked, it is asked again,
+/// holding stdout. Without a shared store the check is free.
+async fn write_if_owner(
+    peer: &Peer,
+    out: &Mutex<BufWriter<Stdout>>,
+    lines: &[u8],
+) -> std::io::Result<bool> {
+    let mut asked = Instant::now();
+    let mut answer = peer.confirm_owner().await;
+    let mut out = out.lock().await;
+    loop {
+        if let Err(e) = answer {
+            info!("{}: batch not written: {e}", describe(peer));
+            return Ok(false);
+        }
+        if asked.elapsed() < OWNER_CHECK_VALID {
+            out.write_all(lines).await?;
+            out.flush().await?;
+            return Ok(true);
+        }
+        debug!("{}: ownership check too old, asking again", describe(peer));
+        asked = Instant::now();
+        answer = peer.confirm_owner().await;
     }
 }
 

@@ -6,8 +6,9 @@
 //!   outputs holds every line, each server process's output is in order, and lines come again
 //!   only after a kill, at most one receive window per kill;
 //! - the owning server is stopped (SIGSTOP) while the client moves to another one, then
-//!   continued: it delivers nothing that reached it meanwhile (what it had taken before the
-//!   stop may still be written: a stall counts like a crash for it, one receive window);
+//!   continued: it prints nothing more (neither what reached it meanwhile nor the batch it had
+//!   in hand: it asks the store before it writes), and lines come again at most one receive
+//!   window (what it wrote but had not acknowledged when it stopped);
 //! - PostgreSQL itself is restarted mid-stream: nothing is lost, sends resume.
 //!
 //! Loopback only; every process is killed by its PID at the end.
@@ -37,6 +38,26 @@ fn free_port() -> u16 {
 
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+/// Waits until every thread of process `pid` is stopped (SIGSTOP is delivered
+/// asynchronously: a thread finishes its system call first).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all = tasks.filter_map(Result::ok).all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        });
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -319,13 +340,14 @@ fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
 }
 
 #[test]
-fn an_owner_stopped_while_its_session_moves_delivers_nothing_that_reached_it_meanwhile() {
+fn an_owner_stopped_while_its_session_moves_prints_nothing_more() {
     let mut fleet = Fleet::start("fleet-stop", 2);
     let mut send = sender(&fleet.front);
     let (more, input) = feeder(&mut send, numbered(1, 20_001));
     let owner = fleet.owner();
     let pid = fleet.member(owner).proc.child.id();
     signal(pid, "-STOP");
+    wait_stopped(pid);
     let frozen = file_len(&fleet.member(owner).out);
     // More lines while the owner sleeps: they go to its socket until the client gives up on
     // it and resumes on the other server.
@@ -378,18 +400,19 @@ fn an_owner_stopped_while_its_session_moves_delivers_nothing_that_reached_it_mea
         woken_lines.last()
     );
     // Lines 20,001 on were sent only after the stop: some reached the stopped owner's socket,
-    // none may reach its output. What it writes after waking is the batch it had taken before
-    // the stop (a stall counts like a crash for it): at most one receive window.
+    // none may reach its output; nor may the batch it had taken before the stop, since the
+    // client resumed elsewhere (`serve` asks the store before it writes, and asks again after
+    // any stall longer than the shortest idle timeout). The one gap left is a stop between
+    // that check and the write system call it allows: microseconds per batch.
     assert!(
-        woken_lines.iter().all(|&n| n <= 20_000),
-        "the woken owner delivered lines that reached it while it was stopped: {:?}",
-        woken_lines
-            .iter()
-            .filter(|&&n| n > 20_000)
-            .take(5)
-            .collect::<Vec<_>>()
+        woken_lines.is_empty(),
+        "the woken owner printed {} lines after the session moved (from {:?} to {:?})",
+        woken_lines.len(),
+        woken_lines.first(),
+        woken_lines.last()
     );
-    assert!(woken_lines.len() <= WINDOW);
+    // What it wrote before the stop and had not acknowledged is printed again by the new
+    // owner: a stall counts like a crash for it, at most one receive window.
     assert!(duplicates <= WINDOW);
 }
 

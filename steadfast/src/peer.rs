@@ -585,6 +585,50 @@ impl Peer {
         n
     }
 
+    /// A fleet (a [shared store](crate::store::SessionStore::shared), PROTOCOL.md §13): asks
+    /// the store whether this server still owns the session, before the application does
+    /// something irrevocable with messages it took and has not acknowledged (writes them out,
+    /// say). Another server may have resumed the session meanwhile — this one was paused, or
+    /// its connection was cut — and will deliver those messages itself.
+    ///
+    /// The answer holds for the moment the store gave it: a long stall right after it (a
+    /// paused process) can outlast it, so check again when much time has passed since.
+    /// Without a shared store it answers at once, `Ok(())`.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`](crate::store::StoreError::Fenced): the session moved; it has
+    /// ended here with [`EndReason::Moved`] and the messages taken must not be used. Other
+    /// [`StoreError`](crate::store::StoreError)s: the store could not answer (it retries lost
+    /// connections itself, so these are lasting failures).
+    ///
+    /// ```no_run
+    /// # async fn f(peer: steadfast::Peer) -> Result<(), Box<dyn std::error::Error>> {
+    /// let batch = peer.recv_many(1_024).await?;
+    /// peer.confirm_owner().await?; // still ours: write the batch, then acknowledge it
+    /// if let Some(last) = batch.last() {
+    ///     peer.acknowledge(last.seq);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn confirm_owner(&self) -> Result<(), crate::store::StoreError> {
+        let check = {
+            let st = self.shared.lock();
+            if st.ending.as_ref().map(|e| &e.reason) == Some(&EndReason::Moved) {
+                return Err(crate::store::StoreError::Fenced);
+            }
+            match st.durable.as_ref() {
+                Some(d) if d.store.shared() => d.store.check_owner(d.key),
+                _ => return Ok(()),
+            }
+        };
+        let answer = check.await;
+        if answer == Err(crate::store::StoreError::Fenced) {
+            self.shared.abandon(EndReason::Moved);
+        }
+        answer
+    }
+
     /// The sequence number the next message sent will get (`None` once the session ended).
     /// With a store, numbers continue across runs of the program: a client whose stored
     /// session starts at the default initial number 1 has queued `next_seq - 1` messages in

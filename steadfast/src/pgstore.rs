@@ -32,7 +32,9 @@ use tokio_postgres::{Client, NoTls, Statement};
 use tracing::{debug, warn};
 
 use super::encoding::{assemble, decode_segment, encode_segment, segment_key};
-use super::{Change, Claim, ClaimFuture, SessionStore, StoreError, StoreKey, StoredSession};
+use super::{
+    Change, Claim, ClaimFuture, OwnerFuture, SessionStore, StoreError, StoreKey, StoredSession,
+};
 use crate::proto::{ResumeToken, Role, Seq, SessionId, SessionRecord};
 
 /// The schema version this library writes and reads.
@@ -156,6 +158,9 @@ WHERE id = $1 AND (token_hash = $3 OR issued_hash = $3)
   AND NOT (lingering AND last_seen < now() - make_interval(secs => $4))
 RETURNING epoch, name, transforms, next_seq, acked, delivered";
 
+/// The epochs the store holds now of the sessions being checked.
+const EPOCHS: &str = "SELECT id, epoch FROM steadfast_sessions WHERE id = ANY($1)";
+
 /// The outbox of a claimed session (read after the claim committed: nobody else writes it).
 const OUTBOX: &str = "
 SELECT first_seq, messages FROM steadfast_outbox WHERE session = $1 ORDER BY first_seq";
@@ -231,6 +236,7 @@ enum Job {
         local: bool,
         answer: oneshot::Sender<Result<Claim, StoreError>>,
     },
+    Check(StoreKey, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// A [`SessionStore`] in PostgreSQL, shared by a fleet of servers (feature `postgres`,
@@ -518,6 +524,7 @@ impl Writer {
             self.conn = Some((c, s));
         }
         let mut commits = Vec::new();
+        let mut checks = Vec::new();
         while let Some(job) = rx.recv().await {
             let mut next = Some(job);
             while let Some(job) = next.take() {
@@ -525,6 +532,14 @@ impl Writer {
                     Job::Commit(changes, answer) => {
                         commits.push((changes, answer));
                         if commits.len() < GROUP
+                            && let Ok(j) = rx.try_recv()
+                        {
+                            next = Some(j);
+                        }
+                    }
+                    Job::Check(key, answer) => {
+                        checks.push((key, answer));
+                        if checks.len() < GROUP
                             && let Ok(j) = rx.try_recv()
                         {
                             next = Some(j);
@@ -538,6 +553,7 @@ impl Writer {
                     } => {
                         // Commits before it first: they were submitted before the claim.
                         self.commit(std::mem::take(&mut commits)).await;
+                        self.check(std::mem::take(&mut checks)).await;
                         if !answer.is_closed() {
                             let claimed = self.claim(key, &token, local).await;
                             let _ = answer.send(claimed);
@@ -549,6 +565,36 @@ impl Writer {
                 }
             }
             self.commit(std::mem::take(&mut commits)).await;
+            self.check(std::mem::take(&mut checks)).await;
+        }
+    }
+
+    /// Answers ownership checks, all in one query: a session is still this server's if the
+    /// store holds the epoch this server holds (or neither holds it yet: created here, its
+    /// first commit not made, and so nobody can have claimed it).
+    async fn check(&mut self, checks: Vec<(StoreKey, oneshot::Sender<Result<(), StoreError>>)>) {
+        if checks.is_empty() {
+            return;
+        }
+        let ids: Vec<Vec<u8>> = checks.iter().map(|(k, _)| k.to_vec()).collect();
+        let rows = self
+            .retrying(move |(client, _)| {
+                let ids = ids.clone();
+                Box::pin(async move { client.query(EPOCHS, &[&ids]).await })
+            })
+            .await;
+        let stored: Result<HashMap<Vec<u8>, i64>, StoreError> =
+            rows.map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+        for (key, answer) in checks {
+            let outcome = match &stored {
+                Err(e) => Err(e.clone()),
+                Ok(stored) => match (self.epochs.get(&key), stored.get(&key[..])) {
+                    (Some(mine), Some(theirs)) if mine == theirs => Ok(()),
+                    (None, None) => Ok(()),
+                    _ => Err(StoreError::Fenced),
+                },
+            };
+            let _ = answer.send(outcome);
         }
     }
 
@@ -878,6 +924,17 @@ impl SessionStore for PgStore {
             local,
             answer: tx,
         });
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn check_owner(&self, key: StoreKey) -> OwnerFuture {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.jobs.send(Job::Check(key, tx));
         Box::pin(async move {
             if sent.is_err() {
                 return Err(StoreError::Closed);

@@ -131,6 +131,10 @@ pub enum Claim {
 pub type ClaimFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Claim, StoreError>> + Send>>;
 
+/// The answer of [`SessionStore::check_owner`].
+pub type OwnerFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
+
 /// Somewhere sessions are kept across the life of a process.
 pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Every stored session.
@@ -159,6 +163,16 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn claim(&self, key: StoreKey, token: ResumeToken, local: bool) -> ClaimFuture {
         let _ = (key, token, local);
         Box::pin(async { Ok(Claim::Unknown) })
+    }
+
+    /// A shared store: whether this server still owns session `key` as the store says now
+    /// (nobody claimed it since this server's last claim or commit), answered
+    /// [`StoreError::Fenced`] when it does not. For an application about to do something
+    /// irrevocable with messages it took ([`Peer::confirm_owner`](crate::Peer::confirm_owner)).
+    /// Unshared stores answer `Ok(())`.
+    fn check_owner(&self, key: StoreKey) -> OwnerFuture {
+        let _ = key;
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -73,9 +73,13 @@ async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
         .await
         .unwrap()
         .unwrap();
+    // A owns it; B, which never held it, is told it does not.
+    assert_eq!(a.check_owner(id).await, Ok(()));
+    assert_eq!(b.check_owner(id).await, Err(StoreError::Fenced));
     // A wrong token claims nothing, and fences nobody.
     let wrong = b.claim(id, ResumeToken([9; 16]), false).await.unwrap();
     assert!(matches!(wrong, Claim::Unknown), "{wrong:?}");
+    assert_eq!(a.check_owner(id).await, Ok(()));
     a.submit(vec![put(id, token, 10, 3, Vec::new())])
         .await
         .unwrap()
@@ -91,6 +95,9 @@ async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
     let seqs: Vec<u64> = s.outbox.iter().map(|m| m.seq.0).collect();
     assert_eq!(seqs, (3..10).collect::<Vec<_>>());
     assert_eq!(s.outbox[0].body, Bytes::from("m3"));
+    // The check an application makes before it writes out what it took: A no longer owns it.
+    assert_eq!(a.check_owner(id).await, Err(StoreError::Fenced));
+    assert_eq!(b.check_owner(id).await, Ok(()));
     // A's next write is refused by the database; B's goes through.
     let refused = a
         .submit(vec![put(id, token, 11, 4, messages(10, 11))])
@@ -133,6 +140,8 @@ async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
         .unwrap()
         .unwrap();
     assert_eq!(pg.sql("SELECT count(*) FROM steadfast_sessions"), "0");
+    // A session nobody holds or stores is owned by nobody in particular: nothing to refuse.
+    assert_eq!(b.check_owner([5u8; 16]).await, Ok(()));
     let gone = a.claim(id, ResumeToken(token), false).await.unwrap();
     assert!(matches!(gone, Claim::Unknown), "{gone:?}");
 }
