@@ -44,11 +44,9 @@ const SCHEMA: &str = "1";
 const MIGRATION_LOCK: i64 = 0x5374_6466_7374_0001;
 /// Most jobs folded into one commit.
 const GROUP: usize = 4_096;
-/// How often a server renews its lease and expires sessions.
+/// How often a server renews its lease and expires sessions, by default. A lease lasts three
+/// of these: a server silent that long is dead, and the sessions it carried linger from then.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long a lease lasts: a server silent this long is dead, and the sessions it carried
-/// linger from then.
-const LEASE: Duration = Duration::from_secs(15);
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS steadfast_sessions (
@@ -195,6 +193,9 @@ pub struct PgOptions {
     /// How long a session without a connection stays resumable, by the database's clock
     /// (the servers' [`linger`](crate::ServerConfig::linger); the same on every server).
     pub linger: Duration,
+    /// How often this server renews its lease and sweeps out expired sessions (default 5 s);
+    /// a lease is valid for three of these.
+    pub heartbeat: Duration,
 }
 
 impl Default for PgOptions {
@@ -204,6 +205,7 @@ impl Default for PgOptions {
         PgOptions {
             node: format!("node-{:08x}", u32::from_be_bytes(tag)),
             linger: Duration::from_secs(60),
+            heartbeat: HEARTBEAT,
         }
     }
 }
@@ -221,6 +223,14 @@ impl PgOptions {
     #[must_use]
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// Sets how often the lease is renewed and expired sessions swept out (at least 10 ms; a
+    /// lease is valid for three of these).
+    #[must_use]
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
         self
     }
 }
@@ -258,7 +268,7 @@ enum Job {
 ///   for each other) and versioned in `steadfast_meta`; another version is refused with
 ///   [`StoreError::Foreign`].
 /// - **Expiry**: by the database's clock — lingering longer than the linger time, or held by
-///   a server whose lease (renewed every 5 s, valid 15 s) ran out longer than that ago.
+///   a server whose lease (renewed every 5 s, valid 15 s: [`PgOptions::heartbeat`]) ran out longer than that ago.
 /// - **Client**: [tokio-postgres](https://docs.rs/tokio-postgres), asynchronous on the same
 ///   runtime, arrays as statement parameters (a whole group is one statement), no database
 ///   needed at build time. The connection is plain TCP: keep the database on loopback or a
@@ -366,7 +376,10 @@ impl PgStore {
             .await
             .map_err(|e| db_err(&e))?;
         client
-            .execute(HEARTBEAT_SQL, &[&options.node, &LEASE.as_secs_f64()])
+            .execute(
+                HEARTBEAT_SQL,
+                &[&options.node, &(options.heartbeat * 3).as_secs_f64()],
+            )
             .await
             .map_err(|e| db_err(&e))?;
         let node: Arc<str> = options.node.into();
@@ -380,7 +393,13 @@ impl PgStore {
             conn: None,
         };
         tokio::spawn(writer.run(rx, Some(client)));
-        tokio::spawn(lease(url.to_owned(), node.clone(), linger, stop.clone()));
+        tokio::spawn(lease(
+            url.to_owned(),
+            node.clone(),
+            linger,
+            options.heartbeat,
+            stop.clone(),
+        ));
         Ok(PgStore {
             jobs: tx,
             node,
@@ -436,21 +455,21 @@ async fn lease(
     url: String,
     node: Arc<str>,
     linger: f64,
+    heartbeat: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut client: Option<Client> = None;
+    let valid = (heartbeat * 3).as_secs_f64();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = tokio::time::sleep(heartbeat) => {}
         }
         if client.as_ref().is_none_or(Client::is_closed) {
             client = open(&url).await.ok();
         }
         let Some(c) = &client else { continue };
-        let renewed = c
-            .execute(HEARTBEAT_SQL, &[&&*node, &LEASE.as_secs_f64()])
-            .await;
+        let renewed = c.execute(HEARTBEAT_SQL, &[&&*node, &valid]).await;
         if let Err(e) = renewed {
             warn!(error = %e, "session store: renewing the lease failed");
             continue;

@@ -1,8 +1,8 @@
 //! The fleet's store (`PgStore`) against a real PostgreSQL started by the test (a private
 //! cluster: `initdb` + `pg_ctl` in a temporary directory): claims move the epoch on and fence
-//! the old owner's writes, tokens are checked by hash, the schema is created once by servers
-//! starting at once, and sessions move between two `Server`s sharing the store without loss
-//! or duplicates. Whole processes (kills, SIGSTOP, HAProxy) are in the CLI's `tests/fleet.rs`.
+//! the old owner's writes, ownership checks see the move, tokens are checked by hash, the
+//! schema is created once by servers starting at once, commits wait out a database restart,
+//! and sessions expire by the database's clock and with their server's lease. Whole processes (kills, SIGSTOP, HAProxy) are in the CLI's `tests/fleet.rs`.
 
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)]
@@ -117,10 +117,10 @@ async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
         "11|5|b|2"
     );
     // Tokens are kept hashed: no row holds the token's bytes.
-    let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         pg.sql(&format!(
-            "SELECT count(*) FROM steadfast_sessions WHERE position('\\x{hex}'::bytea in coalesce(token_hash, '') || coalesce(issued_hash, '')) > 0"
+            "SELECT count(*) FROM steadfast_sessions WHERE position('\\x{}'::bytea in coalesce(token_hash, '') || coalesce(issued_hash, '')) > 0",
+            hex(&token)
         )),
         "0"
     );
@@ -198,4 +198,114 @@ async fn commits_wait_while_the_database_restarts_and_then_go_through() {
         .unwrap();
     assert_eq!(pg.sql("SELECT next_seq FROM steadfast_sessions"), "2");
     let _ = Arc::new(a);
+}
+
+/// Polls PostgreSQL, after running `each` (if any), until `query` prints `want` (at most
+/// 30 s).
+async fn until(pg: &Postgres, each: Option<&str>, query: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(sql) = each {
+            pg.sql(sql);
+        }
+        let got = pg.sql(query);
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{query} still prints {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_by_the_database_clock_and_with_their_servers_lease() {
+    let pg = Postgres::start("expiry");
+    let options = |node: &str| {
+        PgOptions::node(node)
+            .linger(Duration::from_secs(60))
+            .heartbeat(Duration::from_millis(50))
+    };
+    let a = PgStore::connect(&pg.url(), options("a")).await.unwrap();
+    let token = [7u8; 16];
+    let (held, old, recent) = ([10u8; 16], [11u8; 16], [12u8; 16]);
+    let lingering = |id: [u8; 16]| Change::Put {
+        key: id,
+        record: record(id, token, 3, 0),
+        new_messages: messages(0, 3),
+        last_seen_ms: 0,
+        ended: false,
+        lingering: true,
+    };
+    a.submit(vec![
+        put(held, token, 3, 0, messages(0, 3)),
+        lingering(old),
+        lingering(recent),
+    ])
+    .await
+    .unwrap()
+    .unwrap();
+    // Only the database's clock counts: one lingering session last seen an hour ago by it,
+    // one seen now (the linger time is a minute, far longer than this test).
+    pg.sql(&format!(
+        "UPDATE steadfast_sessions SET last_seen = now() - interval '1 hour' WHERE id = '\\x{}'",
+        hex(&old)
+    ));
+    let b = PgStore::connect(&pg.url(), options("b")).await.unwrap();
+    let of = |id: [u8; 16]| {
+        format!(
+            "SELECT count(*) FROM steadfast_sessions WHERE id = '\\x{}'",
+            hex(&id)
+        )
+    };
+    until(&pg, None, &of(old), "0").await;
+    // The sweep that removed it kept the others: one lingering within its time, one held by a
+    // server whose lease is current. The expired one's outbox went with it.
+    assert_eq!(pg.sql(&of(recent)), "1");
+    assert_eq!(pg.sql(&of(held)), "1");
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT count(*) FROM steadfast_outbox WHERE session = '\\x{}'",
+            hex(&old)
+        )),
+        "0"
+    );
+    let gone = b.claim(old, ResumeToken(token), false).await.unwrap();
+    assert!(matches!(gone, Claim::Unknown), "{gone:?}");
+    // A's server stops renewing its lease, which ran out an hour ago by the database's clock:
+    // the session it held expires too, and nothing else does.
+    drop(a);
+    until(
+        &pg,
+        Some("UPDATE steadfast_nodes SET alive_until = now() - interval '1 hour' WHERE name = 'a'"),
+        &of(held),
+        "0",
+    )
+    .await;
+    assert_eq!(pg.sql(&of(recent)), "1");
+    // A server restarted under a former one's name takes that one's sessions as lingering from
+    // now on (its restart was their disconnect); the other's lease is untouched.
+    let c = PgStore::connect(&pg.url(), options("c")).await.unwrap();
+    let kept = [13u8; 16];
+    c.submit(vec![put(kept, token, 1, 0, Vec::new())])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pg.sql("SELECT lingering FROM steadfast_sessions WHERE owner = 'c'"),
+        "f"
+    );
+    drop(c);
+    let _again = PgStore::connect(&pg.url(), options("c")).await.unwrap();
+    assert_eq!(
+        pg.sql("SELECT lingering FROM steadfast_sessions WHERE owner = 'c'"),
+        "t"
+    );
+    drop(b);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
