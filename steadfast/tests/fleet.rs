@@ -309,3 +309,48 @@ async fn sessions_expire_by_the_database_clock_and_with_their_servers_lease() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_servers_claiming_at_once_exactly_one_owns_the_session() {
+    let pg = Postgres::start("race");
+    let a = store(&pg, "a").await;
+    let b = store(&pg, "b").await;
+    let (id, token) = ([20u8; 16], [21u8; 16]);
+    a.submit(vec![put(id, token, 1, 0, messages(0, 1))])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut won = [0usize; 2];
+    for round in 0..100u64 {
+        let (ca, cb) = tokio::join!(
+            a.claim(id, ResumeToken(token), round % 2 == 0),
+            b.claim(id, ResumeToken(token), round % 2 == 1),
+        );
+        assert!(!matches!(ca.unwrap(), Claim::Unknown));
+        assert!(!matches!(cb.unwrap(), Claim::Unknown));
+        // Both write at once: the database takes exactly one of them, and the ownership
+        // checks agree with it.
+        let next = round + 2;
+        let (wa, wb) = tokio::join!(
+            a.submit(vec![put(id, token, next, 0, messages(next - 1, next))]),
+            b.submit(vec![put(id, token, next, 0, messages(next - 1, next))]),
+        );
+        let (wa, wb) = (wa.unwrap(), wb.unwrap());
+        let (oa, ob) = tokio::join!(a.check_owner(id), b.check_owner(id));
+        match (&wa, &wb) {
+            (Ok(()), Err(StoreError::Fenced)) => {
+                won[0] += 1;
+                assert_eq!((oa, ob), (Ok(()), Err(StoreError::Fenced)));
+            }
+            (Err(StoreError::Fenced), Ok(())) => {
+                won[1] += 1;
+                assert_eq!((oa, ob), (Err(StoreError::Fenced), Ok(())));
+            }
+            other => panic!("round {round}: both or neither wrote: {other:?}"),
+        }
+    }
+    println!(
+        "claim race: a owned it after {} rounds, b after {}",
+        won[0], won[1]
+    );
+}
