@@ -14,6 +14,7 @@ use steadfast::{Client, ClientConfig, ClientEvent};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+use crate::editor::say;
 use crate::{ClientSecurity, ConnectArgs, SendArgs, fail};
 
 /// Exit status when `--timeout` passed before every message was acknowledged.
@@ -622,7 +623,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
         while let Some(r) = receipts_rx.recv().await {
             let seq = r.seq();
             if r.await.is_ok() {
-                eprintln!("[#{seq} acknowledged]");
+                say!("[#{seq} acknowledged]");
             }
         }
     });
@@ -634,15 +635,15 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             () = &mut stop => return interrupted(&client, peer.stats().queued).await,
             ev = client.next_event() => match ev {
                 Some(ClientEvent::SessionLost { reason, unacknowledged }) => {
-                    eprintln!("session lost ({reason}); {} not acknowledged", crate::human::plural(unacknowledged.len() as u64, "message"));
+                    say!("session lost ({reason}); {} not acknowledged", crate::human::plural(unacknowledged.len() as u64, "message"));
                     return ExitCode::from(EXIT_SESSION_LOST);
                 }
-                Some(ClientEvent::Disconnected { error }) => eprintln!("disconnected: {error}"),
+                Some(ClientEvent::Disconnected { error }) => say!("disconnected: {error}"),
                 Some(ClientEvent::Reconnecting { attempt, delay }) => {
-                    eprintln!("reconnecting (attempt {attempt}, in {})", crate::human::duration(delay));
+                    say!("reconnecting (attempt {attempt}, in {})", crate::human::duration(delay));
                 }
                 Some(ClientEvent::Connected { resumed }) => {
-                    eprintln!("{}", if resumed { "resumed" } else { "connected" });
+                    say!("{}", if resumed { "resumed" } else { "connected" });
                 }
                 Some(_) | None => {}
             },
@@ -653,7 +654,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                     }
                 }
                 Err(_) => {
-                    eprintln!("session ended: {}", peer.end_reason().map_or_else(|| "?".into(), |r| r.to_string()));
+                    say!("session ended: {}", peer.end_reason().map_or_else(|| "?".into(), |r| r.to_string()));
                     return ExitCode::SUCCESS;
                 }
             },
@@ -661,13 +662,13 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             // --length-prefixed every record is a message.
             record = input.next() => match record.map(|r| r.map(|l| if console { typed(l) } else { Typed::Send(l) })) {
                 Ok(Some(Typed::Quit)) | Ok(None) => break,
-                Ok(Some(Typed::Help)) => eprintln!("{CONSOLE_HELP}"),
+                Ok(Some(Typed::Help)) => say!("{CONSOLE_HELP}"),
                 Ok(Some(Typed::Unknown(c))) => {
-                    eprintln!("unknown command {c}: not sent (/help lists the commands; //… sends a line starting with /)");
+                    say!("unknown command {c}: not sent (/help lists the commands; //… sends a line starting with /)");
                 }
                 Ok(Some(Typed::Status)) => {
                     let s = peer.stats();
-                    eprintln!(
+                    say!(
                         "{} session {} | sent {} acknowledged {} in flight {} retransmitted {} | received {} | rtt {}",
                         if peer.is_connected() { "connected" } else { "reconnecting" },
                         peer.id().map_or_else(|| "?".into(), |i| i.to_string()),
@@ -681,7 +682,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                             break;
                         }
                     }
-                    Err(e) => eprintln!("not sent: {e}"),
+                    Err(e) => say!("not sent: {e}"),
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
                     // Ctrl-C at the line editor (the terminal is raw while editing).
@@ -689,7 +690,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
                 }
                 Err(e) => {
                     // What was typed before still goes out; the run then fails.
-                    eprintln!("error: input: {e}");
+                    say!("error: input: {e}");
                     code = ExitCode::FAILURE;
                     break;
                 }
@@ -731,7 +732,7 @@ pub(crate) async fn connect(a: ConnectArgs) -> ExitCode {
             return timed_out(&peer, peer.stats().queued);
         }
         Err(e) => {
-            eprintln!(
+            say!(
                 "error: {e}; {} not acknowledged",
                 crate::human::plural(peer.unacknowledged().len() as u64, "message")
             );

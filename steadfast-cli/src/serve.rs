@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter, Stdout};
 use tokio::sync::{Mutex, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::editor::say;
 use crate::{Format, ServeArgs, ServerSecurity, fail, stop_signal};
 
 pub(crate) async fn run(a: ServeArgs) -> ExitCode {
@@ -546,18 +547,18 @@ async fn console(server: &Server, line: &str) -> bool {
     let rest = rest.trim();
     match cmd {
         "" => {}
-        "/help" => eprintln!("{HELP}"),
+        "/help" => say!("{HELP}"),
         "/quit" => return false,
         "/list" => {
             let peers = server.peers();
-            eprintln!("{} sessions", peers.len());
+            say!("{} sessions", peers.len());
             for p in peers {
                 let state = if p.is_connected() {
                     "live"
                 } else {
                     "lingering"
                 };
-                eprintln!("  {} [{state}]", describe(&p));
+                say!("  {} [{state}]", describe(&p));
             }
         }
         "/stats" => {
@@ -570,7 +571,7 @@ async fn console(server: &Server, line: &str) -> bool {
                 tx += s.queued;
                 acked += s.acknowledged;
             }
-            eprintln!(
+            say!(
                 "sessions {} (live {live}, lingering {}); connections {}; received {rx}; sent {tx}; acknowledged {acked}",
                 peers.len(),
                 peers.len() - live,
@@ -580,13 +581,13 @@ async fn console(server: &Server, line: &str) -> bool {
         "/info" | "/ping" | "/kick" | "/send" => {
             let (key, text) = rest.split_once(' ').unwrap_or((rest, ""));
             let Some(p) = find(server, key) else {
-                eprintln!("no session {key:?}");
+                say!("no session {key:?}");
                 return true;
             };
             match cmd {
                 "/info" => {
                     let s = p.stats();
-                    eprintln!(
+                    say!(
                         "{}\n  state {}\n  queued {} sent {} acknowledged {} retransmitted {} in flight {}\n  received {} waiting {}\n  connections {} rtt {}",
                         describe(&p),
                         if p.is_connected() {
@@ -606,33 +607,33 @@ async fn console(server: &Server, line: &str) -> bool {
                     );
                 }
                 "/ping" => match tokio::time::timeout(Duration::from_secs(5), p.ping()).await {
-                    Ok(Ok(rtt)) => eprintln!("{}: {}", describe(&p), crate::human::duration(rtt)),
-                    _ => eprintln!("{}: no answer", describe(&p)),
+                    Ok(Ok(rtt)) => say!("{}: {}", describe(&p), crate::human::duration(rtt)),
+                    _ => say!("{}: no answer", describe(&p)),
                 },
                 "/kick" => {
                     if let Some(id) = p.id() {
                         server.kick(id, "kicked by the operator");
-                        eprintln!("kicked {}", describe(&p));
+                        say!("kicked {}", describe(&p));
                     }
                 }
                 _ => match p.try_send(text.as_bytes().to_vec()) {
-                    Ok(r) => eprintln!("queued as #{}", r.seq()),
-                    Err(e) => eprintln!("not sent: {e}"),
+                    Ok(r) => say!("queued as #{}", r.seq()),
+                    Err(e) => say!("not sent: {e}"),
                 },
             }
         }
         "/pingall" => {
             for p in server.peers().into_iter().filter(Peer::is_connected) {
                 match tokio::time::timeout(Duration::from_secs(5), p.ping()).await {
-                    Ok(Ok(rtt)) => eprintln!("{}: {}", describe(&p), crate::human::duration(rtt)),
-                    _ => eprintln!("{}: no answer", describe(&p)),
+                    Ok(Ok(rtt)) => say!("{}: {}", describe(&p), crate::human::duration(rtt)),
+                    _ => say!("{}: no answer", describe(&p)),
                 }
             }
         }
         "/broadcast" => {
             let results = server.broadcast(rest.as_bytes().to_vec());
             let ok = results.iter().filter(|(_, r)| r.is_ok()).count();
-            eprintln!("queued for {ok} of {} sessions", results.len());
+            say!("queued for {ok} of {} sessions", results.len());
         }
         "/kickall" => {
             for p in server.peers() {
@@ -640,9 +641,9 @@ async fn console(server: &Server, line: &str) -> bool {
                     server.kick(id, "kicked by the operator");
                 }
             }
-            eprintln!("kicked every session");
+            say!("kicked every session");
         }
-        other => eprintln!("unknown command {other:?}; /help lists them"),
+        other => say!("unknown command {other:?}; /help lists them"),
     }
     true
 }

@@ -115,16 +115,44 @@ os.write(fd, b"/quit\r")
     );
 }
 
+/// `serve --console` on a terminal with its stdout sent to a file: the file holds the messages
+/// and nothing of the editor (its prompt and echo go to the terminal itself).
+#[test]
+fn the_operator_console_keeps_the_prompt_out_of_the_messages() {
+    let dir = support::TempDir::new("console-out");
+    let out = dir.0.join("messages");
+    on_a_pty_to(
+        &["serve", "--listen", "127.0.0.1:0", "--console"],
+        r#"
+until(b"console ready")
+port = re.search(rb"listening on 127\.0\.0\.1:(\d+)", seen).group(1).decode()
+subprocess.run([argv[0], "send", "127.0.0.1:" + port], input=b"hello\n", check=True)
+os.write(fd, b"/list\r")
+until(b"sessions")
+os.write(fd, b"/quit\r")
+"#,
+        Some(&out),
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello\n");
+}
+
 /// Runs the binary with `args` on a pty (Python's `pty` module), typing as `steps` say (Python
 /// using `fd`, the terminal, and `until(needle, count=1)`, which waits at most 20 s for what
 /// the program wrote); then it must exit with status 0.
 fn on_a_pty(args: &[&str], steps: &str) {
+    on_a_pty_to(args, steps, None);
+}
+
+/// [`on_a_pty`], with the program's stdout sent to `stdout` instead of the terminal.
+fn on_a_pty_to(args: &[&str], steps: &str, stdout: Option<&std::path::Path>) {
     let script = format!(
         r#"
-import json, os, pty, select, sys, time
+import json, os, pty, re, select, subprocess, sys, time
 argv = json.loads(sys.argv[1])
 pid, fd = pty.fork()
 if pid == 0:
+    if sys.argv[2]:
+        os.dup2(os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
     os.execv(argv[0], argv)
 seen = b""
 def until(needle, count=1):
@@ -149,6 +177,7 @@ sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "exit st
     argv.extend_from_slice(args);
     let out = std::process::Command::new("python3")
         .args(["-c", &script, &serde_json::to_string(&argv).unwrap()])
+        .arg(stdout.map_or(std::ffi::OsStr::new(""), |p| p.as_os_str()))
         .output()
         .expect("python3");
     assert!(
