@@ -9,6 +9,7 @@
 //! *lingering* session of the address over its share is evicted and reported as
 //! `ServerEvent::Expired` with its unacknowledged messages.
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -11,6 +11,7 @@
 //! it must complete, exactly once and in order; its rate during the attack is printed next to
 //! its rate in a clean run of the same test (printed, never asserted).
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

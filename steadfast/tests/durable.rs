@@ -2,6 +2,7 @@
 //! restarts inside one process with a `MemoryStore`, and the on-disk `DurableStore`'s checks.
 //! (Real process kills are in the CLI's tests.)
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! it turned lifecycle events off; `accept` and `next_event` share one queue; `Server` is a
 //! handle usable from any task.
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

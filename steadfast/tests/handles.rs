@@ -4,6 +4,7 @@
 //! streams that end with what they follow; `authenticate_async` lets a future decide and
 //! refuses a client whose future never answers within the handshake timeout.
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

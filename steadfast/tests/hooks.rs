@@ -1,5 +1,6 @@
 //! Lifecycle hooks driven by real events over loopback.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

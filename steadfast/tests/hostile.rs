@@ -1,6 +1,8 @@
 //! A hostile peer against `Connection`, server and client side: every attack ends in a defined
 //! outcome (an event, a REJECT or CLOSE code read back from what `poll_transmit` produced) and
 //! never in a panic. Everything runs in memory on a virtual clock.
+
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;

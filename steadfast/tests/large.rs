@@ -3,6 +3,7 @@
 //! (PROTOCOL.md §5.5), so it arrives intact and exactly once, and what the receiver reads per
 //! cut beyond the message is bounded by a chunk (plus a handshake), not by the message.
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -1,6 +1,7 @@
 //! Manual acknowledgement: a message's receipt resolves when the receiving application says it
 //! has processed it, not when it took it; through link cuts, taken messages are not resent.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! --ignored --nocapture`). Server and clients share this process, so the figure covers both
 //! ends of each session. Ignored by default: it opens 2,000 connections.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! small forwarder in the test that writes a version-1 or version-2 header, then copies bytes
 //! both ways, as HAProxy's `send-proxy` / `send-proxy-v2` do.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! The raw framing layer: any split of the byte stream gives the same frames; limits and
 //! truncation are errors, not panics or allocations.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use steadfast::raw::{Framed, RawError};

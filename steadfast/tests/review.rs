@@ -3,6 +3,7 @@
 //! references are to commit 38c25ea, where they were found); the others guard behaviour that
 //! was correct and must stay so. Every test is bounded by a timeout.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! Server behaviour over loopback TCP: restart, linger expiry, registry, broadcast, shutdown,
 //! caps, several listen addresses, a slow reader.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The runtime over real loopback TCP (port 0), bounded and self-stopping.
 
+#![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

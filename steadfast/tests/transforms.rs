@@ -1,6 +1,9 @@
 //! Message transforms over real loopback TCP: negotiation, compression on the wire, per-message
 //! errors on both sides, bounded decompression, and resumes through a fault proxy.
 
+#![cfg(feature = "runtime")]
+// Some imports serve only the compression tests (features `lz4`, `zstd`).
+#![cfg_attr(not(all(feature = "lz4", feature = "zstd")), allow(unused_imports))]
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::Ordering;

@@ -5,6 +5,7 @@
 //! frame split across the server's answer, and manual acknowledgement after a CLOSE
 //! (PROTOCOL.md §2, §4.4, §5.5, §7.2, §8).
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};

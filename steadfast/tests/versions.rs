@@ -3,6 +3,7 @@
 //! roles, and every message arrives once, in order, both ways; a client offering only version 2
 //! is refused by a version-1-only server with VersionMismatch (PROTOCOL.md §4.6).
 
+#![cfg(all(feature = "runtime", feature = "zstd"))]
 #![allow(clippy::unwrap_used)]
 
 mod support;
