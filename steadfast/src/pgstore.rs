@@ -77,8 +77,10 @@ CREATE TABLE IF NOT EXISTS steadfast_nodes (
 );
 ";
 
-/// One commit group: every session's record (a new session's row is created with epoch 1,
-/// an existing one's written only under the epoch this server holds), the outbox segments of
+/// One commit group: every session's record (a new session's row — epoch 0 in `$2`, sent only
+/// with [`Change::Created`] — is created with epoch 1; an existing one's is written only under
+/// the epoch this server holds, so that a server fenced out of a session can neither write it
+/// nor create it again once its new owner has ended it), the outbox segments of
 /// the sessions written, the acknowledged segments trimmed, ended sessions deleted. Returns
 /// the sessions written.
 const COMMIT: &str = "
@@ -92,9 +94,9 @@ created AS (
     INSERT INTO steadfast_sessions AS s
         (id, epoch, owner, token_hash, issued_hash, name, transforms, next_seq, acked,
          delivered, lingering, last_seen)
-    SELECT id, epoch, $11, token_hash, issued_hash, name, transforms, next_seq, acked,
+    SELECT id, 1, $11, token_hash, issued_hash, name, transforms, next_seq, acked,
            delivered, lingering, now()
-    FROM c WHERE c.epoch = 1
+    FROM c WHERE c.epoch = 0
     ON CONFLICT (id) DO UPDATE SET
         token_hash = EXCLUDED.token_hash, issued_hash = EXCLUDED.issued_hash,
         name = EXCLUDED.name, transforms = EXCLUDED.transforms, next_seq = EXCLUDED.next_seq,
@@ -108,7 +110,7 @@ updated AS (
         token_hash = c.token_hash, issued_hash = c.issued_hash, name = c.name,
         transforms = c.transforms, next_seq = c.next_seq, acked = c.acked,
         delivered = c.delivered, lingering = c.lingering, last_seen = now()
-    FROM c WHERE c.epoch > 1 AND s.id = c.id AND s.epoch = c.epoch
+    FROM c WHERE c.epoch >= 1 AND s.id = c.id AND s.epoch = c.epoch
     RETURNING s.id, s.acked
 ),
 written AS (SELECT * FROM created UNION ALL SELECT * FROM updated),
@@ -589,8 +591,7 @@ impl Writer {
     }
 
     /// Answers ownership checks, all in one query: a session is still this server's if the
-    /// store holds the epoch this server holds (or neither holds it yet: created here, its
-    /// first commit not made, and so nobody can have claimed it).
+    /// store holds the epoch this server holds.
     async fn check(&mut self, checks: Vec<(StoreKey, oneshot::Sender<Result<(), StoreError>>)>) {
         if checks.is_empty() {
             return;
@@ -609,7 +610,8 @@ impl Writer {
                 Err(e) => Err(e.clone()),
                 Ok(stored) => match (self.epochs.get(&key), stored.get(&key[..])) {
                     (Some(mine), Some(theirs)) if mine == theirs => Ok(()),
-                    (None, None) => Ok(()),
+                    // Not held (fenced, or never stored: then nothing was visible yet), or
+                    // gone (ended by its new owner).
                     _ => Err(StoreError::Fenced),
                 },
             };
@@ -681,6 +683,7 @@ impl Writer {
         // The group's changes merged per session, in order: the last record wins, segments
         // accumulate, an end removes what came before it.
         let mut merged: HashMap<StoreKey, Merged> = HashMap::new();
+        let mut creating: HashSet<StoreKey> = HashSet::new();
         let mut puts_of_job: Vec<Vec<StoreKey>> = Vec::with_capacity(jobs.len());
         for (changes, _) in &jobs {
             let mut puts = Vec::new();
@@ -727,6 +730,9 @@ impl Writer {
                     Change::Delete { key } => {
                         merged.insert(*key, Merged::Delete);
                     }
+                    Change::Created { key } => {
+                        creating.insert(*key);
+                    }
                 }
             }
             puts_of_job.push(puts);
@@ -741,7 +747,13 @@ impl Writer {
                     segments,
                 } => {
                     g.ids.push(key.to_vec());
-                    g.epochs.push(epoch.unwrap_or(1));
+                    // Created here now (0), held (its epoch), or not this server's (-1: no
+                    // row matches, the write is refused).
+                    g.epochs.push(match epoch {
+                        Some(e) => e,
+                        None if creating.contains(key) => 0,
+                        None => -1,
+                    });
                     g.token_hashes.push(record.token.as_ref().map(token_hash));
                     g.issued_hashes.push(record.issued.as_ref().map(token_hash));
                     g.names.push(record.name.clone());

@@ -132,6 +132,9 @@ pub(crate) struct Durable {
     pub(crate) visible: Option<Seq>,
     /// The receive position the commit in flight confirms.
     pub(crate) confirming: Option<Seq>,
+    /// Some write of the session was submitted (or it came from the store): later ones are
+    /// not its creation ([`Change::Created`]).
+    pub(crate) written: bool,
 }
 
 impl Durable {
@@ -141,12 +144,14 @@ impl Durable {
         committed: Option<SessionRecord>,
     ) -> Self {
         let visible = store.shared().then_some(Seq(0));
+        let written = committed.is_some();
         Durable {
             store,
             key,
             committed,
             visible,
             confirming: None,
+            written,
         }
     }
 }
@@ -382,14 +387,19 @@ impl PeerState {
             self.session()?.outbox_from(stored_next).cloned().collect();
         let durable = self.durable.as_mut()?;
         durable.committed = Some(record.clone());
-        Some(durable.store.submit(vec![Change::Put {
+        let mut changes = Vec::with_capacity(2);
+        if !std::mem::replace(&mut durable.written, true) {
+            changes.push(Change::Created { key: durable.key });
+        }
+        changes.push(Change::Put {
             key: durable.key,
             record,
             new_messages,
             last_seen_ms: wall_clock_us() / 1_000,
             ended: false,
             lingering,
-        }]))
+        });
+        Some(durable.store.submit(changes))
     }
 
     /// Tells the store the session ended: a server forgets it; a client keeps only where its

@@ -86,6 +86,13 @@ pub enum Change {
         /// The session.
         key: StoreKey,
     },
+    /// The session is new: the `Put` that follows is its first write anywhere. A shared store
+    /// creates a session's row only then, so that a server that lost the session to another
+    /// never creates it again (after its new owner ended it); other stores ignore it.
+    Created {
+        /// The session.
+        key: StoreKey,
+    },
 }
 
 /// Why a store could not be opened, read or written.
@@ -224,6 +231,7 @@ fn apply(map: &mut HashMap<StoreKey, StoredSession>, change: Change) {
         Change::Delete { key } => {
             map.remove(&key);
         }
+        Change::Created { .. } => {}
     }
 }
 
@@ -887,6 +895,7 @@ mod durable {
                             .map_err(db_err)?;
                         sessions.remove(&key[..]).map_err(db_err)?;
                     }
+                    Change::Created { .. } => {}
                 }
             }
         }

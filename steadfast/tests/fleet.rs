@@ -52,6 +52,14 @@ fn put(id: [u8; 16], token: [u8; 16], next: u64, acked: u64, new: Vec<Message>) 
     }
 }
 
+/// The first write of a session: its creation.
+fn create(id: [u8; 16], token: [u8; 16], next: u64, acked: u64, new: Vec<Message>) -> Vec<Change> {
+    vec![
+        Change::Created { key: id },
+        put(id, token, next, acked, new),
+    ]
+}
+
 async fn store(pg: &Postgres, node: &str) -> PgStore {
     PgStore::connect(&pg.url(), PgOptions::node(node))
         .await
@@ -65,7 +73,7 @@ async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
     let b = store(&pg, "b").await;
     let (id, token) = ([1u8; 16], [2u8; 16]);
     // A creates the session and stores messages 0..10 in two commits, 0..3 acknowledged.
-    a.submit(vec![put(id, token, 5, 0, messages(0, 5))])
+    a.submit(create(id, token, 5, 0, messages(0, 5)))
         .await
         .unwrap()
         .unwrap();
@@ -140,8 +148,12 @@ async fn a_claim_fences_the_old_owner_and_hands_over_the_outbox() {
         .unwrap()
         .unwrap();
     assert_eq!(pg.sql("SELECT count(*) FROM steadfast_sessions"), "0");
-    // A session nobody holds or stores is owned by nobody in particular: nothing to refuse.
-    assert_eq!(b.check_owner([5u8; 16]).await, Ok(()));
+    // Once ended, it is nobody's: B's copy is not its own any more.
+    assert_eq!(b.check_owner(id).await, Err(StoreError::Fenced));
+    // A, fenced out, cannot create it again with a write of its copy.
+    let again = a.submit(vec![put(id, token, 12, 5, Vec::new())]).await;
+    assert_eq!(again.unwrap(), Err(StoreError::Fenced));
+    assert_eq!(pg.sql("SELECT count(*) FROM steadfast_sessions"), "0");
     let gone = a.claim(id, ResumeToken(token), false).await.unwrap();
     assert!(matches!(gone, Claim::Unknown), "{gone:?}");
 }
@@ -176,7 +188,7 @@ async fn commits_wait_while_the_database_restarts_and_then_go_through() {
     let pg = Postgres::start("restart");
     let a = store(&pg, "a").await;
     let (id, token) = ([3u8; 16], [4u8; 16]);
-    a.submit(vec![put(id, token, 1, 0, messages(0, 1))])
+    a.submit(create(id, token, 1, 0, messages(0, 1)))
         .await
         .unwrap()
         .unwrap();
@@ -240,8 +252,11 @@ async fn sessions_expire_by_the_database_clock_and_with_their_servers_lease() {
         lingering: true,
     };
     a.submit(vec![
+        Change::Created { key: held },
         put(held, token, 3, 0, messages(0, 3)),
+        Change::Created { key: old },
         lingering(old),
+        Change::Created { key: recent },
         lingering(recent),
     ])
     .await
@@ -289,7 +304,7 @@ async fn sessions_expire_by_the_database_clock_and_with_their_servers_lease() {
     // now on (its restart was their disconnect); the other's lease is untouched.
     let c = PgStore::connect(&pg.url(), options("c")).await.unwrap();
     let kept = [13u8; 16];
-    c.submit(vec![put(kept, token, 1, 0, Vec::new())])
+    c.submit(create(kept, token, 1, 0, Vec::new()))
         .await
         .unwrap()
         .unwrap();
@@ -316,7 +331,7 @@ async fn of_two_servers_claiming_at_once_exactly_one_owns_the_session() {
     let a = store(&pg, "a").await;
     let b = store(&pg, "b").await;
     let (id, token) = ([20u8; 16], [21u8; 16]);
-    a.submit(vec![put(id, token, 1, 0, messages(0, 1))])
+    a.submit(create(id, token, 1, 0, messages(0, 1)))
         .await
         .unwrap()
         .unwrap();
