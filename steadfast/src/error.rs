@@ -45,6 +45,14 @@ pub enum ReceiptError {
     /// messages stay queued and may still be acknowledged later.
     #[error("not acknowledged within the deadline")]
     TimedOut,
+    /// A message sent through the fleet ([`Server::send_to`](crate::Server::send_to)): its
+    /// session ended (on whichever server held it) before the peer acknowledged it, or the
+    /// server holding it could never queue it.
+    #[error("the session ended before the message was acknowledged")]
+    Undelivered,
+    /// A message sent through the fleet: the shared store failed, so its fate is unknown.
+    #[error("the session store failed: {0}")]
+    Store(String),
 }
 
 /// Why `recv` returned no message.

@@ -151,6 +151,8 @@ pub mod error;
 #[cfg(feature = "runtime")]
 mod events;
 #[cfg(feature = "runtime")]
+mod fleet;
+#[cfg(feature = "runtime")]
 pub mod hooks;
 #[cfg(feature = "runtime")]
 mod linger;
@@ -190,6 +192,8 @@ pub use config::{
 };
 #[cfg(feature = "runtime")]
 pub use error::EndReason;
+#[cfg(feature = "runtime")]
+pub use fleet::{FleetReceipt, SendToError};
 #[cfg(feature = "runtime")]
 pub use peer::{Peer, PeerStats, Receipt};
 #[cfg(feature = "runtime")]

@@ -135,14 +135,14 @@ impl Peer {
     pub async fn send(&self, body: impl Into<Bytes>) -> Result<Receipt, SendError> {
         let (len, body) = self.encode(body.into())?;
         // Room now (the common case): one lock, no waiting machinery.
-        let mut body = match self.queue(len, body) {
+        let mut body = match self.queue(len, body, None) {
             Ok(receipt) => return Ok(receipt),
             Err(Refused::Full(body)) => Some(body),
             Err(Refused::Error(e)) => return Err(e),
         };
         self.when_room(|| {
             let b = body.take()?;
-            match self.queue(len, b) {
+            match self.queue(len, b, None) {
                 Ok(receipt) => Some(Ok(receipt)),
                 Err(Refused::Full(b)) => {
                     body = Some(b);
@@ -275,14 +275,26 @@ impl Peer {
 
     /// Sends a message if the outbox has room now (see [`Peer::try_send`]).
     fn try_send_encoded(&self, len: usize, body: Bytes) -> Result<Receipt, SendError> {
-        self.queue(len, body).map_err(|r| match r {
+        self.queue(len, body, None).map_err(|r| match r {
             Refused::Full(_) => SendError::Full,
             Refused::Error(e) => e,
         })
     }
 
-    /// Queues an encoded body whose unencoded length was `len`; gives it back when full.
-    fn queue(&self, len: usize, body: Bytes) -> Result<Receipt, Refused> {
+    /// Queues fleet mail ([`SessionStore::take_mail`](crate::store::SessionStore::take_mail))
+    /// if the outbox has room now: the commit that stores the message also records the mail
+    /// as queued, in the same step, so that it is never handed out again.
+    pub(crate) fn try_send_mail(&self, body: Bytes, mail: i64) -> Result<Receipt, SendError> {
+        let (len, body) = self.encode(body)?;
+        self.queue(len, body, Some(mail)).map_err(|r| match r {
+            Refused::Full(_) => SendError::Full,
+            Refused::Error(e) => e,
+        })
+    }
+
+    /// Queues an encoded body whose unencoded length was `len` (fleet mail: `mail`, its id);
+    /// gives it back when full.
+    fn queue(&self, len: usize, body: Bytes, mail: Option<i64>) -> Result<Receipt, Refused> {
         let mut st = self.shared.lock();
         // Nothing unacknowledged before it: the connection is idle (a request, a reply) and
         // the message may go out from this task; behind others, the driver batches it.
@@ -296,6 +308,9 @@ impl Peer {
             wall_clock_us()
         };
         let seq = queue_locked(&mut st, len, body, ts)?;
+        if let (Some(id), Some(d)) = (mail, st.durable.as_mut()) {
+            d.mail.push_back((id, seq));
+        }
         st.account();
         self.shared.transmit(st, idle);
         Ok(Receipt {

@@ -25,20 +25,22 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 use tracing::{debug, warn};
 
 use super::encoding::{assemble, decode_segment, encode_segment, segment_key};
 use super::{
-    Change, Claim, ClaimFuture, OwnerFuture, SessionStore, StoreError, StoreKey, StoredSession,
+    Change, Claim, ClaimFuture, FleetSession, Mail, MailFuture, OwnerFuture, PostAllFuture,
+    PostFuture, ReceiptFuture, SessionStore, SessionsFuture, StoreError, StoreKey, StoredSession,
 };
 use crate::proto::{ResumeToken, Role, Seq, SessionId, SessionRecord};
 
 /// The schema version this library writes and reads.
-const SCHEMA: &str = "1";
+const SCHEMA: &str = "2";
 /// The advisory lock under which the schema is created or migrated (servers starting at once
 /// wait for each other).
 const MIGRATION_LOCK: i64 = 0x5374_6466_7374_0001;
@@ -75,7 +77,30 @@ CREATE TABLE IF NOT EXISTS steadfast_nodes (
     name text PRIMARY KEY,
     alive_until timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS steadfast_mail (
+    id bigserial PRIMARY KEY,
+    session bytea NOT NULL,
+    sender text NOT NULL,
+    body bytea NOT NULL,
+    seq bigint,
+    state smallint NOT NULL DEFAULT 0,
+    posted timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS steadfast_mail_open ON steadfast_mail (session, id) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS steadfast_mail_done ON steadfast_mail (sender) WHERE state <> 0;
 ";
+
+/// The notification channel of a node, in SQL (channel names are identifiers of at most 63
+/// bytes; node names are any text): see [`channel`].
+macro_rules! channel_sql {
+    ($node:literal) => {
+        concat!(
+            "'steadfast_' || substr(encode(sha256(convert_to(",
+            $node,
+            ", 'UTF8')), 'hex'), 1, 16)"
+        )
+    };
+}
 
 /// One commit group: every session's record (a new session's row — epoch 0 in `$2`, sent only
 /// with [`Change::Created`] — is created with epoch 1; an existing one's is written only under
@@ -83,7 +108,8 @@ CREATE TABLE IF NOT EXISTS steadfast_nodes (
 /// nor create it again once its new owner has ended it), the outbox segments of
 /// the sessions written, the acknowledged segments trimmed, ended sessions deleted. Returns
 /// the sessions written.
-const COMMIT: &str = "
+const COMMIT: &str = concat!(
+    "
 WITH c AS (
     SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::text[],
                          $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::bool[])
@@ -134,14 +160,39 @@ trimmed AS (
 ),
 ended AS (
     DELETE FROM steadfast_sessions s
-    USING unnest($16::bytea[], $17::int8[]) AS d(id, epoch)
+    USING unnest($16::bytea[], $17::int8[], $20::int8[]) AS d(id, epoch, acked)
     WHERE s.id = d.id AND s.epoch = d.epoch
-    RETURNING s.id
+    RETURNING s.id, greatest(s.acked, d.acked) AS acked
 ),
 ended_outbox AS (
     DELETE FROM steadfast_outbox o USING ended e WHERE o.session = e.id
+),
+queued AS (
+    UPDATE steadfast_mail m SET seq = q.seq
+    FROM unnest($18::int8[], $19::int8[]) AS q(id, seq), written w
+    WHERE m.id = q.id AND m.session = w.id AND m.state = 0 AND m.seq IS NULL
+),
+delivered_mail AS (
+    UPDATE steadfast_mail m SET state = 1
+    FROM written w
+    WHERE m.session = w.id AND m.state = 0 AND m.seq IS NOT NULL AND m.seq < w.acked
+    RETURNING m.sender
+),
+ended_mail AS (
+    UPDATE steadfast_mail m
+    SET state = CASE WHEN m.seq IS NOT NULL AND m.seq < e.acked THEN 1 ELSE 2 END
+    FROM ended e WHERE m.session = e.id AND m.state = 0
+    RETURNING m.sender
+),
+told AS (
+    SELECT pg_notify(",
+    channel_sql!("x.sender"),
+    ", 'r')
+    FROM (SELECT sender FROM delivered_mail UNION SELECT sender FROM ended_mail) x
+    WHERE $21
 )
-SELECT id FROM written";
+SELECT id FROM written WHERE (SELECT count(*) FROM told) >= 0"
+);
 
 /// A resume on a server that holds the session: moves the epoch on if it is still the one
 /// this server holds and the token is the session's.
@@ -172,17 +223,109 @@ ON CONFLICT (name) DO UPDATE SET alive_until = EXCLUDED.alive_until";
 
 /// Expiry by the database's clock: a session lingering longer than the linger time, or one
 /// whose server's lease ran out longer than the linger time ago.
-const EXPIRE: &str = "
+const EXPIRE: &str = concat!(
+    "
 WITH gone AS (
     DELETE FROM steadfast_sessions s
     WHERE (s.lingering AND s.last_seen < now() - make_interval(secs => $1))
        OR (NOT s.lingering AND NOT EXISTS (
                SELECT 1 FROM steadfast_nodes n
                WHERE n.name = s.owner AND n.alive_until > now() - make_interval(secs => $1)))
-    RETURNING s.id, s.next_seq - s.acked AS unacknowledged
+    RETURNING s.id, s.acked, s.next_seq - s.acked AS unacknowledged
 ),
-gone_outbox AS (DELETE FROM steadfast_outbox o USING gone g WHERE o.session = g.id)
-SELECT id, unacknowledged FROM gone";
+gone_outbox AS (DELETE FROM steadfast_outbox o USING gone g WHERE o.session = g.id),
+gone_mail AS (
+    UPDATE steadfast_mail m
+    SET state = CASE WHEN m.seq IS NOT NULL AND m.seq < g.acked THEN 1 ELSE 2 END
+    FROM gone g WHERE m.session = g.id AND m.state = 0
+    RETURNING m.sender
+),
+told AS (
+    SELECT pg_notify(",
+    channel_sql!("x.sender"),
+    ", 'r') FROM (SELECT DISTINCT sender FROM gone_mail) x
+),
+forgotten AS (
+    -- Receipts nobody collected (their sender is gone) once the linger time has passed.
+    DELETE FROM steadfast_mail WHERE state <> 0 AND posted < now() - make_interval(secs => $1)
+)
+SELECT id, unacknowledged FROM gone WHERE (SELECT count(*) FROM told) >= 0"
+);
+
+/// Posts messages to sessions, whichever server owns them, in the order given; the owners
+/// are told. A session that does not exist gets no row.
+const POST: &str = concat!(
+    "
+WITH p AS (
+    SELECT * FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS p(session, body, ord)
+),
+m AS (
+    INSERT INTO steadfast_mail (session, sender, body)
+    SELECT p.session, $3, p.body FROM p JOIN steadfast_sessions s ON s.id = p.session
+    ORDER BY p.ord
+    RETURNING id, session
+),
+told AS (
+    SELECT pg_notify(",
+    channel_sql!("x.owner"),
+    ", 'm')
+    FROM (SELECT DISTINCT s.owner FROM m JOIN steadfast_sessions s ON s.id = m.session) x
+    WHERE $4
+)
+SELECT id, session FROM m WHERE (SELECT count(*) FROM told) >= 0"
+);
+
+/// Posts one message to every session of the fleet.
+const POST_ALL: &str = concat!(
+    "
+WITH m AS (
+    INSERT INTO steadfast_mail (session, sender, body)
+    SELECT id, $1, $2 FROM steadfast_sessions ORDER BY id
+    RETURNING id, session
+),
+told AS (
+    SELECT pg_notify(",
+    channel_sql!("x.owner"),
+    ", 'm')
+    FROM (SELECT DISTINCT owner FROM steadfast_sessions) x
+    WHERE $3
+)
+SELECT id, session FROM m WHERE (SELECT count(*) FROM told) >= 0"
+);
+
+/// Mail for the sessions this server holds (under the epoch it holds), oldest first, not
+/// handed out already, within a byte budget (the first always).
+const FETCH_MAIL: &str = "
+SELECT id, session, body FROM (
+    SELECT m.id, m.session, m.body, sum(octet_length(m.body)) OVER (ORDER BY m.id) AS upto
+    FROM steadfast_mail m
+    JOIN unnest($1::bytea[], $2::int8[]) AS h(id, epoch) ON h.id = m.session
+    JOIN steadfast_sessions s ON s.id = h.id AND s.epoch = h.epoch
+    WHERE m.state = 0 AND m.seq IS NULL AND NOT (m.id = ANY($3)) AND NOT (m.session = ANY($5))
+    ORDER BY m.id
+    LIMIT 1024
+) x
+WHERE upto - octet_length(body) < $4
+ORDER BY id";
+
+/// Mail the owner refused (too large for the session): reported lost to its sender.
+const REFUSE_MAIL: &str = concat!(
+    "
+WITH r AS (
+    UPDATE steadfast_mail SET state = 2 WHERE id = ANY($1) AND state = 0 RETURNING sender
+)
+SELECT pg_notify(",
+    channel_sql!("x.sender"),
+    ", 'r') FROM (SELECT DISTINCT sender FROM r) x"
+);
+
+/// The receipts of this server's posts that are settled: taken (the rows go).
+const RECEIPTS: &str = "
+DELETE FROM steadfast_mail WHERE id = ANY($1) AND state <> 0 RETURNING id, state";
+
+/// Every session of the fleet.
+const SESSIONS: &str = "
+SELECT id, name, owner, lingering, next_seq - acked FROM steadfast_sessions ORDER BY owner, id";
 
 /// How a [`PgStore`] runs.
 #[derive(Clone, Debug)]
@@ -198,6 +341,10 @@ pub struct PgOptions {
     /// How often this server renews its lease and sweeps out expired sessions (default 5 s);
     /// a lease is valid for three of these.
     pub heartbeat: Duration,
+    /// Whether servers tell each other of fleet mail and receipts at once with PostgreSQL's
+    /// `LISTEN`/`NOTIFY` (default true). Off (a connection pooler in transaction mode cannot
+    /// carry it), the heartbeat's sweep alone finds them.
+    pub notifications: bool,
 }
 
 impl Default for PgOptions {
@@ -208,6 +355,7 @@ impl Default for PgOptions {
             node: format!("node-{:08x}", u32::from_be_bytes(tag)),
             linger: Duration::from_secs(60),
             heartbeat: HEARTBEAT,
+            notifications: true,
         }
     }
 }
@@ -235,6 +383,13 @@ impl PgOptions {
         self.heartbeat = every.max(Duration::from_millis(10));
         self
     }
+
+    /// Turns `LISTEN`/`NOTIFY` on or off (see [`PgOptions::notifications`]).
+    #[must_use]
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.notifications = on;
+        self
+    }
 }
 
 /// Changes to commit and who waits for them.
@@ -249,6 +404,45 @@ enum Job {
         answer: oneshot::Sender<Result<Claim, StoreError>>,
     },
     Check(StoreKey, oneshot::Sender<Result<(), StoreError>>),
+    Post {
+        key: StoreKey,
+        body: Bytes,
+        /// The mail's id once stored (or why not).
+        answer: oneshot::Sender<Result<i64, StoreError>>,
+        receipt: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    PostAll {
+        body: Bytes,
+        answer: oneshot::Sender<Result<Vec<(StoreKey, Waiter)>, StoreError>>,
+    },
+    /// Mail to hand out, and whether some sessions are left out for now (ask again soon).
+    FetchMail(oneshot::Sender<Result<(Vec<Mail>, bool), StoreError>>),
+    ReturnMail {
+        back: Vec<i64>,
+        refused: Vec<i64>,
+    },
+    /// Collect settled receipts (told by a notification, or the heartbeat's sweep).
+    Receipts,
+    Sessions(oneshot::Sender<Result<Vec<FleetSession>, StoreError>>),
+}
+
+/// The receiving end of a posted message's receipt.
+type Waiter = oneshot::Receiver<Result<bool, StoreError>>;
+
+/// Posts whose receipts are outstanding, per store: a further post waits for one to settle.
+const MAX_POSTS: usize = 65_536;
+
+/// How long a session whose mail came back (its outbox full) is left out of fetches.
+const BLOCKED_FOR: Duration = Duration::from_millis(20);
+
+/// Bytes of mail bodies handed to the server in one batch (at least one mail).
+const MAIL_BATCH_BYTES: i64 = 4 << 20;
+
+/// The notification channel of a node (as [`channel_sql!`] computes it in SQL).
+fn channel(node: &str) -> String {
+    let digest = Sha256::digest(node.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("steadfast_{hex}")
 }
 
 /// A [`SessionStore`] in PostgreSQL, shared by a fleet of servers (feature `postgres`,
@@ -290,6 +484,10 @@ pub struct PgStore {
     jobs: mpsc::UnboundedSender<Job>,
     node: Arc<str>,
     stop: tokio_util::sync::CancellationToken,
+    /// Mail may be waiting for this server (a notification, the sweep, mail put back).
+    mail: Arc<Notify>,
+    /// Room for outstanding posts ([`MAX_POSTS`]).
+    posts: Arc<Semaphore>,
 }
 
 impl fmt::Debug for PgStore {
@@ -387,25 +585,40 @@ impl PgStore {
         let node: Arc<str> = options.node.into();
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = tokio_util::sync::CancellationToken::new();
+        let mail = Arc::new(Notify::new());
         let writer = Writer {
             url: url.to_owned(),
             node: node.clone(),
             linger,
+            notify: options.notifications,
             epochs: HashMap::new(),
             conn: None,
+            taken: HashMap::new(),
+            waiters: HashMap::new(),
+            blocked: HashMap::new(),
         };
         tokio::spawn(writer.run(rx, Some(client)));
+        let wake = Wake {
+            mail: mail.clone(),
+            jobs: tx.clone(),
+        };
         tokio::spawn(lease(
             url.to_owned(),
             node.clone(),
             linger,
             options.heartbeat,
             stop.clone(),
+            wake.clone(),
         ));
+        if options.notifications {
+            tokio::spawn(listen(url.to_owned(), channel(&node), stop.clone(), wake));
+        }
         Ok(PgStore {
             jobs: tx,
             node,
             stop,
+            mail,
+            posts: Arc::new(Semaphore::new(MAX_POSTS)),
         })
     }
 
@@ -442,6 +655,16 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             .map_err(err)?;
         }
         Some(SCHEMA) => {}
+        // Schema 1 lacks the mail table (fleet messaging); the rest is the same.
+        Some("1") => {
+            txn.batch_execute(CREATE).await.map_err(err)?;
+            txn.execute(
+                "UPDATE steadfast_meta SET value = $1 WHERE key = 'schema'",
+                &[&SCHEMA],
+            )
+            .await
+            .map_err(err)?;
+        }
         Some(other) => {
             return Err(StoreError::Foreign(format!(
                 "the database holds steadfast schema {other}; this version reads schema {SCHEMA}"
@@ -459,6 +682,7 @@ async fn lease(
     linger: f64,
     heartbeat: Duration,
     stop: tokio_util::sync::CancellationToken,
+    wake: Wake,
 ) {
     let mut client: Option<Client> = None;
     let valid = (heartbeat * 3).as_secs_f64();
@@ -467,6 +691,8 @@ async fn lease(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(heartbeat) => {}
         }
+        // The sweep behind the notifications: mail and receipts a lost one would have told.
+        wake.all();
         if client.as_ref().is_none_or(Client::is_closed) {
             client = open(&url).await.ok();
         }
@@ -496,6 +722,83 @@ async fn lease(
     }
 }
 
+/// A post waiting for its statement: session, body, where its id goes, its receipt's sender.
+type PostJob = (
+    StoreKey,
+    Bytes,
+    oneshot::Sender<Result<i64, StoreError>>,
+    oneshot::Sender<Result<bool, StoreError>>,
+);
+
+/// Wakes the parts of a store that act on fleet mail.
+#[derive(Clone)]
+struct Wake {
+    mail: Arc<Notify>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Wake {
+    fn all(&self) {
+        self.mail.notify_one();
+        let _ = self.jobs.send(Job::Receipts);
+    }
+}
+
+/// Listens on this node's channel: `m`, mail for sessions it holds; `r`, receipts of its
+/// posts settled. After every (re)connection it acts as if both came (some may have been
+/// missed meanwhile).
+async fn listen(
+    url: String,
+    channel: String,
+    stop: tokio_util::sync::CancellationToken,
+    wake: Wake,
+) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let listened = async {
+            let (client, mut conn) = tokio_postgres::connect(&url, NoTls).await?;
+            let (tx, mut rx) = mpsc::channel::<u8>(64);
+            let driver = tokio::spawn(async move {
+                while let Some(message) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                            // Full: a wake-up of the same kind is pending already.
+                            let _ = tx.try_send(n.payload().bytes().next().unwrap_or(b'm'));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            client.batch_execute(&format!("LISTEN {channel}")).await?;
+            wake.all();
+            while let Some(kind) = rx.recv().await {
+                if kind == b'r' {
+                    let _ = wake.jobs.send(Job::Receipts);
+                } else {
+                    wake.mail.notify_one();
+                }
+            }
+            drop(client);
+            driver.abort();
+            Ok::<(), tokio_postgres::Error>(())
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = listened => {
+                if let Err(e) = r {
+                    debug!(error = %e, "session store: listening failed");
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// What a commit group writes of one session.
 enum Merged {
     Put {
@@ -503,8 +806,11 @@ enum Merged {
         lingering: bool,
         /// Outbox segments by their first sequence number: (end, encoded messages).
         segments: BTreeMap<u64, (u64, Vec<u8>)>,
+        /// Fleet mail these segments carry: (mail id, sequence number).
+        mail: Vec<(i64, Seq)>,
     },
-    Delete,
+    /// The session ended; the acknowledged position it ended at.
+    Delete(Seq),
 }
 
 /// The statement's parameters for one commit group.
@@ -526,6 +832,9 @@ struct Group {
     seg_messages: Vec<Vec<u8>>,
     del_ids: Vec<Vec<u8>>,
     del_epochs: Vec<i64>,
+    del_ackeds: Vec<i64>,
+    mail_ids: Vec<i64>,
+    mail_seqs: Vec<i64>,
 }
 
 struct Writer {
@@ -535,6 +844,15 @@ struct Writer {
     /// The epoch this server holds of each session it carries (1: created here).
     epochs: HashMap<StoreKey, i64>,
     conn: Option<(Client, Statement)>,
+    /// `LISTEN`/`NOTIFY` in use.
+    notify: bool,
+    /// Mail handed to the server and not yet queued in a commit (or put back), by id.
+    taken: HashMap<i64, StoreKey>,
+    /// Receipts of this server's posts, by mail id.
+    waiters: HashMap<i64, oneshot::Sender<Result<bool, StoreError>>>,
+    /// Sessions whose mail came back (outbox full): left out of fetches until then, so that
+    /// the others' mail flows meanwhile.
+    blocked: HashMap<StoreKey, tokio::time::Instant>,
 }
 
 impl Writer {
@@ -544,50 +862,271 @@ impl Writer {
         {
             self.conn = Some((c, s));
         }
-        let mut commits = Vec::new();
-        let mut checks = Vec::new();
         while let Some(job) = rx.recv().await {
-            let mut next = Some(job);
-            while let Some(job) = next.take() {
+            // Every job waiting, up to a group: commits, checks and posts are merged into one
+            // statement each; the rest run in order between them.
+            let mut batch = vec![job];
+            while batch.len() < GROUP {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let mut commits = Vec::new();
+            let mut checks = Vec::new();
+            let mut posts = Vec::new();
+            let mut receipts = false;
+            for job in batch {
                 match job {
-                    Job::Commit(changes, answer) => {
-                        commits.push((changes, answer));
-                        if commits.len() < GROUP
-                            && let Ok(j) = rx.try_recv()
-                        {
-                            next = Some(j);
-                        }
-                    }
-                    Job::Check(key, answer) => {
-                        checks.push((key, answer));
-                        if checks.len() < GROUP
-                            && let Ok(j) = rx.try_recv()
-                        {
-                            next = Some(j);
-                        }
-                    }
-                    Job::Claim {
+                    Job::Commit(changes, answer) => commits.push((changes, answer)),
+                    Job::Check(key, answer) => checks.push((key, answer)),
+                    Job::Post {
                         key,
-                        token,
-                        local,
+                        body,
                         answer,
-                    } => {
-                        // Commits before it first: they were submitted before the claim.
+                        receipt,
+                    } => posts.push((key, body, answer, receipt)),
+                    Job::Receipts => receipts = true,
+                    other => {
+                        // Commits before it first: they were submitted before it.
                         self.commit(std::mem::take(&mut commits)).await;
+                        self.post(std::mem::take(&mut posts)).await;
                         self.check(std::mem::take(&mut checks)).await;
-                        if !answer.is_closed() {
-                            let claimed = self.claim(key, &token, local).await;
-                            let _ = answer.send(claimed);
-                        }
-                        if let Ok(j) = rx.try_recv() {
-                            next = Some(j);
-                        }
+                        self.one(other).await;
                     }
                 }
             }
-            self.commit(std::mem::take(&mut commits)).await;
-            self.check(std::mem::take(&mut checks)).await;
+            self.commit(commits).await;
+            self.post(posts).await;
+            self.check(checks).await;
+            if receipts {
+                self.receipts().await;
+            }
         }
+    }
+
+    /// A job that runs by itself.
+    async fn one(&mut self, job: Job) {
+        match job {
+            Job::Claim {
+                key,
+                token,
+                local,
+                answer,
+            } => {
+                if !answer.is_closed() {
+                    let claimed = self.claim(key, &token, local).await;
+                    let _ = answer.send(claimed);
+                }
+            }
+            Job::PostAll { body, answer } => {
+                let posted = self.post_all(body).await;
+                let _ = answer.send(posted);
+            }
+            Job::FetchMail(answer) => {
+                let mail = self
+                    .fetch_mail()
+                    .await
+                    .map(|m| (m, !self.blocked.is_empty()));
+                if let Err(Ok((m, _))) = answer.send(mail) {
+                    // Nobody takes it: it is not handed out.
+                    for mail in m {
+                        self.taken.remove(&mail.id);
+                    }
+                }
+            }
+            Job::ReturnMail { back, refused } => {
+                let until = tokio::time::Instant::now() + BLOCKED_FOR;
+                for id in &back {
+                    if let Some(key) = self.taken.remove(id) {
+                        self.blocked.insert(key, until);
+                    }
+                }
+                for id in &refused {
+                    self.taken.remove(id);
+                }
+                if !refused.is_empty() {
+                    let r = self
+                        .retrying(move |(client, _)| {
+                            let ids = refused.clone();
+                            Box::pin(async move { client.query(REFUSE_MAIL, &[&ids]).await })
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        warn!(error = %e, "session store: reporting refused mail failed");
+                    }
+                }
+            }
+            Job::Sessions(answer) => {
+                let sessions = self.sessions().await;
+                let _ = answer.send(sessions);
+            }
+            Job::Commit(..) | Job::Check(..) | Job::Post { .. } | Job::Receipts => {
+                unreachable!("merged jobs are not run one by one")
+            }
+        }
+    }
+
+    /// Stores posted messages, all in one statement, and keeps their receipts' senders.
+    async fn post(&mut self, posts: Vec<PostJob>) {
+        if posts.is_empty() {
+            return;
+        }
+        let sessions: Vec<Vec<u8>> = posts.iter().map(|p| p.0.to_vec()).collect();
+        let bodies: Vec<Vec<u8>> = posts.iter().map(|p| p.1.to_vec()).collect();
+        let (node, notify) = (self.node.clone(), self.notify);
+        let rows = self
+            .retrying(move |(client, _)| {
+                let (sessions, bodies, node) = (sessions.clone(), bodies.clone(), node.clone());
+                Box::pin(async move {
+                    client
+                        .query(POST, &[&sessions, &bodies, &&*node, &notify])
+                        .await
+                })
+            })
+            .await;
+        let mut ids: HashMap<StoreKey, std::collections::VecDeque<i64>> = HashMap::new();
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                for (_, _, answer, _) in posts {
+                    let _ = answer.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let mut sorted: Vec<(i64, StoreKey)> = rows
+            .iter()
+            .filter_map(|r| Some((r.get(0), <[u8; 16]>::try_from(r.get::<_, &[u8]>(1)).ok()?)))
+            .collect();
+        sorted.sort_unstable();
+        for (id, key) in sorted {
+            ids.entry(key).or_default().push_back(id);
+        }
+        for (key, _, answer, receipt) in posts {
+            match ids
+                .get_mut(&key)
+                .and_then(std::collections::VecDeque::pop_front)
+            {
+                Some(id) => {
+                    self.waiters.insert(id, receipt);
+                    let _ = answer.send(Ok(id));
+                }
+                None => {
+                    let _ = answer.send(Err(StoreError::NoSuchSession));
+                }
+            }
+        }
+    }
+
+    /// Stores one message for every session of the fleet.
+    async fn post_all(&mut self, body: Bytes) -> Result<Vec<(StoreKey, Waiter)>, StoreError> {
+        let (node, notify) = (self.node.clone(), self.notify);
+        let body = body.to_vec();
+        let rows = self
+            .retrying(move |(client, _)| {
+                let (body, node) = (body.clone(), node.clone());
+                Box::pin(async move { client.query(POST_ALL, &[&&*node, &body, &notify]).await })
+            })
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Ok(key) = <[u8; 16]>::try_from(r.get::<_, &[u8]>(1)) else {
+                continue;
+            };
+            let (tx, rx) = oneshot::channel();
+            self.waiters.insert(r.get(0), tx);
+            out.push((key, rx));
+        }
+        Ok(out)
+    }
+
+    /// Mail waiting for the sessions this server holds, not handed out already.
+    async fn fetch_mail(&mut self) -> Result<Vec<Mail>, StoreError> {
+        if self.epochs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held: Vec<Vec<u8>> = self.epochs.keys().map(|k| k.to_vec()).collect();
+        let epochs: Vec<i64> = self.epochs.values().copied().collect();
+        let taken: Vec<i64> = self.taken.keys().copied().collect();
+        let now = tokio::time::Instant::now();
+        self.blocked.retain(|_, until| *until > now);
+        let blocked: Vec<Vec<u8>> = self.blocked.keys().map(|k| k.to_vec()).collect();
+        let rows = self
+            .retrying(move |(client, _)| {
+                let (held, epochs, taken) = (held.clone(), epochs.clone(), taken.clone());
+                let blocked = blocked.clone();
+                Box::pin(async move {
+                    client
+                        .query(
+                            FETCH_MAIL,
+                            &[&held, &epochs, &taken, &MAIL_BATCH_BYTES, &blocked],
+                        )
+                        .await
+                })
+            })
+            .await?;
+        let mut mail = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Ok(key) = <[u8; 16]>::try_from(r.get::<_, &[u8]>(1)) else {
+                continue;
+            };
+            let id: i64 = r.get(0);
+            self.taken.insert(id, key);
+            mail.push(Mail {
+                id,
+                key,
+                body: Bytes::copy_from_slice(r.get::<_, &[u8]>(2)),
+            });
+        }
+        Ok(mail)
+    }
+
+    /// Hands settled receipts to the posts waiting for them.
+    async fn receipts(&mut self) {
+        self.waiters.retain(|_, w| !w.is_closed());
+        if self.waiters.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = self.waiters.keys().copied().collect();
+        let rows = self
+            .retrying(move |(client, _)| {
+                let ids = ids.clone();
+                Box::pin(async move { client.query(RECEIPTS, &[&ids]).await })
+            })
+            .await;
+        match rows {
+            Ok(rows) => {
+                for r in rows {
+                    let (id, state): (i64, i16) = (r.get(0), r.get(1));
+                    if let Some(w) = self.waiters.remove(&id) {
+                        let _ = w.send(Ok(state == 1));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "session store: collecting receipts failed"),
+        }
+    }
+
+    /// Every session of the fleet.
+    async fn sessions(&mut self) -> Result<Vec<FleetSession>, StoreError> {
+        let rows = self
+            .retrying(|(client, _)| Box::pin(async move { client.query(SESSIONS, &[]).await }))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Ok(id) = <[u8; 16]>::try_from(r.get::<_, &[u8]>(0)) else {
+                continue;
+            };
+            out.push(FleetSession {
+                id: SessionId(id),
+                name: r.get(1),
+                node: r.get(2),
+                lingering: r.get(3),
+                unacknowledged: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+            });
+        }
+        Ok(out)
     }
 
     /// Answers ownership checks, all in one query: a session is still this server's if the
@@ -701,18 +1240,21 @@ impl Writer {
                             record: record.clone(),
                             lingering: *lingering,
                             segments: BTreeMap::new(),
+                            mail: Vec::new(),
                         });
-                        if let Merged::Delete = entry {
+                        if let Merged::Delete(_) = entry {
                             *entry = Merged::Put {
                                 record: record.clone(),
                                 lingering: *lingering,
                                 segments: BTreeMap::new(),
+                                mail: Vec::new(),
                             };
                         }
                         if let Merged::Put {
                             record: r,
                             lingering: l,
                             segments,
+                            ..
                         } = entry
                         {
                             *r = record.clone();
@@ -728,7 +1270,18 @@ impl Writer {
                         }
                     }
                     Change::Delete { key } => {
-                        merged.insert(*key, Merged::Delete);
+                        // The last acknowledged position written before it, if any (fleet
+                        // mail acknowledged at the end is delivered).
+                        let acked = match merged.get(key) {
+                            Some(Merged::Put { record, .. }) => record.acked,
+                            _ => Seq(0),
+                        };
+                        merged.insert(*key, Merged::Delete(acked));
+                    }
+                    Change::MailQueued { key, mail } => {
+                        if let Some(Merged::Put { mail: m, .. }) = merged.get_mut(key) {
+                            m.extend_from_slice(mail);
+                        }
                     }
                     Change::Created { key } => {
                         creating.insert(*key);
@@ -745,7 +1298,12 @@ impl Writer {
                     record,
                     lingering,
                     segments,
+                    mail,
                 } => {
+                    for (id, seq) in mail {
+                        g.mail_ids.push(*id);
+                        g.mail_seqs.push(sql_seq(*seq));
+                    }
                     g.ids.push(key.to_vec());
                     // Created here now (0), held (its epoch), or not this server's (-1: no
                     // row matches, the write is refused).
@@ -769,15 +1327,17 @@ impl Writer {
                         g.seg_messages.push(bytes.clone());
                     }
                 }
-                Merged::Delete => {
+                Merged::Delete(acked) => {
                     if let Some(e) = epoch {
                         g.del_ids.push(key.to_vec());
                         g.del_epochs.push(e);
+                        g.del_ackeds.push(sql_seq(*acked));
                     }
                 }
             }
         }
         let node = self.node.clone();
+        let notify = self.notify;
         let g = Arc::new(g);
         let result = self
             .retrying(|(client, statement)| {
@@ -805,6 +1365,10 @@ impl Writer {
                                 &g.seg_messages,
                                 &g.del_ids,
                                 &g.del_epochs,
+                                &g.mail_ids,
+                                &g.mail_seqs,
+                                &g.del_ackeds,
+                                &notify,
                             ],
                         )
                         .await
@@ -818,20 +1382,31 @@ impl Writer {
                 .collect(),
             Err(_) => HashSet::new(),
         };
+        let mut gone = HashSet::new();
         for (key, m) in &merged {
             match m {
-                Merged::Put { .. } if written.contains(key) => {
+                Merged::Put { mail, .. } if written.contains(key) => {
                     self.epochs.entry(*key).or_insert(1);
+                    // Queued for good: the store will never hand this mail out again.
+                    for (id, _) in mail {
+                        self.taken.remove(id);
+                    }
                 }
                 Merged::Put { .. } if result.is_ok() => {
                     // Refused: another server holds a newer epoch.
                     self.epochs.remove(key);
+                    gone.insert(*key);
                 }
                 Merged::Put { .. } => {}
-                Merged::Delete => {
+                Merged::Delete(_) => {
                     self.epochs.remove(key);
+                    gone.insert(*key);
                 }
             }
+        }
+        if !gone.is_empty() {
+            // Mail handed out for sessions no longer here: the next holder takes it.
+            self.taken.retain(|_, key| !gone.contains(key));
         }
         for ((_, answer), puts) in jobs.into_iter().zip(puts_of_job) {
             let outcome = match &result {
@@ -960,6 +1535,87 @@ impl SessionStore for PgStore {
                 return Err(StoreError::Closed);
             }
             rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn post(&self, key: StoreKey, body: Bytes) -> PostFuture {
+        let jobs = self.jobs.clone();
+        let posts = self.posts.clone();
+        Box::pin(async move {
+            let permit = posts
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let (answer, id) = oneshot::channel();
+            let (receipt, settled) = oneshot::channel();
+            jobs.send(Job::Post {
+                key,
+                body,
+                answer,
+                receipt,
+            })
+            .map_err(|_| StoreError::Closed)?;
+            id.await.map_err(|_| StoreError::Closed)??;
+            let receipt: ReceiptFuture = Box::pin(async move {
+                let _permit = permit;
+                settled.await.map_err(|_| StoreError::Closed)?
+            });
+            Ok(receipt)
+        })
+    }
+
+    fn post_all(&self, body: Bytes) -> PostAllFuture {
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            let (answer, posted) = oneshot::channel();
+            jobs.send(Job::PostAll { body, answer })
+                .map_err(|_| StoreError::Closed)?;
+            let posted = posted.await.map_err(|_| StoreError::Closed)??;
+            Ok(posted
+                .into_iter()
+                .map(|(key, settled)| {
+                    let receipt: ReceiptFuture =
+                        Box::pin(async move { settled.await.map_err(|_| StoreError::Closed)? });
+                    (key, receipt)
+                })
+                .collect())
+        })
+    }
+
+    fn take_mail(&self) -> MailFuture {
+        let jobs = self.jobs.clone();
+        let wake = self.mail.clone();
+        Box::pin(async move {
+            loop {
+                let (answer, mail) = oneshot::channel();
+                jobs.send(Job::FetchMail(answer))
+                    .map_err(|_| StoreError::Closed)?;
+                let (mail, blocked) = mail.await.map_err(|_| StoreError::Closed)??;
+                if !mail.is_empty() {
+                    return Ok(mail);
+                }
+                // A wake-up that came meanwhile is kept (`notify_one`): none is missed.
+                // Sessions left out (their outboxes were full) are asked for again soon.
+                if blocked {
+                    let _ = tokio::time::timeout(BLOCKED_FOR, wake.notified()).await;
+                } else {
+                    wake.notified().await;
+                }
+            }
+        })
+    }
+
+    fn return_mail(&self, back: Vec<i64>, refused: Vec<i64>) {
+        let _ = self.jobs.send(Job::ReturnMail { back, refused });
+    }
+
+    fn sessions(&self) -> SessionsFuture {
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            let (answer, sessions) = oneshot::channel();
+            jobs.send(Job::Sessions(answer))
+                .map_err(|_| StoreError::Closed)?;
+            sessions.await.map_err(|_| StoreError::Closed)?
         })
     }
 

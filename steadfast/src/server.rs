@@ -37,8 +37,8 @@ use crate::session::{Budget, Durable, Link, Owner, PeerShared};
 use crate::store::{Claim, SessionStore, StoreError, StoredSession};
 
 #[derive(Default)]
-struct Registry {
-    sessions: HashMap<SessionId, Arc<PeerShared>>,
+pub(crate) struct Registry {
+    pub(crate) sessions: HashMap<SessionId, Arc<PeerShared>>,
     /// Name → session. The newest session to claim a name owns it; an older session with the
     /// same name keeps working but is reachable only by id.
     names: HashMap<String, SessionId>,
@@ -96,14 +96,14 @@ impl Registry {
     }
 }
 
-struct Inner {
-    config: ServerConfig,
+pub(crate) struct Inner {
+    pub(crate) config: ServerConfig,
     registry: Mutex<Registry>,
     queue: EventQueue,
     /// Stops the accept loops.
     stop_accepting: CancellationToken,
     /// Stops everything.
-    stop_all: CancellationToken,
+    pub(crate) stop_all: CancellationToken,
     tracker: TaskTracker,
     connections: AtomicUsize,
     admission: Arc<Admission>,
@@ -119,7 +119,7 @@ struct Inner {
     /// The linger timers of detached sessions.
     linger: crate::linger::Timers,
     /// The protocol settings, shared by every connection (not a copy each).
-    proto: Arc<crate::proto::Config>,
+    pub(crate) proto: Arc<crate::proto::Config>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -129,7 +129,7 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -178,7 +178,7 @@ impl Drop for LastHandle {
 /// handle stops everything at once; [`Server::shutdown`] is graceful.
 #[derive(Clone)]
 pub struct Server {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     _last: Arc<LastHandle>,
     addrs: Arc<[SocketAddr]>,
 }
@@ -255,6 +255,11 @@ impl Server {
                 .spawn(accept_loop(inner.clone(), l).instrument(span));
         }
         inner.tracker.spawn(expire_lingering(inner.clone()));
+        if let Some(store) = inner.config.store.as_ref().filter(|s| s.shared()) {
+            inner
+                .tracker
+                .spawn(crate::fleet::deliver_mail(inner.clone(), store.clone()));
+        }
         Ok(Server {
             _last: Arc::new(LastHandle(inner.clone())),
             inner,

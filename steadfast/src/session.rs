@@ -135,6 +135,10 @@ pub(crate) struct Durable {
     /// Some write of the session was submitted (or it came from the store): later ones are
     /// not its creation ([`Change::Created`]).
     pub(crate) written: bool,
+    /// Fleet mail in the outbox (a shared store): (mail id, sequence number), in order, while
+    /// unacknowledged; each commit that stores one of these messages says so
+    /// ([`Change::MailQueued`]).
+    pub(crate) mail: std::collections::VecDeque<(i64, Seq)>,
 }
 
 impl Durable {
@@ -152,6 +156,7 @@ impl Durable {
             visible,
             confirming: None,
             written,
+            mail: std::collections::VecDeque::new(),
         }
     }
 }
@@ -387,18 +392,31 @@ impl PeerState {
             self.session()?.outbox_from(stored_next).cloned().collect();
         let durable = self.durable.as_mut()?;
         durable.committed = Some(record.clone());
-        let mut changes = Vec::with_capacity(2);
+        while durable.mail.front().is_some_and(|(_, s)| *s < record.acked) {
+            durable.mail.pop_front();
+        }
+        let mail: Vec<(i64, Seq)> = durable
+            .mail
+            .iter()
+            .filter(|(_, s)| *s >= stored_next)
+            .copied()
+            .collect();
+        let key = durable.key;
+        let mut changes = Vec::with_capacity(3);
         if !std::mem::replace(&mut durable.written, true) {
-            changes.push(Change::Created { key: durable.key });
+            changes.push(Change::Created { key });
         }
         changes.push(Change::Put {
-            key: durable.key,
+            key,
             record,
             new_messages,
             last_seen_ms: wall_clock_us() / 1_000,
             ended: false,
             lingering,
         });
+        if !mail.is_empty() {
+            changes.push(Change::MailQueued { key, mail });
+        }
         Some(durable.store.submit(changes))
     }
 
@@ -431,8 +449,27 @@ impl PeerState {
             }
             _ => Change::Delete { key: durable.key },
         };
+        let mut changes = vec![change];
+        // A shared store: the final acknowledged position goes with the end, so that fleet
+        // mail acknowledged at the last moment is reported delivered, not lost.
+        if let (Some(c), true) = (&durable.committed, durable.store.shared())
+            && c.role == Role::Server
+        {
+            let acked = resume_at.map_or(c.next_seq, |r| r.min(c.next_seq));
+            changes.insert(
+                0,
+                Change::Put {
+                    key: durable.key,
+                    record: SessionRecord { acked, ..c.clone() },
+                    new_messages: Vec::new(),
+                    last_seen_ms: wall_clock_us() / 1_000,
+                    ended: false,
+                    lingering: false,
+                },
+            );
+        }
         let rare = self.rare();
-        rare.end_written = Some(durable.store.submit(vec![change]));
+        rare.end_written = Some(durable.store.submit(changes));
         // A barrier behind it (the store commits in order): the driver waits for it before
         // writing the turn's last frames (a CLOSE reply must not outrun the recorded end).
         rare.unsettled = Some(durable.store.submit(Vec::new()));

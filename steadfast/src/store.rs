@@ -93,7 +93,71 @@ pub enum Change {
         /// The session.
         key: StoreKey,
     },
+    /// A shared store: messages of the session's outbox that carry fleet mail
+    /// ([`SessionStore::post`]), by mail id and the sequence number each got. Comes with the
+    /// `Put` that stores those messages, and is committed with it: the mail is then queued,
+    /// never again handed out. Other stores ignore it.
+    MailQueued {
+        /// The session.
+        key: StoreKey,
+        /// (mail id, sequence number), in order.
+        mail: Vec<(i64, crate::proto::Seq)>,
+    },
 }
+
+/// A message for a session, posted by any server of a fleet ([`SessionStore::post`]) and
+/// handed to the server that owns the session ([`SessionStore::take_mail`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mail {
+    /// The mail's id in the store (increasing in the order of posting).
+    pub id: i64,
+    /// The session it is for.
+    pub key: StoreKey,
+    /// The body, as the application gave it.
+    pub body: bytes::Bytes,
+}
+
+/// A session of the whole fleet, as a shared store lists it ([`SessionStore::sessions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetSession {
+    /// The session's id.
+    pub id: crate::proto::SessionId,
+    /// The peer's name, if it gave one.
+    pub name: Option<String>,
+    /// The server (node) that holds it.
+    pub node: String,
+    /// It has no connection now (resumable until it expires).
+    pub lingering: bool,
+    /// Messages queued to it and not yet acknowledged.
+    pub unacknowledged: u64,
+}
+
+/// The answer of [`SessionStore::post`]: once posted, a future that resolves when the
+/// session's peer has acknowledged the message (`Ok(true)`), or when the session ended
+/// without doing so (`Ok(false)`).
+pub type PostFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ReceiptFuture, StoreError>> + Send>>;
+
+/// The answer of [`SessionStore::post_all`]: each session's key with its receipt.
+pub type PostAllFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Vec<(StoreKey, ReceiptFuture)>, StoreError>> + Send,
+    >,
+>;
+
+/// Resolves when a posted message is acknowledged (`true`) or its session ended first.
+pub type ReceiptFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>;
+
+/// The answer of [`SessionStore::take_mail`].
+pub type MailFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Mail>, StoreError>> + Send>>;
+
+/// The answer of [`SessionStore::sessions`].
+pub type SessionsFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<FleetSession>, StoreError>> + Send>,
+>;
 
 /// Why a store could not be opened, read or written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +182,10 @@ pub enum StoreError {
     /// write was refused by the store, and this server must stop carrying the session.
     #[error("the session was taken over by another server")]
     Fenced,
+    /// No such session in the store (never created, ended, or expired), or the store is not
+    /// shared.
+    #[error("no such session in the fleet")]
+    NoSuchSession,
 }
 
 /// What [`SessionStore::claim`] found.
@@ -181,6 +249,40 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         let _ = key;
         Box::pin(async { Ok(()) })
     }
+
+    /// A shared store: stores `body` for session `key`, whichever server owns it, and tells
+    /// that server; the answer comes once it is stored (then the receipt follows).
+    /// [`StoreError::NoSuchSession`] if there is no such session. Unshared stores refuse with
+    /// that error too.
+    fn post(&self, key: StoreKey, body: bytes::Bytes) -> PostFuture {
+        let _ = (key, body);
+        Box::pin(async { Err(StoreError::NoSuchSession) })
+    }
+
+    /// A shared store: the same for every session of the fleet, each with its own receipt.
+    fn post_all(&self, body: bytes::Bytes) -> PostAllFuture {
+        let _ = body;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// A shared store: waits for mail posted to sessions this server owns, and hands out each
+    /// at most once until it is [returned](SessionStore::return_mail) or its
+    /// [`Change::MailQueued`] fails. Unshared stores never answer.
+    fn take_mail(&self) -> MailFuture {
+        Box::pin(std::future::pending())
+    }
+
+    /// A shared store: mail taken but not queued. `back`: its session is not here or its
+    /// outbox is full: it is handed out again later, in order. `refused`: it can never be
+    /// queued (too large for the session): its sender's receipt reports it undelivered.
+    fn return_mail(&self, back: Vec<i64>, refused: Vec<i64>) {
+        let _ = (back, refused);
+    }
+
+    /// A shared store: every session of the fleet. Unshared stores answer none.
+    fn sessions(&self) -> SessionsFuture {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Sessions kept in memory: they survive dropping and re-creating a `Server` or `Client` with
@@ -232,6 +334,7 @@ fn apply(map: &mut HashMap<StoreKey, StoredSession>, change: Change) {
             map.remove(&key);
         }
         Change::Created { .. } => {}
+        Change::MailQueued { .. } => {}
     }
 }
 
@@ -896,6 +999,7 @@ mod durable {
                         sessions.remove(&key[..]).map_err(db_err)?;
                     }
                     Change::Created { .. } => {}
+                    Change::MailQueued { .. } => {}
                 }
             }
         }

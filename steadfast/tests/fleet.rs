@@ -174,8 +174,20 @@ async fn servers_starting_at_once_create_the_schema_once_and_refuse_another_vers
     }
     assert_eq!(
         pg.sql("SELECT value FROM steadfast_meta WHERE key = 'schema'"),
-        "1"
+        "2"
     );
+    // A database of schema 1 (before fleet messaging) is brought to 2.
+    pg.sql("DROP TABLE steadfast_mail; UPDATE steadfast_meta SET value = '1' WHERE key = 'schema'");
+    drop(
+        PgStore::connect(&url, PgOptions::node("upgrader"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        pg.sql("SELECT value FROM steadfast_meta WHERE key = 'schema'"),
+        "2"
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM steadfast_mail"), "0");
     pg.sql("UPDATE steadfast_meta SET value = '99' WHERE key = 'schema'");
     let err = PgStore::connect(&url, PgOptions::node("late"))
         .await
@@ -368,4 +380,177 @@ async fn of_two_servers_claiming_at_once_exactly_one_owns_the_session() {
         "claim race: a owned it after {} rounds, b after {}",
         won[0], won[1]
     );
+}
+
+// ------------------------------------------------------------------ fleet messaging
+
+use steadfast::{Client, ClientConfig, Server, ServerConfig};
+
+/// A server of the fleet on loopback, its store named `node`; its new sessions are taken (and
+/// their messages read) by a task of its own, so nothing waits on the application.
+async fn member(pg: &Postgres, options: PgOptions) -> Server {
+    let store = PgStore::connect(&pg.url(), options).await.unwrap();
+    let server = Server::bind(
+        ["127.0.0.1:0"],
+        ServerConfig::default().store(Arc::new(store)),
+    )
+    .await
+    .unwrap();
+    let s = server.clone();
+    tokio::spawn(async move { while s.accept().await.is_some() {} });
+    server
+}
+
+/// `n` clients of `server`, with their session ids.
+async fn clients(server: &Server, n: usize) -> Vec<(SessionId, Client)> {
+    let addr = server.local_addrs()[0].to_string();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let c = Client::connect(addr.as_str(), ClientConfig::default())
+            .await
+            .unwrap();
+        out.push((c.id().unwrap(), c));
+    }
+    out
+}
+
+/// Reads `n` messages from `client` and checks they are `prefix0`, `prefix1`, … in order.
+async fn expect_in_order(client: &Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        let m = tokio::time::timeout(Duration::from_secs(60), client.recv())
+            .await
+            .unwrap_or_else(|_| panic!("message {i} of {n} did not arrive"))
+            .unwrap();
+        assert_eq!(m.body, Bytes::from(format!("{prefix}{i}")), "message {i}");
+    }
+}
+
+/// Sends `n` numbered messages from `from` to each session and waits for every receipt.
+async fn send_numbered(from: &Server, ids: &[SessionId], prefix: &str, n: usize) {
+    let mut receipts = Vec::new();
+    for i in 0..n {
+        for id in ids {
+            receipts.push(from.send_to(*id, format!("{prefix}{i}")).await.unwrap());
+        }
+    }
+    for r in receipts {
+        tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .expect("a receipt never resolved")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_to_reaches_sessions_on_other_servers_in_order_with_receipts() {
+    let pg = Postgres::start("send-to");
+    let a = member(&pg, PgOptions::node("a")).await;
+    let b = member(&pg, PgOptions::node("b")).await;
+    let c = member(&pg, PgOptions::node("c")).await;
+    let mut all = clients(&b, 2).await;
+    all.extend(clients(&c, 2).await);
+    let ids: Vec<SessionId> = all.iter().map(|(id, _)| *id).collect();
+    let n = 500;
+    let readers: Vec<_> = all
+        .into_iter()
+        .map(|(_, client)| {
+            tokio::spawn(async move {
+                expect_in_order(&client, "m", n).await;
+                client
+            })
+        })
+        .collect();
+    send_numbered(&a, &ids, "m", n).await;
+    let all: Vec<Client> = futures_join(readers).await;
+    // No such session: an error at once, nothing stored.
+    let unknown = a.send_to(SessionId([9; 16]), "lost?").await;
+    assert_eq!(unknown.unwrap_err(), steadfast::SendToError::NoSuchSession);
+    // The fleet's sessions, as any server sees them.
+    let listed = a.fleet_sessions().await.unwrap();
+    let mut nodes: Vec<String> = listed.iter().map(|s| s.node.clone()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["b", "b", "c", "c"]);
+    // Nothing left behind: every mail was delivered and its receipt collected.
+    assert_eq!(pg.sql("SELECT count(*) FROM steadfast_mail"), "0");
+    drop(all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_notifications_the_sweep_alone_delivers() {
+    let pg = Postgres::start("sweep");
+    let quiet = |node: &str| {
+        PgOptions::node(node)
+            .notifications(false)
+            .heartbeat(Duration::from_millis(100))
+    };
+    let a = member(&pg, quiet("a")).await;
+    let b = member(&pg, quiet("b")).await;
+    let all = clients(&b, 1).await;
+    let ids = [all[0].0];
+    let reader = {
+        let (_, client) = all.into_iter().next().unwrap();
+        // The client is kept (handed back): dropping it would end the session unacknowledged.
+        tokio::spawn(async move {
+            expect_in_order(&client, "q", 50).await;
+            client
+        })
+    };
+    send_numbered(&a, &ids, "q", 50).await;
+    let client = reader.await.unwrap();
+    // Nothing was told: no listener, no notification sent by any statement.
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"),
+        "0"
+    );
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_broadcast_reaches_every_session_each_with_its_receipt() {
+    let pg = Postgres::start("broadcast");
+    let servers = [
+        member(&pg, PgOptions::node("a")).await,
+        member(&pg, PgOptions::node("b")).await,
+        member(&pg, PgOptions::node("c")).await,
+    ];
+    let mut all = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        all.extend(clients(s, [400, 300, 300][i]).await);
+    }
+    let posted = servers[0].broadcast_fleet("to all").await.unwrap();
+    assert_eq!(posted.len(), 1_000);
+    let mut expected: Vec<SessionId> = all.iter().map(|(id, _)| *id).collect();
+    let mut got: Vec<SessionId> = posted.iter().map(|(id, _)| *id).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    let readers: Vec<_> = all
+        .into_iter()
+        .map(|(_, client)| {
+            tokio::spawn(async move {
+                let m = tokio::time::timeout(Duration::from_secs(60), client.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(m.body, Bytes::from("to all"));
+                client
+            })
+        })
+        .collect();
+    let clients = futures_join(readers).await;
+    for (_, r) in posted {
+        tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    drop(clients);
+}
+
+async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
