@@ -484,3 +484,125 @@ fn a_client_with_several_addresses_skips_a_dead_one_and_follows_goaway_to_the_ne
         .wait_for("resumed:", Duration::from_secs(5));
     assert!(resumed.is_some(), "{:?}", fleet.member(1).proc.stderr());
 }
+
+/// Fleet messaging through faults: a server in this process (`a`, on the same PostgreSQL)
+/// sends 50,000 messages with `Server::send_to` to ten clients of two `serve` processes,
+/// through fault proxies that cut the links mid-frame, while the first `serve` is killed with
+/// SIGKILL and restarted. Every client receives its messages exactly once and in order, and
+/// every receipt resolves.
+#[test]
+fn send_to_across_the_fleet_survives_cuts_and_a_kill_9() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use steadfast::chaos::{Chaos, ChaosConfig};
+    use steadfast::store::{PgOptions, PgStore};
+    use steadfast::{Client, ClientConfig, Server, ServerConfig};
+
+    const SESSIONS: usize = 10;
+    const EACH: usize = 5_000;
+    let mut fleet = Fleet::start("fleet-mail", 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = PgStore::connect(&fleet.pg.url(), PgOptions::node("a"))
+            .await
+            .unwrap();
+        let a = Server::bind(
+            ["127.0.0.1:0"],
+            ServerConfig::default().store(Arc::new(store)),
+        )
+        .await
+        .unwrap();
+        let mut proxies = Vec::new();
+        for (i, port) in fleet.ports.clone().into_iter().enumerate() {
+            let upstream = format!("127.0.0.1:{port}").parse().unwrap();
+            let config = ChaosConfig {
+                seed: 17 + i as u64,
+                bytes: (16 << 10, 256 << 10),
+                ..ChaosConfig::default()
+            };
+            proxies.push(Chaos::start("127.0.0.1:0", upstream, config).await.unwrap());
+        }
+        let (pb, pc) = (
+            proxies[0].local_addr().to_string(),
+            proxies[1].local_addr().to_string(),
+        );
+        // Half the clients start on s0 (then s1), half on s1 (then s0).
+        let received = Arc::new(AtomicUsize::new(0));
+        let mut ids = Vec::new();
+        let mut readers = Vec::new();
+        for i in 0..SESSIONS {
+            let addrs = if i % 2 == 0 {
+                vec![pb.clone(), pc.clone()]
+            } else {
+                vec![pc.clone(), pb.clone()]
+            };
+            let client = Client::connect(addrs, ClientConfig::default())
+                .await
+                .unwrap();
+            ids.push(client.id().unwrap());
+            let received = received.clone();
+            readers.push(tokio::spawn(async move {
+                for n in 0..EACH {
+                    let m = tokio::time::timeout(Duration::from_secs(120), client.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("session {i}: message {n} never came"))
+                        .unwrap();
+                    // Exactly once and in order: each message is the next number.
+                    assert_eq!(m.body, format!("{n}").as_bytes(), "session {i}");
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+                client
+            }));
+        }
+        let started = Instant::now();
+        let senders: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let mut receipts = Vec::with_capacity(EACH);
+                    for n in 0..EACH {
+                        receipts.push(a.send_to(id, format!("{n}")).await.unwrap());
+                    }
+                    receipts
+                })
+            })
+            .collect();
+        // A third of the way in, s0 dies; it comes back at once, with nothing in memory.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while received.load(Ordering::Relaxed) < SESSIONS * EACH / 3 {
+            assert!(Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fleet.member(0).proc.kill9();
+        fleet.start_member(0);
+        let mut resolved = 0;
+        for s in senders {
+            for r in s.await.unwrap() {
+                tokio::time::timeout(Duration::from_secs(120), r)
+                    .await
+                    .expect("a receipt never resolved")
+                    .unwrap();
+                resolved += 1;
+            }
+        }
+        let mut clients = Vec::new();
+        for r in readers {
+            clients.push(r.await.unwrap());
+        }
+        let cuts: u64 = proxies.iter().map(|p| p.stats().cuts()).sum();
+        println!(
+            "fleet send_to: {} messages to {SESSIONS} sessions on 2 servers, exactly once and in \
+             order; {resolved} receipts; {cuts} links cut, 1 kill -9; {:.1} s",
+            SESSIONS * EACH,
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(resolved, SESSIONS * EACH);
+        assert!(cuts > 0, "the proxies cut nothing");
+        drop(clients);
+    });
+}
