@@ -103,9 +103,10 @@ pub(crate) async fn run(a: ServeArgs) -> ExitCode {
         let (cmd_tx, mut commands) = mpsc::channel::<String>(16);
         tokio::spawn(read_lines(cmd_tx));
         let server = server.clone();
+        let fleet = a.state.as_deref().and_then(postgres_url).is_some();
         tokio::spawn(async move {
             while let Some(line) = commands.recv().await {
-                if !console(&server, line.trim()).await {
+                if !console(&server, fleet, line.trim()).await {
                     break;
                 }
             }
@@ -533,6 +534,68 @@ pub(crate) fn describe(peer: &Peer) -> String {
     }
 }
 
+/// The fleet's own `/list`, `/send` (to a session held by another server) and `/broadcast`;
+/// false if `cmd` is not one of them (or `/send` names a session held here).
+async fn fleet_console(server: &Server, cmd: &str, rest: &str) -> bool {
+    match cmd {
+        "/list" => match server.fleet_sessions().await {
+            Ok(sessions) => {
+                say!("{} sessions in the fleet", sessions.len());
+                for s in sessions {
+                    say!(
+                        "  {}{} on {} [{}], {} unacknowledged",
+                        s.id,
+                        s.name.map_or_else(String::new, |n| format!(" ({n})")),
+                        s.node,
+                        if s.lingering { "lingering" } else { "live" },
+                        s.unacknowledged
+                    );
+                }
+            }
+            Err(e) => say!("the fleet's sessions cannot be listed: {e}"),
+        },
+        "/send" => {
+            let (key, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            if find(server, key).is_some() {
+                return false;
+            }
+            let sessions = match server.fleet_sessions().await {
+                Ok(s) => s,
+                Err(e) => {
+                    say!("not sent: {e}");
+                    return true;
+                }
+            };
+            let Some(s) = sessions.iter().find(|s| {
+                s.name.as_deref() == Some(key)
+                    || (!key.is_empty() && s.id.to_string().starts_with(key))
+            }) else {
+                say!("no session {key:?} in the fleet");
+                return true;
+            };
+            let (id, node) = (s.id, s.node.clone());
+            match server.send_to(id, text.as_bytes().to_vec()).await {
+                Ok(receipt) => {
+                    say!("stored for {id} (on {node})");
+                    tokio::spawn(async move {
+                        match receipt.await {
+                            Ok(()) => say!("[{id} acknowledged it]"),
+                            Err(e) => say!("[{id}: not delivered: {e}]"),
+                        }
+                    });
+                }
+                Err(e) => say!("not sent: {e}"),
+            }
+        }
+        "/broadcast" => match server.broadcast_fleet(rest.as_bytes().to_vec()).await {
+            Ok(posted) => say!("stored for {} sessions in the fleet", posted.len()),
+            Err(e) => say!("not sent: {e}"),
+        },
+        _ => return false,
+    }
+    true
+}
+
 fn find(server: &Server, key: &str) -> Option<Peer> {
     if let Some(p) = server.peer_by_name(key) {
         return Some(p);
@@ -554,12 +617,17 @@ const HELP: &str = "\
 /kickall            end every session
 /stats              server totals
 /quit               shut down gracefully
-(ID: a session id, a prefix of it, or a peer name)";
+(ID: a session id, a prefix of it, or a peer name; with --state postgres://… /list, /send and
+/broadcast reach every session of the fleet, whichever server holds it)";
 
-/// Runs one console command; false means quit.
-async fn console(server: &Server, line: &str) -> bool {
+/// Runs one console command; false means quit. `fleet`: the server shares its sessions in
+/// PostgreSQL, and `/list`, `/send` and `/broadcast` reach every session of the fleet.
+async fn console(server: &Server, fleet: bool, line: &str) -> bool {
     let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
     let rest = rest.trim();
+    if fleet && fleet_console(server, cmd, rest).await {
+        return true;
+    }
     match cmd {
         "" => {}
         "/help" => say!("{HELP}"),

@@ -606,3 +606,89 @@ fn send_to_across_the_fleet_survives_cuts_and_a_kill_9() {
         drop(clients);
     });
 }
+
+/// The console of any server of the fleet lists, sends to and broadcasts to every session of
+/// the fleet, whichever server holds it: here a console on a server of its own reaches a
+/// client of `s0`, and reports the client's acknowledgement.
+#[test]
+fn the_console_reaches_sessions_held_by_another_server() {
+    let mut fleet = Fleet::start("fleet-console", 1);
+    let dir = &fleet.dir.0;
+    let heard = dir.join("listen.txt");
+    let addr = format!("127.0.0.1:{}", fleet.ports[0]);
+    let mut client = Watched::spawn(
+        &["listen", &addr, "--name", "bob"],
+        Stdio::null(),
+        Stdio::from(File::create(&heard).unwrap()),
+    );
+    client
+        .wait_for("listening to", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("listen: {:?}", client.stderr()));
+    let url = fleet.pg.url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut operator = Watched::spawn(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--state",
+            &url,
+            "--node",
+            "ops",
+            "--console",
+        ],
+        Stdio::piped(),
+        Stdio::null(),
+    );
+    operator
+        .wait_for("console ready", Duration::from_secs(30))
+        .unwrap();
+    let mut keys = operator.child.stdin.take().unwrap();
+    let mut type_line = |l: &str| keys.write_all(format!("{l}\n").as_bytes()).unwrap();
+    // Listed once its session is stored (its handshake may still be under way).
+    let mut listed = None;
+    for _ in 0..100 {
+        type_line("/list");
+        listed = operator.wait_for("(bob) on s0 [live]", Duration::from_millis(300));
+        if listed.is_some() {
+            break;
+        }
+    }
+    assert!(listed.is_some(), "{:?}", operator.stderr());
+    assert!(
+        operator
+            .stderr()
+            .iter()
+            .any(|l| l == "1 sessions in the fleet")
+    );
+    type_line("/send bob hello from ops");
+    let acked = operator.wait_for("acknowledged it]", Duration::from_secs(30));
+    assert!(acked.is_some(), "{:?}", operator.stderr());
+    type_line("/broadcast to everyone");
+    let stored = operator.wait_for(
+        "stored for 1 sessions in the fleet",
+        Duration::from_secs(30),
+    );
+    assert!(stored.is_some(), "{:?}", operator.stderr());
+    type_line("/send nobody hi");
+    assert!(
+        operator
+            .wait_for(
+                "no session \"nobody\" in the fleet",
+                Duration::from_secs(30)
+            )
+            .is_some()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&heard).unwrap_or_default();
+        if text == "hello from ops\nto everyone\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client heard {text:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    type_line("/quit");
+    assert!(operator.wait_exit(Duration::from_secs(30)).is_some());
+    client.kill9();
+}
