@@ -612,7 +612,7 @@ fn send_to_across_the_fleet_survives_cuts_and_a_kill_9() {
 /// client of `s0`, and reports the client's acknowledgement.
 #[test]
 fn the_console_reaches_sessions_held_by_another_server() {
-    let mut fleet = Fleet::start("fleet-console", 1);
+    let fleet = Fleet::start("fleet-console", 1);
     let dir = &fleet.dir.0;
     let heard = dir.join("listen.txt");
     let addr = format!("127.0.0.1:{}", fleet.ports[0]);
