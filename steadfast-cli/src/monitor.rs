@@ -62,7 +62,12 @@ pub(crate) async fn start(
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(answer(&req, &state.0, &state.1)) }
+                    async move {
+                        if req.method() == Method::GET && req.uri().path() == "/fleet/sessions" {
+                            return Ok::<_, Infallible>(fleet_sessions(&state.0).await);
+                        }
+                        Ok::<_, Infallible>(answer(&req, &state.0, &state.1))
+                    }
                 });
                 // A scraper that sends its request slowly, or never, is dropped.
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -107,9 +112,46 @@ fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "/metrics or /sessions\n".into(),
+            "/metrics, /sessions or /fleet/sessions\n".into(),
         ),
     }
+}
+
+/// Every session of the fleet (a shared store; else this server's), whichever server holds
+/// it, as a JSON array: id, name, node, state, unacknowledged.
+async fn fleet_sessions(server: &Server) -> Response<Full<Bytes>> {
+    let (status, body) = match server.fleet_sessions().await {
+        Ok(list) => {
+            let list: Vec<serde_json::Value> = list
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id.to_string(),
+                        "name": s.name,
+                        "node": s.node,
+                        "state": if s.lingering { "lingering" } else { "live" },
+                        "unacknowledged": s.unacknowledged,
+                    })
+                })
+                .collect();
+            let mut text = serde_json::Value::Array(list).to_string();
+            text.push('\n');
+            (StatusCode::OK, text)
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{{\"error\":{}}}\n",
+                serde_json::Value::String(e.to_string())
+            ),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = "application/json".parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
 }
 
 /// Every session as a JSON object, in one array.

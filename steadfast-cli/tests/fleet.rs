@@ -636,6 +636,8 @@ fn the_console_reaches_sessions_held_by_another_server() {
             "--node",
             "ops",
             "--console",
+            "--metrics",
+            "127.0.0.1:0",
         ],
         Stdio::piped(),
         Stdio::null(),
@@ -660,6 +662,26 @@ fn the_console_reaches_sessions_held_by_another_server() {
             .stderr()
             .iter()
             .any(|l| l == "1 sessions in the fleet")
+    );
+    // The same over HTTP, for dashboards.
+    let metrics = operator
+        .wait_for("metrics on http://", Duration::from_secs(30))
+        .unwrap();
+    let at = metrics
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let mut http = std::net::TcpStream::connect(&at).unwrap();
+    http.write_all(b"GET /fleet/sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut http, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"name\":\"bob\"") && answer.contains("\"node\":\"s0\""),
+        "{answer}"
     );
     type_line("/send bob hello from ops");
     let acked = operator.wait_for("acknowledged it]", Duration::from_secs(30));
