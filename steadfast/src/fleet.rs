@@ -88,6 +88,13 @@ impl FleetReceipt {
     }
 }
 
+impl From<Receipt> for FleetReceipt {
+    /// A receipt of a message this server sent itself ([`Peer::send`]).
+    fn from(r: Receipt) -> Self {
+        FleetReceipt(Kind::Local(r))
+    }
+}
+
 impl IntoFuture for FleetReceipt {
     type Output = Result<(), ReceiptError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
@@ -134,6 +141,40 @@ impl Server {
         };
         let receipt = store.post(id.0, body).await?;
         Ok(FleetReceipt(Kind::Posted(receipt)))
+    }
+
+    /// Sends several messages to session `id` wherever it is in the fleet, stored in one step
+    /// and delivered in this order, each with its receipt: as [`Server::send_to`] for each,
+    /// for a fraction of the cost (one statement for them all).
+    ///
+    /// # Errors
+    /// As [`Server::send_to`]; nothing is sent if one is refused.
+    pub async fn send_all_to<I, B>(
+        &self,
+        id: SessionId,
+        bodies: I,
+    ) -> Result<Vec<FleetReceipt>, SendToError>
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Bytes>,
+    {
+        let bodies: Vec<Bytes> = bodies.into_iter().map(Into::into).collect();
+        for b in &bodies {
+            self.check_size(b)?;
+        }
+        let Some(store) = self.shared_store() else {
+            let peer = self.peer(id).ok_or(SendToError::NoSuchSession)?;
+            let mut out = Vec::with_capacity(bodies.len());
+            for b in bodies {
+                out.push(FleetReceipt(Kind::Local(peer.send(b).await?)));
+            }
+            return Ok(out);
+        };
+        let receipts = store.post_many(id.0, bodies).await?;
+        Ok(receipts
+            .into_iter()
+            .map(|r| FleetReceipt(Kind::Posted(r)))
+            .collect())
     }
 
     /// Sends `body` to every session of the fleet, live or lingering, each copy with its own

@@ -35,7 +35,8 @@ use tracing::{debug, warn};
 use super::encoding::{assemble, decode_segment, encode_segment, segment_key};
 use super::{
     Change, Claim, ClaimFuture, FleetSession, Mail, MailFuture, OwnerFuture, PostAllFuture,
-    PostFuture, ReceiptFuture, SessionStore, SessionsFuture, StoreError, StoreKey, StoredSession,
+    PostFuture, PostManyFuture, ReceiptFuture, SessionStore, SessionsFuture, StoreError, StoreKey,
+    StoredSession,
 };
 use crate::proto::{ResumeToken, Role, Seq, SessionId, SessionRecord};
 
@@ -406,10 +407,11 @@ enum Job {
     Check(StoreKey, oneshot::Sender<Result<(), StoreError>>),
     Post {
         key: StoreKey,
-        body: Bytes,
-        /// The mail's id once stored (or why not).
-        answer: oneshot::Sender<Result<i64, StoreError>>,
-        receipt: oneshot::Sender<Result<bool, StoreError>>,
+        /// In order.
+        bodies: Vec<Bytes>,
+        /// The mails' ids once stored (or why not).
+        answer: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+        receipts: Vec<oneshot::Sender<Result<bool, StoreError>>>,
     },
     PostAll {
         body: Bytes,
@@ -722,12 +724,13 @@ async fn lease(
     }
 }
 
-/// A post waiting for its statement: session, body, where its id goes, its receipt's sender.
+/// A post waiting for its statement: session, bodies, where their ids go, their receipts'
+/// senders.
 type PostJob = (
     StoreKey,
-    Bytes,
-    oneshot::Sender<Result<i64, StoreError>>,
-    oneshot::Sender<Result<bool, StoreError>>,
+    Vec<Bytes>,
+    oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    Vec<oneshot::Sender<Result<bool, StoreError>>>,
 );
 
 /// Wakes the parts of a store that act on fleet mail.
@@ -882,10 +885,10 @@ impl Writer {
                     Job::Check(key, answer) => checks.push((key, answer)),
                     Job::Post {
                         key,
-                        body,
+                        bodies,
                         answer,
-                        receipt,
-                    } => posts.push((key, body, answer, receipt)),
+                        receipts,
+                    } => posts.push((key, bodies, answer, receipts)),
                     Job::Receipts => receipts = true,
                     other => {
                         // Commits before it first: they were submitted before it.
@@ -972,8 +975,14 @@ impl Writer {
         if posts.is_empty() {
             return;
         }
-        let sessions: Vec<Vec<u8>> = posts.iter().map(|p| p.0.to_vec()).collect();
-        let bodies: Vec<Vec<u8>> = posts.iter().map(|p| p.1.to_vec()).collect();
+        let sessions: Vec<Vec<u8>> = posts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.0.to_vec(), p.1.len()))
+            .collect();
+        let bodies: Vec<Vec<u8>> = posts
+            .iter()
+            .flat_map(|p| p.1.iter().map(|b| b.to_vec()))
+            .collect();
         let (node, notify) = (self.node.clone(), self.notify);
         let rows = self
             .retrying(move |(client, _)| {
@@ -1003,19 +1012,17 @@ impl Writer {
         for (id, key) in sorted {
             ids.entry(key).or_default().push_back(id);
         }
-        for (key, _, answer, receipt) in posts {
-            match ids
-                .get_mut(&key)
-                .and_then(std::collections::VecDeque::pop_front)
-            {
-                Some(id) => {
-                    self.waiters.insert(id, receipt);
-                    let _ = answer.send(Ok(id));
-                }
-                None => {
-                    let _ = answer.send(Err(StoreError::NoSuchSession));
-                }
+        for (key, bodies, answer, receipts) in posts {
+            // The session existed for all of them or for none (one statement).
+            let Some(queue) = ids.get_mut(&key).filter(|q| q.len() >= bodies.len()) else {
+                let _ = answer.send(Err(StoreError::NoSuchSession));
+                continue;
+            };
+            let mine: Vec<i64> = queue.drain(..bodies.len()).collect();
+            for (id, receipt) in mine.iter().zip(receipts) {
+                self.waiters.insert(*id, receipt);
             }
+            let _ = answer.send(Ok(mine));
         }
     }
 
@@ -1539,28 +1546,54 @@ impl SessionStore for PgStore {
     }
 
     fn post(&self, key: StoreKey, body: Bytes) -> PostFuture {
+        let many = self.post_many(key, vec![body]);
+        Box::pin(async move {
+            many.await?
+                .pop()
+                .ok_or(StoreError::Corrupt("a post without a receipt".into()))
+        })
+    }
+
+    fn post_many(&self, key: StoreKey, bodies: Vec<Bytes>) -> PostManyFuture {
         let jobs = self.jobs.clone();
         let posts = self.posts.clone();
         Box::pin(async move {
-            let permit = posts
-                .acquire_owned()
+            if bodies.is_empty() {
+                return Ok(Vec::new());
+            }
+            let n = u32::try_from(bodies.len())
+                .ok()
+                .filter(|n| *n as usize <= MAX_POSTS)
+                .ok_or_else(|| {
+                    StoreError::Io(format!("at most {MAX_POSTS} messages in one post"))
+                })?;
+            let mut permits = posts
+                .acquire_many_owned(n)
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            let (answer, id) = oneshot::channel();
-            let (receipt, settled) = oneshot::channel();
+            let (answer, ids) = oneshot::channel();
+            let (receipts, settled): (Vec<_>, Vec<_>) =
+                (0..bodies.len()).map(|_| oneshot::channel()).unzip();
             jobs.send(Job::Post {
                 key,
-                body,
+                bodies,
                 answer,
-                receipt,
+                receipts,
             })
             .map_err(|_| StoreError::Closed)?;
-            id.await.map_err(|_| StoreError::Closed)??;
-            let receipt: ReceiptFuture = Box::pin(async move {
-                let _permit = permit;
-                settled.await.map_err(|_| StoreError::Closed)?
-            });
-            Ok(receipt)
+            ids.await.map_err(|_| StoreError::Closed)??;
+            Ok(settled
+                .into_iter()
+                .map(|settled| {
+                    // Each receipt holds one of the permits until it settles or is dropped.
+                    let permit = permits.split(1);
+                    let receipt: ReceiptFuture = Box::pin(async move {
+                        let _permit = permit;
+                        settled.await.map_err(|_| StoreError::Closed)?
+                    });
+                    receipt
+                })
+                .collect())
         })
     }
 

@@ -139,6 +139,11 @@ pub struct FleetSession {
 pub type PostFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<ReceiptFuture, StoreError>> + Send>>;
 
+/// The answer of [`SessionStore::post_many`]: a receipt per message, in order.
+pub type PostManyFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<ReceiptFuture>, StoreError>> + Send>,
+>;
+
 /// The answer of [`SessionStore::post_all`]: each session's key with its receipt.
 pub type PostAllFuture = std::pin::Pin<
     Box<
@@ -256,6 +261,13 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// that error too.
     fn post(&self, key: StoreKey, body: bytes::Bytes) -> PostFuture {
         let _ = (key, body);
+        Box::pin(async { Err(StoreError::NoSuchSession) })
+    }
+
+    /// A shared store: several messages for session `key`, stored in one step and in this
+    /// order (the owner queues them in it), each with its receipt. As [`SessionStore::post`].
+    fn post_many(&self, key: StoreKey, bodies: Vec<bytes::Bytes>) -> PostManyFuture {
+        let _ = (key, bodies);
         Box::pin(async { Err(StoreError::NoSuchSession) })
     }
 

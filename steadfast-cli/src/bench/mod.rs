@@ -1019,7 +1019,7 @@ async fn transfer_to_client(
 }
 
 /// Percentile `q` (0..=1) of sorted samples.
-fn percentile(sorted: &[u64], q: f64) -> u64 {
+pub(super) fn percentile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    Api, Ctx, Figures, Tally, bind, pair, peak_rss_bytes, rate, transfer_to_client, transfer_with,
+    Api, Ctx, Figures, Tally, bind, pair, peak_rss_bytes, percentile, rate, transfer_to_client,
+    transfer_with,
 };
 
 pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
@@ -124,6 +125,32 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Figures, String> {
         f.set("postgres_100_sessions_msgs_per_sec", rate(sent, took));
         f.lost += lost;
         f.duplicated += duplicated;
+        for (cross, rate_key, p50_key, p99_key) in [
+            (
+                false,
+                "fleet_local_send_msgs_per_sec",
+                "fleet_local_send_p50_us",
+                "fleet_local_send_p99_us",
+            ),
+            (
+                true,
+                "fleet_send_to_msgs_per_sec",
+                "fleet_send_to_p50_us",
+                "fleet_send_to_p99_us",
+            ),
+        ] {
+            let mode = if cross { Mode::SendTo } else { Mode::Local };
+            let (took, sent, lost) = fleet_messages(ctx, url, mode).await?;
+            let mut latencies = fleet_latency(ctx, url, cross).await?;
+            latencies.sort_unstable();
+            f.set(rate_key, rate(sent, took));
+            f.set(p50_key, percentile(&latencies, 0.5) as f64);
+            f.set(p99_key, percentile(&latencies, 0.99) as f64);
+            f.lost += lost;
+        }
+        let (took, sent, lost) = fleet_messages(ctx, url, Mode::SendAllTo).await?;
+        f.set("fleet_send_all_to_msgs_per_sec", rate(sent, took));
+        f.lost += lost;
     }
     if let Some(peak) = peak_rss_bytes() {
         f.set("peak_rss_bytes", peak);
@@ -297,4 +324,158 @@ async fn many_sessions(
     }
     drop(clients);
     Ok((took, share * sessions, lost, duplicated))
+}
+
+/// How the fleet benchmark sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `Peer::send` on the server that holds the session.
+    Local,
+    /// `Server::send_to` on another server, one message per call.
+    SendTo,
+    /// `Server::send_all_to` on another server, 256 messages per call.
+    SendAllTo,
+}
+
+/// Sessions the fleet benchmark sends to, each from a task of its own.
+const FLEET_SESSIONS: u64 = 10;
+
+/// Messages to ten clients of server `b` of a two-server fleet on PostgreSQL, each send
+/// waiting for the previous one to be stored (that is what orders them): with `cross`, from
+/// server `a` with `Server::send_to` (stored as mail, queued by `b`); else from `b` itself
+/// with `Peer::send`. Each body carries its send time; the clients note when they took it.
+/// Returns the time until every receipt resolved, the count and the messages lost.
+async fn fleet_messages(ctx: &Ctx, url: &str, mode: Mode) -> Result<(Duration, u64, u64), String> {
+    let tag = format!("{}-{}", std::process::id(), mode as u8);
+    let mut servers = Vec::new();
+    for node in ["a", "b"] {
+        let store = PgStore::connect(url, PgOptions::node(format!("bench-{node}-{tag}")))
+            .await
+            .map_err(|e| format!("--state {url}: {e}"))?;
+        servers.push(bind(ctx.setup.server.clone().store(Arc::new(store))).await?);
+    }
+    let addr = servers[1].local_addrs()[0];
+    let each = (ctx.count / 50 / FLEET_SESSIONS).max(100);
+    let epoch = Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    let mut ids = Vec::new();
+    for _ in 0..FLEET_SESSIONS {
+        let c = steadfast::Client::connect(addr, ctx.setup.client.clone())
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        ids.push(c.id().ok_or("no session id")?);
+        readers.spawn(async move {
+            let mut latencies = Vec::with_capacity(each as usize);
+            for _ in 0..each {
+                let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(60), c.recv()).await
+                else {
+                    break;
+                };
+                let sent = m
+                    .body
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_le_bytes);
+                let now = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latencies.push(now.saturating_sub(sent));
+            }
+            (latencies, c)
+        });
+    }
+    let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for id in ids {
+        let (a, b) = (servers[0].clone(), servers[1].clone());
+        let size = ctx.size.max(8);
+        senders.spawn(async move {
+            let mut receipts = Vec::with_capacity(each as usize);
+            let stamped = || {
+                let mut body = vec![0u8; size];
+                let now = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+                body[..8].copy_from_slice(&now.to_le_bytes());
+                body
+            };
+            let mut left = if mode == Mode::SendAllTo { each } else { 0 };
+            while left > 0 {
+                let n = left.min(256);
+                let batch: Vec<Vec<u8>> = (0..n).map(|_| stamped()).collect();
+                let r = a.send_all_to(id, batch).await.map_err(|e| e.to_string())?;
+                receipts.extend(r);
+                left -= n;
+            }
+            let one_by_one = if mode == Mode::SendAllTo { 0 } else { each };
+            for _ in 0..one_by_one {
+                let body = stamped();
+                if mode == Mode::SendTo {
+                    let r = a.send_to(id, body).await.map_err(|e| e.to_string())?;
+                    receipts.push(r);
+                } else {
+                    let peer = b.peer(id).ok_or("the session is gone")?;
+                    let r = peer.send(body).await.map_err(|e| e.to_string())?;
+                    receipts.push(steadfast::FleetReceipt::from(r));
+                }
+            }
+            for r in receipts {
+                r.await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r.map_err(|e| format!("a sender failed: {e}"))??;
+    }
+    let took = start.elapsed();
+    let mut latencies = Vec::new();
+    let mut clients = Vec::new();
+    while let Some(r) = readers.join_next().await {
+        let (l, c) = r.map_err(|e| format!("a reader failed: {e}"))?;
+        latencies.extend(l);
+        clients.push(c);
+    }
+    let sent = each * FLEET_SESSIONS;
+    let lost = sent.saturating_sub(latencies.len() as u64);
+    drop(clients);
+    Ok((took, sent, lost))
+}
+
+/// One message at a time to one client of server `b` (after 20 of warm-up, 300 measured):
+/// the time from the send (`a`'s `Server::send_to` with `cross`, else `b`'s `Peer::send`) to
+/// the client's `recv`, in µs.
+async fn fleet_latency(ctx: &Ctx, url: &str, cross: bool) -> Result<Vec<u64>, String> {
+    let tag = format!("{}-lat-{}", std::process::id(), u8::from(cross));
+    let mut servers = Vec::new();
+    for node in ["a", "b"] {
+        let store = PgStore::connect(url, PgOptions::node(format!("bench-{node}-{tag}")))
+            .await
+            .map_err(|e| format!("--state {url}: {e}"))?;
+        servers.push(bind(ctx.setup.server.clone().store(Arc::new(store))).await?);
+    }
+    let addr = servers[1].local_addrs()[0];
+    let client = steadfast::Client::connect(addr, ctx.setup.client.clone())
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let id = client.id().ok_or("no session id")?;
+    let mut latencies = Vec::with_capacity(300);
+    for i in 0..320 {
+        let start = Instant::now();
+        if cross {
+            servers[0]
+                .send_to(id, vec![0u8; ctx.size])
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            let peer = servers[1].peer(id).ok_or("the session is gone")?;
+            peer.send(vec![0u8; ctx.size])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tokio::time::timeout(Duration::from_secs(30), client.recv())
+            .await
+            .map_err(|_| "a message never came".to_string())?
+            .map_err(|e| e.to_string())?;
+        if i >= 20 {
+            latencies.push(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+    Ok(latencies)
 }
