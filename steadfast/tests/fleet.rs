@@ -462,8 +462,21 @@ async fn send_to_reaches_sessions_on_other_servers_in_order_with_receipts() {
         .collect();
     send_numbered(&a, &ids, "m", n).await;
     let all: Vec<Client> = futures_join(readers).await;
+    // Many at once, in one statement: in order, a receipt each.
+    let batch = (0..300).map(|i| format!("x{i}"));
+    let receipts = a.send_all_to(ids[0], batch).await.unwrap();
+    assert_eq!(receipts.len(), 300);
+    expect_in_order(&all[0], "x", 300).await;
+    for r in receipts {
+        tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .unwrap()
+            .unwrap();
+    }
     // No such session: an error at once, nothing stored.
     let unknown = a.send_to(SessionId([9; 16]), "lost?").await;
+    assert_eq!(unknown.unwrap_err(), steadfast::SendToError::NoSuchSession);
+    let unknown = a.send_all_to(SessionId([9; 16]), ["a", "b"]).await;
     assert_eq!(unknown.unwrap_err(), steadfast::SendToError::NoSuchSession);
     // The fleet's sessions, as any server sees them.
     let listed = a.fleet_sessions().await.unwrap();
