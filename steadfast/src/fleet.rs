@@ -39,6 +39,9 @@ pub enum SendToError {
     /// The shared store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// A typed value ([`Server::send_value_to`]) could not be encoded.
+    #[error("cannot encode the value: {0}")]
+    Encode(String),
 }
 
 impl From<StoreError> for SendToError {
@@ -141,6 +144,22 @@ impl Server {
         };
         let receipt = store.post(id.0, body).await?;
         Ok(FleetReceipt(Kind::Posted(receipt)))
+    }
+
+    /// [`Server::send_to`] for a typed value (feature `serde`): MessagePack, as
+    /// [`Peer::send_value`](crate::Peer::send_value) writes it, read with `recv_value`.
+    ///
+    /// # Errors
+    /// [`SendToError::Encode`] if the value cannot be encoded; otherwise as
+    /// [`Server::send_to`].
+    #[cfg(feature = "serde")]
+    pub async fn send_value_to<T: serde::Serialize + ?Sized>(
+        &self,
+        id: SessionId,
+        value: &T,
+    ) -> Result<FleetReceipt, SendToError> {
+        let body = crate::typed::encode(value).map_err(|e| SendToError::Encode(e.to_string()))?;
+        self.send_to(id, body).await
     }
 
     /// Sends several messages to session `id` wherever it is in the fleet, stored in one step

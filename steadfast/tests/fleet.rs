@@ -567,3 +567,60 @@ async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>)
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owners_own_messages_and_fleet_mail_share_one_sequence() {
+    let pg = Postgres::start("one-sequence");
+    let a = member(&pg, PgOptions::node("a")).await;
+    let b = member(&pg, PgOptions::node("b")).await;
+    let (id, client) = clients(&b, 1).await.pop().unwrap();
+    let n = 200;
+    // The owner's own sends and another server's send_to, at the same time.
+    let local = {
+        let peer = b.peer(id).unwrap();
+        tokio::spawn(async move {
+            for i in 0..n {
+                peer.send(format!("L{i}")).await.unwrap();
+            }
+        })
+    };
+    let remote = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for i in 0..n {
+                receipts.push(a.send_to(id, format!("M{i}")).await.unwrap());
+            }
+            // A typed value goes the same way.
+            receipts.push(a.send_value_to(id, &("typed", 7u32)).await.unwrap());
+            for r in receipts {
+                r.await.unwrap();
+            }
+        })
+    };
+    let (mut next_local, mut next_remote, mut last_seq) = (0, 0, None);
+    while next_local < n || next_remote <= n {
+        let m = tokio::time::timeout(Duration::from_secs(60), client.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // One sequence: numbers follow each other whoever appended.
+        if let Some(s) = last_seq {
+            assert_eq!(m.seq.0, s + 1);
+        }
+        last_seq = Some(m.seq.0);
+        if next_remote == n && m.body.first() != Some(&b'L') {
+            let v: (String, u32) = m.decode().unwrap();
+            assert_eq!(v, ("typed".to_owned(), 7));
+            next_remote += 1;
+        } else if m.body.first() == Some(&b'L') {
+            assert_eq!(m.body, Bytes::from(format!("L{next_local}")));
+            next_local += 1;
+        } else {
+            assert_eq!(m.body, Bytes::from(format!("M{next_remote}")));
+            next_remote += 1;
+        }
+    }
+    local.await.unwrap();
+    remote.await.unwrap();
+}

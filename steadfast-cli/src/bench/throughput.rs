@@ -326,6 +326,19 @@ async fn many_sessions(
     Ok((took, share * sessions, lost, duplicated))
 }
 
+/// Two servers, `a` and `b`, on the database at `url` (node names unique to this run).
+async fn fleet_servers(ctx: &Ctx, url: &str, tag: &str) -> Result<Vec<steadfast::Server>, String> {
+    let mut servers = Vec::new();
+    for node in ["a", "b"] {
+        let name = format!("bench-{node}-{}-{tag}", std::process::id());
+        let store = PgStore::connect(url, PgOptions::node(name))
+            .await
+            .map_err(|e| format!("--state {url}: {e}"))?;
+        servers.push(bind(ctx.setup.server.clone().store(Arc::new(store))).await?);
+    }
+    Ok(servers)
+}
+
 /// How the fleet benchmark sends.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -346,14 +359,7 @@ const FLEET_SESSIONS: u64 = 10;
 /// with `Peer::send`. Each body carries its send time; the clients note when they took it.
 /// Returns the time until every receipt resolved, the count and the messages lost.
 async fn fleet_messages(ctx: &Ctx, url: &str, mode: Mode) -> Result<(Duration, u64, u64), String> {
-    let tag = format!("{}-{}", std::process::id(), mode as u8);
-    let mut servers = Vec::new();
-    for node in ["a", "b"] {
-        let store = PgStore::connect(url, PgOptions::node(format!("bench-{node}-{tag}")))
-            .await
-            .map_err(|e| format!("--state {url}: {e}"))?;
-        servers.push(bind(ctx.setup.server.clone().store(Arc::new(store))).await?);
-    }
+    let servers = fleet_servers(ctx, url, &format!("{}", mode as u8)).await?;
     let addr = servers[1].local_addrs()[0];
     let each = (ctx.count / 50 / FLEET_SESSIONS).max(100);
     let epoch = Instant::now();
@@ -442,14 +448,7 @@ async fn fleet_messages(ctx: &Ctx, url: &str, mode: Mode) -> Result<(Duration, u
 /// the time from the send (`a`'s `Server::send_to` with `cross`, else `b`'s `Peer::send`) to
 /// the client's `recv`, in µs.
 async fn fleet_latency(ctx: &Ctx, url: &str, cross: bool) -> Result<Vec<u64>, String> {
-    let tag = format!("{}-lat-{}", std::process::id(), u8::from(cross));
-    let mut servers = Vec::new();
-    for node in ["a", "b"] {
-        let store = PgStore::connect(url, PgOptions::node(format!("bench-{node}-{tag}")))
-            .await
-            .map_err(|e| format!("--state {url}: {e}"))?;
-        servers.push(bind(ctx.setup.server.clone().store(Arc::new(store))).await?);
-    }
+    let servers = fleet_servers(ctx, url, &format!("lat-{}", u8::from(cross))).await?;
     let addr = servers[1].local_addrs()[0];
     let client = steadfast::Client::connect(addr, ctx.setup.client.clone())
         .await
