@@ -530,7 +530,9 @@ async fn a_fleet_broadcast_reaches_every_session_each_with_its_receipt() {
     for (i, s) in servers.iter().enumerate() {
         all.extend(clients(s, [400, 300, 300][i]).await);
     }
+    let started = std::time::Instant::now();
     let posted = servers[0].broadcast_fleet("to all").await.unwrap();
+    let stored = started.elapsed();
     assert_eq!(posted.len(), 1_000);
     let mut expected: Vec<SessionId> = all.iter().map(|(id, _)| *id).collect();
     let mut got: Vec<SessionId> = posted.iter().map(|(id, _)| *id).collect();
@@ -557,6 +559,13 @@ async fn a_fleet_broadcast_reaches_every_session_each_with_its_receipt() {
             .unwrap()
             .unwrap();
     }
+    println!(
+        "fleet broadcast to 1,000 sessions on 3 servers: stored in {:.1} ms, every receipt \
+         resolved after {:.1} ms; {} bytes of mail table",
+        stored.as_secs_f64() * 1e3,
+        started.elapsed().as_secs_f64() * 1e3,
+        pg.sql("SELECT pg_total_relation_size('steadfast_mail')")
+    );
     drop(clients);
 }
 
