@@ -1600,16 +1600,27 @@ impl SessionStore for PgStore {
 
     fn post_all(&self, body: Bytes) -> PostAllFuture {
         let jobs = self.jobs.clone();
+        let posts = self.posts.clone();
         Box::pin(async move {
             let (answer, posted) = oneshot::channel();
             jobs.send(Job::PostAll { body, answer })
                 .map_err(|_| StoreError::Closed)?;
             let posted = posted.await.map_err(|_| StoreError::Closed)??;
+            // The fleet's size is known only now: the broadcast counts against the outstanding
+            // posts like any other, and waits here (stored already) until they have room.
+            let n = u32::try_from(posted.len().min(MAX_POSTS)).unwrap_or(u32::MAX);
+            let mut permits = posts
+                .acquire_many_owned(n)
+                .await
+                .map_err(|_| StoreError::Closed)?;
             Ok(posted
                 .into_iter()
                 .map(|(key, settled)| {
-                    let receipt: ReceiptFuture =
-                        Box::pin(async move { settled.await.map_err(|_| StoreError::Closed)? });
+                    let permit = permits.split(1);
+                    let receipt: ReceiptFuture = Box::pin(async move {
+                        let _permit = permit;
+                        settled.await.map_err(|_| StoreError::Closed)?
+                    });
                     (key, receipt)
                 })
                 .collect())
