@@ -352,6 +352,73 @@ impl Peer {
         }
     }
 
+    /// Waits until a message can be taken (`true`) or the session is over with nothing left
+    /// to read (`false`). Takes nothing: follow it with [`Peer::try_recv`] or
+    /// [`Peer::recv_up_to`]. For callers that must take messages somewhere a future cannot
+    /// be dropped halfway (a binding to another language's event loop, for one).
+    ///
+    /// ```
+    /// # async fn f(peer: steadfast::Peer) -> Result<(), steadfast::error::RecvError> {
+    /// while peer.readable().await {
+    ///     for m in peer.recv_up_to(64)? {
+    ///         println!("{}", m.seq);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it takes nothing.
+    pub async fn readable(&self) -> bool {
+        loop {
+            let notified = self.shared.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = {
+                let mut st = self.shared.lock();
+                if st.waiting_messages() > 0 {
+                    return true;
+                }
+                if st.ending.is_some() {
+                    return false;
+                }
+                // Counted as a receiver, as a waiting `recv` is: the messages it waits for
+                // raise no `MessagesWaiting` event while it waits (if it is dropped first,
+                // the event comes then).
+                st.receivers += 1;
+                Waiting {
+                    shared: &self.shared,
+                    armed: true,
+                }
+            };
+            notified.await;
+            waiting.done();
+        }
+    }
+
+    /// Waits until a body of `len` bytes fits the outbox and the server's memory budget, or
+    /// the session is closing or over (the next send says so). Queues nothing: follow it
+    /// with [`Peer::try_send`], which can still find the outbox full if other tasks send on
+    /// this session too (call this again then). With transforms, `len` is the body's size
+    /// before them.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it queues nothing.
+    pub async fn writable(&self, len: usize) {
+        let fits = || {
+            let st = self.shared.lock();
+            let budget_full = st
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.used.load(Ordering::Relaxed) + len as u64 > b.limit);
+            match st.session() {
+                Some(s) => s.is_closing() || (!budget_full && s.has_room_for(len)),
+                None => true,
+            }
+        };
+        self.when_room(|| fits().then_some(())).await;
+    }
+
     /// Takes the next message, or registers this call as waiting for one (`Err(None)`: the
     /// session is over and nothing is left).
     fn take_or_wait(&self) -> Result<Message, Option<Waiting<'_>>> {
@@ -875,7 +942,7 @@ impl Peer {
 ///
 /// Awaiting it is optional and costs nothing until then: receipts are derived from the
 /// cumulative acknowledgement position, not stored per message.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Receipt {
     shared: Arc<PeerShared>,
     seq: Seq,

@@ -1,0 +1,459 @@
+//! `Client` and `Server` cores: connecting, listening, accepting and the event queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use steadfast::store::{DurableStore, SessionStore, StoreRole};
+use steadfast::{ClientConfig, ClientEvent, ServerConfig};
+
+use crate::bridge::{Completions, Op, outcome};
+use crate::errors;
+use crate::peer::{Message, PeerCore, body};
+use crate::runtime::wait;
+
+/// A `token=` argument: bytes or text.
+fn token(t: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
+    body(t)
+}
+
+/// A durable store in `dir` (a directory, created if missing), loaded.
+fn durable(py: Python<'_>, dir: &str, role: StoreRole) -> PyResult<Arc<dyn SessionStore>> {
+    let opened = DurableStore::open(dir, role).and_then(|s| s.load().map(|_| s));
+    match opened {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(e) => Err(errors::config(py, format!("state {dir}: {e}"))),
+    }
+}
+
+/// The settings of a client from the keyword arguments of `Client(...)`.
+#[allow(clippy::too_many_arguments)]
+fn client_config(
+    py: Python<'_>,
+    name: Option<String>,
+    token_: Option<&Bound<'_, PyAny>>,
+    tls_ca: Option<String>,
+    tls: bool,
+    server_name: Option<String>,
+    state: Option<String>,
+    max_attempts: Option<u32>,
+) -> PyResult<ClientConfig> {
+    let mut config = ClientConfig::default().max_attempts(max_attempts);
+    if let Some(n) = name {
+        config = config.name(n);
+    }
+    if let Some(t) = token_ {
+        config = config.credentials(token(t)?);
+    }
+    let client_tls = match (tls_ca, tls) {
+        (Some(ca), _) => Some(
+            steadfast::tls::TlsClient::from_ca_file(&ca)
+                .map_err(|e| errors::config(py, format!("tls_ca {ca}: {e}")))?,
+        ),
+        (None, true) => Some(
+            steadfast::tls::TlsClient::with_system_roots()
+                .map_err(|e| errors::config(py, format!("tls: {e}")))?,
+        ),
+        (None, false) => None,
+    };
+    match (client_tls, server_name) {
+        (Some(mut t), name) => {
+            if let Some(n) = name {
+                t = t
+                    .server_name(&n)
+                    .map_err(|e| errors::config(py, format!("server_name {n}: {e}")))?;
+            }
+            config = config.tls(t);
+        }
+        (None, Some(_)) => {
+            return Err(errors::config(
+                py,
+                "server_name needs TLS (tls_ca=... or tls=True)".into(),
+            ));
+        }
+        (None, None) => {}
+    }
+    if let Some(dir) = state {
+        config = config.store(durable(py, &dir, StoreRole::Client)?);
+    }
+    Ok(config)
+}
+
+/// A connected client.
+#[pyclass(frozen, module = "steadfast._steadfast")]
+pub(crate) struct ClientCore {
+    inner: steadfast::Client,
+}
+
+fn client_event(py: Python<'_>, e: ClientEvent) -> PyResult<Py<PyAny>> {
+    let t = match e {
+        ClientEvent::Connected { resumed } => PyTuple::new(
+            py,
+            [if resumed { "resumed" } else { "connected" }
+                .into_pyobject(py)?
+                .into_any()],
+        )?,
+        ClientEvent::Disconnected { error } => {
+            ("disconnected", error.to_string()).into_pyobject(py)?
+        }
+        ClientEvent::Reconnecting { attempt, delay } => {
+            ("reconnecting", attempt, delay.as_secs_f64()).into_pyobject(py)?
+        }
+        ClientEvent::SessionLost {
+            reason,
+            unacknowledged,
+        } => (
+            "session_lost",
+            errors::reason_text(&reason),
+            PyList::new(py, unacknowledged.into_iter().map(Message::from))?,
+        )
+            .into_pyobject(py)?,
+        _ => PyTuple::new(py, ["other"])?,
+    };
+    Ok(t.into_any().unbind())
+}
+
+#[pymethods]
+impl ClientCore {
+    /// Connects (blocking, GIL released) to the first address of `addresses` that answers.
+    #[staticmethod]
+    #[pyo3(signature = (addresses, *, name=None, token=None, tls_ca=None, tls=false, server_name=None, state=None, max_attempts=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        py: Python<'_>,
+        addresses: Vec<String>,
+        name: Option<String>,
+        token: Option<&Bound<'_, PyAny>>,
+        tls_ca: Option<String>,
+        tls: bool,
+        server_name: Option<String>,
+        state: Option<String>,
+        max_attempts: Option<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<ClientCore> {
+        let config = client_config(
+            py,
+            name,
+            token,
+            tls_ca,
+            tls,
+            server_name,
+            state,
+            max_attempts,
+        )?;
+        let addrs = addresses.join(",");
+        let r = wait(
+            py,
+            steadfast::Client::connect(addrs, config),
+            timeout,
+            "connect",
+        )?;
+        r.map(|inner| ClientCore { inner })
+            .map_err(|e| errors::connect(py, e))
+    }
+
+    /// `connect` as an operation of an event loop; its result is a `ClientCore`.
+    #[staticmethod]
+    #[pyo3(signature = (completions, addresses, *, name=None, token=None, tls_ca=None, tls=false, server_name=None, state=None, max_attempts=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect_op(
+        py: Python<'_>,
+        completions: &Bound<'_, Completions>,
+        addresses: Vec<String>,
+        name: Option<String>,
+        token: Option<&Bound<'_, PyAny>>,
+        tls_ca: Option<String>,
+        tls: bool,
+        server_name: Option<String>,
+        state: Option<String>,
+        max_attempts: Option<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<Op> {
+        let config = client_config(
+            py,
+            name,
+            token,
+            tls_ca,
+            tls,
+            server_name,
+            state,
+            max_attempts,
+        )?;
+        let addrs = addresses.join(",");
+        Op::start(completions, timeout, "connect", async move {
+            let r = steadfast::Client::connect(addrs, config).await;
+            outcome(move |py| match r {
+                Ok(inner) => Ok(Py::new(py, ClientCore { inner })?.into_any()),
+                Err(e) => Err(errors::connect(py, e)),
+            })
+        })
+    }
+
+    /// The session's handle.
+    #[getter]
+    fn peer(&self) -> PeerCore {
+        PeerCore {
+            inner: self.inner.peer().clone(),
+        }
+    }
+
+    /// The next connection event, waiting up to `timeout` (`None` on timeout): a tuple whose
+    /// first item names it (`connected`, `resumed`, `disconnected`, `reconnecting`,
+    /// `session_lost`).
+    #[pyo3(signature = (timeout=0.0))]
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        if let Some(e) = self.inner.try_next_event() {
+            return client_event(py, e).map(Some);
+        }
+        let client = self.inner.clone();
+        match wait(
+            py,
+            async move { client.next_event().await },
+            timeout,
+            "event",
+        ) {
+            Ok(Some(e)) => client_event(py, e).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A listening server.
+#[pyclass(frozen, module = "steadfast._steadfast")]
+pub(crate) struct ServerCore {
+    inner: steadfast::Server,
+}
+
+fn peer_obj(py: Python<'_>, p: steadfast::Peer) -> PyResult<Bound<'_, PeerCore>> {
+    Bound::new(py, PeerCore { inner: p })
+}
+
+fn server_event(py: Python<'_>, e: steadfast::ServerEvent) -> PyResult<Py<PyAny>> {
+    use steadfast::ServerEvent as E;
+    let none = py.None();
+    let empty = PyList::empty(py);
+    let t = match e {
+        E::Connected { peer } => ("connected", peer_obj(py, peer)?, none, empty),
+        E::Resumed { peer } => ("resumed", peer_obj(py, peer)?, none, empty),
+        E::Disconnected { peer, error } => (
+            "disconnected",
+            peer_obj(py, peer)?,
+            error.to_string().into_pyobject(py)?.into_any().unbind(),
+            empty,
+        ),
+        E::Expired {
+            peer,
+            unacknowledged,
+        } => (
+            "ended",
+            peer_obj(py, peer)?,
+            "expired".into_pyobject(py)?.into_any().unbind(),
+            PyList::new(py, unacknowledged.into_iter().map(Message::from))?,
+        ),
+        E::Ended {
+            peer,
+            reason,
+            unacknowledged,
+        } => (
+            "ended",
+            peer_obj(py, peer)?,
+            errors::reason_text(&reason)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
+            PyList::new(py, unacknowledged.into_iter().map(Message::from))?,
+        ),
+        E::MessagesWaiting { peer } => ("messages", peer_obj(py, peer)?, none, empty),
+        _ => return Ok(py.None()),
+    };
+    Ok(t.into_pyobject(py)?.into_any().unbind())
+}
+
+#[pymethods]
+impl ServerCore {
+    /// Listens on every address (`host:port`, port 0 for any).
+    #[staticmethod]
+    #[pyo3(signature = (addresses, *, tls_cert=None, tls_key=None, state=None, node=None, token=None, linger=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn bind(
+        py: Python<'_>,
+        addresses: Vec<String>,
+        tls_cert: Option<String>,
+        tls_key: Option<String>,
+        state: Option<String>,
+        node: Option<String>,
+        token: Option<&Bound<'_, PyAny>>,
+        linger: Option<f64>,
+    ) -> PyResult<ServerCore> {
+        let mut config = ServerConfig::default();
+        if let Some(l) = linger {
+            let d = Duration::try_from_secs_f64(l)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("linger: {e}")))?;
+            config = config.linger(d);
+        }
+        match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => {
+                let t = steadfast::tls::TlsServer::from_pem_files(&c, &k)
+                    .map_err(|e| errors::config(py, format!("tls_cert {c} / tls_key {k}: {e}")))?;
+                config = config.tls(t);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(errors::config(
+                    py,
+                    "tls_cert and tls_key go together".into(),
+                ));
+            }
+        }
+        if let Some(t) = token {
+            config = config.shared_token(crate::endpoints::token(t)?);
+        }
+        if let Some(s) = state {
+            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                let node = node.unwrap_or_else(|| format!("python-{}", std::process::id()));
+                let options = steadfast::store::PgOptions::node(node);
+                let url = s.clone();
+                let r = wait(
+                    py,
+                    async move { steadfast::store::PgStore::connect(&url, options).await },
+                    None,
+                    "state",
+                )?;
+                let store = r.map_err(|e| errors::config(py, format!("state: {e}")))?;
+                config = config.store(Arc::new(store));
+            } else {
+                config = config.store(durable(py, &s, StoreRole::Server)?);
+            }
+        }
+        let r = wait(py, steadfast::Server::bind(addresses, config), None, "bind")?;
+        r.map(|inner| ServerCore { inner })
+            .map_err(|e| errors::bind(py, e))
+    }
+
+    /// The addresses it listens on (`host:port`, the OS's ports for port 0).
+    #[getter]
+    fn addresses(&self) -> Vec<String> {
+        self.inner
+            .local_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The next new session, waiting up to `timeout`.
+    #[pyo3(signature = (timeout=None))]
+    fn accept(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PeerCore> {
+        let server = self.inner.clone();
+        match wait(py, async move { server.accept().await }, timeout, "accept")? {
+            Some(p) => Ok(PeerCore { inner: p }),
+            None => Err(errors::closed(py, "server shut down")),
+        }
+    }
+
+    /// `accept` as an operation of an event loop.
+    #[pyo3(signature = (completions, timeout=None))]
+    fn accept_op(
+        &self,
+        completions: &Bound<'_, Completions>,
+        timeout: Option<f64>,
+    ) -> PyResult<Op> {
+        let server = self.inner.clone();
+        Op::start(completions, timeout, "accept", async move {
+            let p = server.accept().await;
+            outcome(move |py| match p {
+                Some(p) => Ok(Py::new(py, PeerCore { inner: p })?.into_any()),
+                None => Err(errors::closed(py, "server shut down")),
+            })
+        })
+    }
+
+    /// The next event, waiting up to `timeout` (`None` then): `(kind, peer, detail,
+    /// unacknowledged)` with kind `connected`, `resumed`, `disconnected`, `ended` or
+    /// `messages`.
+    #[pyo3(signature = (timeout=None))]
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        loop {
+            let e = match self.inner.try_next_event() {
+                Some(e) => Some(e),
+                None => {
+                    let server = self.inner.clone();
+                    match wait(
+                        py,
+                        async move { server.next_event().await },
+                        timeout,
+                        "event",
+                    ) {
+                        Ok(e) => e,
+                        Err(e) if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) => {
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let Some(e) = e else {
+                return Err(errors::closed(py, "server shut down"));
+            };
+            let ev = server_event(py, e)?;
+            if !ev.is_none(py) {
+                return Ok(Some(ev));
+            }
+        }
+    }
+
+    /// The handles of every live or lingering session.
+    fn peers(&self) -> Vec<PeerCore> {
+        self.inner
+            .peers()
+            .into_iter()
+            .map(|p| PeerCore { inner: p })
+            .collect()
+    }
+
+    /// Live connections now.
+    #[getter]
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
+    /// Ends a session (CLOSE with `reason`); `False` if there is no such session.
+    fn kick(&self, id: &str, reason: &str) -> PyResult<bool> {
+        let Some(p) = self
+            .inner
+            .peers()
+            .into_iter()
+            .find(|p| p.id().is_some_and(|i| i.to_string() == id))
+        else {
+            return Ok(false);
+        };
+        let Some(sid) = p.id() else { return Ok(false) };
+        Ok(self.inner.kick(sid, reason))
+    }
+
+    /// Stops listening, closes every session (waiting up to `drain` seconds for what is
+    /// queued to be acknowledged) and returns what each peer never acknowledged.
+    #[pyo3(signature = (drain=1.0))]
+    fn shutdown(&self, py: Python<'_>, drain: f64) -> PyResult<Vec<(PeerCore, Vec<Message>)>> {
+        crate::runtime::deadline(Some(drain))?;
+        let d = Duration::from_secs_f64(drain);
+        let server = self.inner.clone();
+        let left = wait(
+            py,
+            async move { server.shutdown(d).await },
+            None,
+            "shutdown",
+        )?;
+        Ok(left
+            .into_iter()
+            .map(|(p, m)| {
+                (
+                    PeerCore { inner: p },
+                    m.into_iter().map(Message::from).collect(),
+                )
+            })
+            .collect())
+    }
+}

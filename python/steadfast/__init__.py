@@ -1,0 +1,61 @@
+"""steadfast: messages over TCP that arrive exactly once, in order, across dropped
+connections and reconnects, with a receipt for each one.
+
+The Rust implementation, with every guarantee, for Python::
+
+    import steadfast
+
+    server = steadfast.Server(["127.0.0.1:0"])
+    with steadfast.Client(server.addresses[0], name="alice") as client:
+        receipt = client.send(b"hello")
+        peer = server.accept(timeout=5)
+        assert peer.recv(timeout=5).body == b"hello"
+        receipt.wait(timeout=5)
+    server.shutdown()
+
+The asyncio API, with the same names as coroutines, is :mod:`steadfast.aio`.
+"""
+
+from ._errors import (
+    BindFailed,
+    Closed,
+    ConfigError,
+    ConnectionFailed,
+    Error,
+    Full,
+    Refused,
+    RequestError,
+    SessionLost,
+    StoreError,
+    Timeout,
+    TooLarge,
+)
+from ._rpc import pack, unpack
+from ._steadfast import Message, Receipt, __version__
+from ._sync import Body, Client, Event, Handler, Peer, Server
+
+__all__ = [
+    "BindFailed",
+    "Body",
+    "Client",
+    "Closed",
+    "ConfigError",
+    "ConnectionFailed",
+    "Error",
+    "Event",
+    "Full",
+    "Handler",
+    "Message",
+    "Peer",
+    "Receipt",
+    "Refused",
+    "RequestError",
+    "Server",
+    "SessionLost",
+    "StoreError",
+    "Timeout",
+    "TooLarge",
+    "__version__",
+    "pack",
+    "unpack",
+]

@@ -1,0 +1,57 @@
+"""The envelope of named routes and request/response, as the Rust ``steadfast::rpc`` module
+writes it: a MessagePack array ``[kind, route, id, payload]`` whose payload is the value,
+itself MessagePack. Python and Rust peers understand each other's requests."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import msgpack
+
+MESSAGE = 0
+REQUEST = 1
+REPLY = 2
+ERROR_REPLY = 3
+UNKNOWN_ROUTE = "unknown route"
+
+
+class Envelope(NamedTuple):
+    kind: int
+    route: str
+    id: int
+    payload: bytes
+
+
+def pack(value: Any) -> bytes:
+    """A value as MessagePack (what ``send_value`` sends)."""
+    out: bytes = msgpack.packb(value, use_bin_type=True)
+    return out
+
+
+def unpack(body: bytes) -> Any:
+    """MessagePack as Python objects."""
+    return msgpack.unpackb(body, raw=False)
+
+
+def envelope(kind: int, route: str, id: int, payload: bytes) -> bytes:
+    out: bytes = msgpack.packb([kind, route, id, payload], use_bin_type=True)
+    return out
+
+
+def open_envelope(body: bytes) -> Optional[Envelope]:
+    """The envelope in ``body``, or ``None`` if it is not one."""
+    try:
+        v = msgpack.unpackb(body, raw=False)
+    except Exception:
+        return None
+    if (
+        isinstance(v, list)
+        and len(v) == 4
+        and isinstance(v[0], int)
+        and isinstance(v[1], str)
+        and isinstance(v[2], int)
+        and isinstance(v[3], (bytes, list))
+    ):
+        payload = v[3] if isinstance(v[3], bytes) else bytes(v[3])
+        return Envelope(v[0], v[1], v[2], payload)
+    return None
