@@ -83,16 +83,23 @@ pub(crate) fn body(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(b) = obj.cast::<PyByteArray>() {
         return Ok(Bytes::from(b.to_vec()));
     }
-    // Anything else with the buffer protocol (memoryview, array, …), through `bytes(obj)`.
-    let bytes = obj.py().get_type::<PyBytes>().call1((obj,)).map_err(|_| {
-        pyo3::exceptions::PyTypeError::new_err(format!(
-            "a message body is bytes, bytearray, memoryview or str, not {}",
-            obj.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
-    })?;
+    // Anything else with the buffer protocol (memoryview, array, …), through
+    // `memoryview(obj).tobytes()` (`bytes(obj)` would turn an int into that many zeros).
+    let bytes = obj
+        .py()
+        .import("builtins")
+        .and_then(|b| b.getattr("memoryview"))
+        .and_then(|mv| mv.call1((obj,)))
+        .and_then(|mv| mv.call_method0("tobytes"))
+        .map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "a message body is bytes, bytearray, memoryview or str, not {}",
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
     Ok(Bytes::copy_from_slice(bytes.cast::<PyBytes>()?.as_bytes()))
 }
 
@@ -312,6 +319,13 @@ impl PeerCore {
     fn ping(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<f64> {
         let r = wait(py, self.inner.ping(), timeout, "ping")?;
         r.map(|d| d.as_secs_f64()).map_err(|e| errors::send(py, e))
+    }
+
+    /// The sequence number the next message sent will carry (messages queued so far + 1,
+    /// over the session's whole life, also after a restart from its state).
+    #[getter]
+    fn next_seq(&self) -> Option<u64> {
+        self.inner.next_seq().map(|s| s.0)
     }
 
     /// Messages sent and not acknowledged yet, in order (copies).

@@ -84,6 +84,12 @@ class Peer:
         """Why the session ended, once it has."""
         return self._core.end_reason
 
+    @property
+    def next_seq(self) -> Optional[int]:
+        """The sequence number the next message sent will carry (over the session's whole
+        life: a session restored from its state continues its numbering)."""
+        return self._core.next_seq
+
     def stats(self) -> Dict[str, Any]:
         """The session's counters (queued, sent, acknowledged, retransmitted, received, ...)."""
         return self._core.stats()

@@ -1,0 +1,192 @@
+"""The blocking API: sending, receiving, receipts, timeouts and errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import steadfast
+
+
+def test_send_recv_receipt_in_order(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0], name="alice") as client:
+        receipts = [client.send(f"m{i}") for i in range(100)]
+        peer = server.accept(timeout=5)
+        assert peer.name == "alice"
+        got = [peer.recv(timeout=5) for _ in range(100)]
+        assert [m.body for m in got] == [f"m{i}".encode() for i in range(100)]
+        assert [m.seq for m in got] == list(range(1, 101))
+        receipts[-1].wait(timeout=5)
+        assert all(r.acknowledged for r in receipts)
+
+
+def test_the_issue_example(server: steadfast.Server) -> None:
+    addr = server.addresses[0]
+    with steadfast.Client(addr, name="alice") as client:
+        receipt = client.send(b"hello")
+        peer = server.accept(timeout=5)
+        msg = peer.recv(timeout=5)
+        assert (msg.body, msg.seq) == (b"hello", 1)
+        receipt.wait(timeout=5)
+        client.send_many([b"a", b"b"])
+        got = peer.recv_many(2, timeout=5)
+        while len(got) < 2:
+            got += peer.recv_many(2 - len(got), timeout=5)
+        assert [m.body for m in got] == [b"a", b"b"]
+        client.flush(timeout=5)
+
+
+def test_recv_many_is_a_partial_read(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        client.send_many([b"1", b"2", b"3"])
+        peer = server.accept(timeout=5)
+        first = peer.recv_many(2, timeout=5)
+        assert 1 <= len(first) <= 2
+        rest = []
+        while len(first) + len(rest) < 3:
+            rest += peer.recv_many(10, timeout=5)
+        assert [m.body for m in first + rest] == [b"1", b"2", b"3"]
+
+
+def test_every_wait_times_out(server: steadfast.Server) -> None:
+    with pytest.raises(steadfast.Timeout):
+        server.accept(timeout=0.05)
+    with steadfast.Client(server.addresses[0]) as client:
+        peer = server.accept(timeout=5)
+        with pytest.raises(steadfast.Timeout):
+            peer.recv(timeout=0.05)
+        with pytest.raises(steadfast.Timeout):
+            peer.recv_many(3, timeout=0.05)
+        receipt = client.send(b"not taken yet")
+        with pytest.raises(steadfast.Timeout):
+            receipt.wait(timeout=0.05)
+        with pytest.raises(steadfast.Timeout):
+            client.flush(timeout=0.05)
+        # Timeout is also the builtin TimeoutError, and took nothing: the message is there.
+        assert issubclass(steadfast.Timeout, TimeoutError)
+        assert peer.recv(timeout=5).body == b"not taken yet"
+        receipt.wait(timeout=5)
+
+
+def test_iteration_ends_with_the_session(server: steadfast.Server) -> None:
+    client = steadfast.Client(server.addresses[0])
+    for i in range(5):
+        client.send(str(i))
+    peer = server.accept(timeout=5)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(m.body for m in peer))
+    reader.start()
+    # close waits for the five to be taken, then ends the session: the iteration stops.
+    client.close("bye", timeout=5)
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    assert peer.ended
+    with pytest.raises(steadfast.Closed):
+        peer.recv(timeout=1)
+    with pytest.raises(steadfast.Closed):
+        client.send(b"too late")
+
+
+def test_typed_values(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        client.send_value({"op": "add", "args": [1, 2.5, "x", b"\x00"]})
+        peer = server.accept(timeout=5)
+        assert peer.recv_value(timeout=5) == {"op": "add", "args": [1, 2.5, "x", b"\x00"]}
+
+
+def test_bodies_of_every_kind_and_a_bad_one(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        client.send(b"b")
+        client.send(bytearray(b"ba"))
+        client.send(memoryview(b"mv"))
+        client.send("s\u00e9")
+        with pytest.raises(TypeError):
+            client.send(12345)  # type: ignore[arg-type]
+        peer = server.accept(timeout=5)
+        assert [peer.recv(timeout=5).body for _ in range(4)] == [b"b", b"ba", b"mv", "s\u00e9".encode()]
+
+
+def test_too_large_and_full(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        with pytest.raises(steadfast.TooLarge) as e:
+            client.send(b"x" * (17 << 20))
+        assert e.value.size == 17 << 20 and e.value.limit < e.value.size
+        peer = server.accept(timeout=5)
+        # Nobody takes: try_send fills the outbox, then refuses without queuing.
+        sent = 0
+        with pytest.raises(steadfast.Full):
+            for _ in range(1_000_000):
+                client.try_send(b"y" * 1024)
+                sent += 1
+        assert sent > 0
+        assert peer.recv(timeout=5).body == b"y" * 1024
+
+
+def test_session_lost_carries_the_unacknowledged_messages() -> None:
+    server = steadfast.Server(["127.0.0.1:0"])
+    client = steadfast.Client(server.addresses[0], max_attempts=1)
+    server.accept(timeout=5)
+    receipts = [client.send(f"lost {i}") for i in range(3)]
+    # Nobody on the server takes them; the server goes away without its sessions.
+    server.shutdown(drain=0.0)
+    with pytest.raises(steadfast.SessionLost) as e:
+        receipts[0].wait(timeout=10)
+    assert [m.body for m in e.value.unacknowledged] == [b"lost 0", b"lost 1", b"lost 2"]
+    assert [m.seq for m in e.value.unacknowledged] == [1, 2, 3]
+    assert isinstance(e.value, steadfast.Error)
+
+
+def test_refused_without_the_token() -> None:
+    server = steadfast.Server(["127.0.0.1:0"], token="sesame")
+    try:
+        with pytest.raises(steadfast.Refused) as e:
+            steadfast.Client(server.addresses[0], token="wrong", timeout=5)
+        assert e.value.code
+        with steadfast.Client(server.addresses[0], token="sesame", timeout=5) as ok:
+            ok.send(b"in")
+            assert server.accept(timeout=5).recv(timeout=5).body == b"in"
+    finally:
+        server.shutdown(drain=0.0)
+
+
+def test_recv_releases_the_gil(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        peer = server.accept(timeout=5)
+        counted = 0
+        stop = threading.Event()
+
+        def count() -> None:
+            nonlocal counted
+            while not stop.is_set():
+                counted += 1
+
+        t = threading.Thread(target=count)
+        t.start()
+        try:
+            # While recv waits (0.5 s, nothing to take), the other thread runs Python code.
+            with pytest.raises(steadfast.Timeout):
+                peer.recv(timeout=0.5)
+            during = counted
+        finally:
+            stop.set()
+            t.join()
+        assert during > 10_000, during
+        client.send(b"ok")
+        assert peer.recv(timeout=5).body == b"ok"
+
+
+def test_stats_and_ping(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        for i in range(10):
+            client.send(b"s")
+        peer = server.accept(timeout=5)
+        for _ in range(10):
+            peer.recv(timeout=5)
+        client.flush(timeout=5)
+        assert client.stats()["acknowledged"] == 10
+        assert peer.stats()["received"] == 10
+        assert 0 < client.ping(timeout=5) < 5
+        assert client.next_seq == 11
