@@ -425,7 +425,7 @@ impl ServerCore {
             .inner
             .peers()
             .into_iter()
-            .find(|p| p.id().is_some_and(|i| i.to_string() == id))
+            .find(|p| p.id().is_some_and(|i| crate::peer::hex(i) == id))
         else {
             return Ok(false);
         };

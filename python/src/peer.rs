@@ -50,15 +50,16 @@ impl Message {
     }
 
     /// The body decoded as text (UTF-8).
-    fn text(&self) -> PyResult<String> {
-        String::from_utf8(self.body.to_vec())
-            .map_err(|e| pyo3::exceptions::PyUnicodeDecodeError::new_err(e.to_string()))
+    fn text<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // Python's own decoder, for its UnicodeDecodeError (position, reason) on bad bytes.
+        PyBytes::new(py, &self.body).call_method1("decode", ("utf-8",))
     }
 
     /// The body decoded from MessagePack (as `send_value` encodes it) into Python objects.
     fn value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let kwargs = PyDict::new(py);
         kwargs.set_item("raw", false)?;
+        kwargs.set_item("strict_map_key", false)?;
         py.import("msgpack")?
             .call_method("unpackb", (PyBytes::new(py, &self.body),), Some(&kwargs))
     }
@@ -101,6 +102,11 @@ pub(crate) fn body(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
             ))
         })?;
     Ok(Bytes::copy_from_slice(bytes.cast::<PyBytes>()?.as_bytes()))
+}
+
+/// A session id as 32 hex digits (all 128 bits; its `Display` shows the first 64).
+pub(crate) fn hex(id: steadfast::SessionId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A message's receipt: resolves when the peer's application has taken the message.
@@ -174,7 +180,7 @@ impl PeerCore {
     /// The session's id (32 hex digits), once established.
     #[getter]
     fn id(&self) -> Option<String> {
-        self.inner.id().map(|i| i.to_string())
+        self.inner.id().map(hex)
     }
 
     /// The client's name (HELLO), if it gave one.
@@ -442,7 +448,7 @@ impl PeerCore {
     fn __hash__(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.inner.id().map(|i| i.to_string()).hash(&mut h);
+        self.inner.id().hash(&mut h);
         h.finish()
     }
 }

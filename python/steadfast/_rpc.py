@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
-import msgpack
+import msgpack  # type: ignore[import-untyped, unused-ignore]  # no stubs, no py.typed
 
 MESSAGE = 0
 REQUEST = 1
@@ -30,7 +30,7 @@ def pack(value: Any) -> bytes:
 
 def unpack(body: bytes) -> Any:
     """MessagePack as Python objects."""
-    return msgpack.unpackb(body, raw=False)
+    return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
 def envelope(kind: int, route: str, id: int, payload: bytes) -> bytes:
@@ -41,7 +41,7 @@ def envelope(kind: int, route: str, id: int, payload: bytes) -> bytes:
 def open_envelope(body: bytes) -> Optional[Envelope]:
     """The envelope in ``body``, or ``None`` if it is not one."""
     try:
-        v = msgpack.unpackb(body, raw=False)
+        v = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception:
         return None
     if (

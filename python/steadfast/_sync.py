@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import (
@@ -56,7 +57,7 @@ class Peer:
 
     @property
     def id(self) -> Optional[str]:
-        """The session's id (32 hex digits)."""
+        """The session's id (32 hex digits; the same on both sides)."""
         return self._core.id
 
     @property
@@ -146,6 +147,11 @@ class Peer:
             return out + self._core.try_recv_many(n - len(out))
         return self._core.recv_many(n, timeout)
 
+    def try_recv_many(self, n: int) -> List[Message]:
+        """Takes up to ``n`` waiting messages without waiting (an empty list: none)."""
+        out = [self._held.popleft() for _ in range(min(n, len(self._held)))]
+        return out + self._core.try_recv_many(n - len(out)) if len(out) < n else out
+
     def recv_value(self, timeout: Optional[float] = None) -> Any:
         """Takes the next message and decodes it from MessagePack."""
         return self.recv(timeout).value()
@@ -212,6 +218,24 @@ class Peer:
         return repr(self._core)
 
 
+# The one `Peer` object of each session on this side while anything refers to it, so that
+# messages a `request` reads while it waits (kept for `recv`) are seen by every handle.
+_peers: "weakref.WeakValueDictionary[Tuple[str, str], Peer]" = weakref.WeakValueDictionary()
+_peers_lock = threading.Lock()
+
+
+def _peer(core: PeerCore, side: str = "server") -> Peer:
+    id = core.id
+    if id is None:
+        return Peer(core)
+    with _peers_lock:
+        p = _peers.get((side, id))
+        if p is None:
+            p = Peer(core)
+            _peers[(side, id)] = p
+        return p
+
+
 def _now() -> float:
     import time
 
@@ -255,6 +279,9 @@ class Client(Peer):
             timeout=timeout,
         )
         super().__init__(self._client.peer)
+        if self.id is not None:
+            with _peers_lock:
+                _peers[("client", self.id)] = self
 
     def next_event(self, timeout: Optional[float] = 0.0) -> Optional[Tuple[Any, ...]]:
         """The next connection event, ``None`` if none came within ``timeout``: a tuple
@@ -366,7 +393,7 @@ class Server:
 
     def accept(self, timeout: Optional[float] = None) -> Peer:
         """The next new session, waiting for one."""
-        return Peer(self._core.accept(timeout))
+        return _peer(self._core.accept(timeout))
 
     def next_event(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next event, ``None`` if none came within ``timeout``. Events are never dropped:
@@ -375,7 +402,7 @@ class Server:
         if e is None:
             return None
         kind, core, detail, unacked = e
-        return Event(kind, Peer(core), detail, unacked)
+        return Event(kind, _peer(core), detail, unacked)
 
     def events(self) -> Iterator[Event]:
         """Every event, waiting for each, until the server shuts down."""
@@ -389,7 +416,7 @@ class Server:
 
     def peers(self) -> List[Peer]:
         """Every live or lingering session."""
-        return [Peer(c) for c in self._core.peers()]
+        return [_peer(c) for c in self._core.peers()]
 
     def kick(self, peer: Union[Peer, str], reason: str = "kicked") -> bool:
         """Ends a session; ``False`` if there is no such session."""
@@ -425,7 +452,7 @@ class Server:
             self._thread.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        return [(Peer(c), msgs) for c, msgs in left]
+        return [(_peer(c), msgs) for c, msgs in left]
 
     close = shutdown
 
@@ -457,7 +484,7 @@ class Server:
                     _guard(h.on_tick)
                 continue
             kind, core, detail, unacked = e
-            peer = Peer(core)
+            peer = _peer(core)
             if kind == "messages":
                 self._drain(peer)
             elif h is None:
@@ -476,7 +503,7 @@ class Server:
     def _drain(self, peer: Peer) -> None:
         while True:
             try:
-                batch = peer._core.try_recv_many(256)
+                batch = peer.try_recv_many(256)
             except Closed:
                 return
             if not batch:

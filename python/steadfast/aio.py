@@ -35,7 +35,7 @@ from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence,
 from . import _rpc
 from ._errors import Closed, Full, RequestError
 from ._steadfast import ClientCore, Completions, Message, Op, PeerCore, Receipt as _Receipt, ServerCore
-from ._sync import Body, Event
+from ._sync import Body
 
 __all__ = ["Client", "Peer", "Receipt", "Server"]
 
@@ -231,6 +231,12 @@ class Peer:
             if not await _run(self._core.readable_op, _left(deadline)):
                 raise Closed("session ended")
 
+    def try_recv_many(self, n: int) -> List[Message]:
+        """Takes up to ``n`` waiting messages without waiting."""
+        out = self._held[:n]
+        del self._held[:n]
+        return out + self._core.try_recv_many(n - len(out)) if len(out) < n else out
+
     async def recv_value(self, timeout: Optional[float] = None) -> Any:
         return (await self.recv(timeout)).value()
 
@@ -291,6 +297,21 @@ class Peer:
         return repr(self._core)
 
 
+_peers: "weakref.WeakValueDictionary[Tuple[str, str], Peer]" = weakref.WeakValueDictionary()
+
+
+def _peer(core: PeerCore, side: str = "server") -> Peer:
+    """The one `Peer` object of a session on this side while anything refers to it (see
+    `steadfast._sync._peer`). Only the loop's thread makes them: no lock."""
+    id = core.id
+    if id is None:
+        return Peer(core)
+    p = _peers.get((side, id))
+    if p is None:
+        p = _peers[(side, id)] = Peer(core)
+    return p
+
+
 class Client(Peer):
     """A client's session, for asyncio: ``client = await Client.connect(address, ...)``
     (the arguments of :class:`steadfast.Client`)."""
@@ -300,6 +321,8 @@ class Client(Peer):
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core.peer)
         self._client = core
+        if self.id is not None:
+            _peers[("client", self.id)] = self
 
     @classmethod
     async def connect(
@@ -379,25 +402,24 @@ class Server:
     async def accept(self, timeout: Optional[float] = None) -> Peer:
         """The next new session. (Cancelled at the instant one arrives, its handle is dropped;
         the session itself stays, in :meth:`peers` and the events.)"""
-        return Peer(await _run(self._core.accept_op, timeout))
+        return _peer(await _run(self._core.accept_op, timeout))
 
     def peers(self) -> List[Peer]:
-        return [Peer(c) for c in self._core.peers()]
+        return [_peer(c) for c in self._core.peers()]
 
-    def next_event(self) -> Optional[Event]:
-        """The next event if one is waiting (never waits)."""
+    def next_event(self) -> Optional[Tuple[str, Peer, Optional[str], List[Message]]]:
+        """The next event if one is waiting (never waits): ``(kind, peer, detail,
+        unacknowledged)`` as :class:`steadfast.Event`, with an asyncio :class:`Peer`."""
         e = self._core.next_event(0.0)
         if e is None:
             return None
         kind, core, detail, unacked = e
-        from ._sync import Peer as SyncPeer
-
-        return Event(kind, SyncPeer(core), detail, unacked)
+        return (kind, _peer(core), detail, unacked)
 
     async def shutdown(self, drain: float = 1.0) -> List[Tuple[Peer, List[Message]]]:
         loop = asyncio.get_running_loop()
         left = await loop.run_in_executor(None, self._core.shutdown, drain)
-        return [(Peer(c), m) for c, m in left]
+        return [(_peer(c), m) for c, m in left]
 
     async def __aenter__(self) -> Server:
         return self

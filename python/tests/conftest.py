@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -33,7 +33,13 @@ def steadfast_bin() -> str:
 class Proc:
     """A child process whose stderr lines are read as they come; killed when stopped."""
 
-    def __init__(self, args: List[str], stdin: Optional[int] = subprocess.DEVNULL, env: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        args: List[str],
+        stdin: Optional[int] = subprocess.DEVNULL,
+        env: Optional[Dict[str, str]] = None,
+        collect_stdout: bool = False,
+    ) -> None:
         self.p = subprocess.Popen(
             args,
             stdin=stdin,
@@ -44,6 +50,15 @@ class Proc:
         self.lines: "queue.Queue[str]" = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        #: stdout's lines, when collected (a reader keeps the pipe from filling up).
+        self.out: List[str] = []
+        if collect_stdout:
+            threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.p.stdout is not None
+        for raw in self.p.stdout:
+            self.out.append(raw.decode(errors="replace").rstrip("\n"))
 
     def _read(self) -> None:
         assert self.p.stderr is not None
@@ -83,11 +98,15 @@ def procs() -> Iterator[List[Proc]]:
         p.stop()
 
 
-def start_chaos(procs: List[Proc], upstream: str, *options: str) -> str:
-    """A fault proxy (the Rust CLI's) in front of `upstream`; its address."""
-    p = Proc([steadfast_bin(), "chaos", "--listen", "127.0.0.1:0", "--upstream", upstream, *options])
+def start_chaos(procs: List[Proc], upstream: str, *options: str) -> Tuple[str, Proc]:
+    """A fault proxy (the Rust CLI's) in front of `upstream`: its address, and the process
+    (whose `out` lists a line per fault)."""
+    p = Proc(
+        [steadfast_bin(), "chaos", "--listen", "127.0.0.1:0", "--upstream", upstream, *options],
+        collect_stdout=True,
+    )
     procs.append(p)
-    return addr_after(p.wait_for("chaos proxy on"), "chaos proxy on ")
+    return addr_after(p.wait_for("chaos proxy on"), "chaos proxy on "), p
 
 
 def start_python(procs: List[Proc], script: str, *args: str) -> Proc:

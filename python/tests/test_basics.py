@@ -190,3 +190,30 @@ def test_stats_and_ping(server: steadfast.Server) -> None:
         assert peer.stats()["received"] == 10
         assert 0 < client.ping(timeout=5) < 5
         assert client.next_seq == 11
+
+
+def test_messages_a_request_reads_past_reach_every_handle_of_the_session(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0], timeout=5) as client:
+        peer = server.accept(timeout=5)
+        r = client.send(b"hello")
+        other = server.peers()[0]
+        assert other == peer and other is peer
+        # The request reads (and acknowledges) "hello" while it waits for a reply that
+        # never comes (the client has no routes): the session's handles still get it.
+        with pytest.raises(steadfast.Timeout):
+            other.request("x", 1, timeout=0.3)
+        r.wait(timeout=5)
+        assert peer.recv(timeout=1).body == b"hello"
+
+
+def test_values_with_any_keys_and_text(server: steadfast.Server) -> None:
+    with steadfast.Client(server.addresses[0]) as client:
+        client.send_value({1: "one", b"k": [None, True]})
+        client.send(b"\xff\xfe")
+        client.send("caf\u00e9")
+        peer = server.accept(timeout=5)
+        assert peer.recv_value(timeout=5) == {1: "one", b"k": [None, True]}
+        with pytest.raises(UnicodeDecodeError):
+            peer.recv(timeout=5).text()
+        assert peer.recv(timeout=5).text() == "caf\u00e9"
+        assert len(peer.id or "") == 32 and peer.id == client.id
