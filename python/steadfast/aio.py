@@ -48,8 +48,9 @@ class _Bridge:
         self.waiting: Dict[int, asyncio.Future[None]] = {}
         fd = self.completions.fileno()
         os.set_blocking(fd, False)
+        # The loop holds this bridge (through the reader) and the bridges' map holds the loop
+        # weakly: once the loop is closed and gone, so are the bridge and its pipe.
         loop.add_reader(fd, self._ready)
-        weakref.finalize(self, _remove_reader, loop, fd)
 
     def _ready(self) -> None:
         try:
@@ -60,11 +61,6 @@ class _Bridge:
             fut = self.waiting.pop(id, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
-
-
-def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    if not loop.is_closed():
-        loop.remove_reader(fd)
 
 
 _bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridge]" = weakref.WeakKeyDictionary()
