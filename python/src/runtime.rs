@@ -2,7 +2,8 @@
 //! with the GIL released.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -43,10 +44,28 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     }
 }
 
+/// Wakes the thread that waits in [`wait`].
+struct Unparker(std::thread::Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 /// Runs `fut` to completion with the GIL released, until `timeout` seconds have passed
 /// (then [`errors::timeout`]). Signals are checked between slices of 50 ms, so Ctrl-C
 /// interrupts the wait: the future is then dropped, and the library's futures are cancel
 /// safe (a message is taken, or queued, only when its future completes).
+///
+/// The calling thread polls the future itself (inside the runtime's context, so that it may
+/// use the runtime's I/O and blocking pool) and parks between polls with the deadline as its
+/// timeout: a wait registers no timer with the runtime, whose threads would otherwise be
+/// woken to arm it.
 pub(crate) fn wait<F>(
     py: Python<'_>,
     fut: F,
@@ -58,14 +77,26 @@ where
     F::Output: Send,
 {
     let deadline = deadline(timeout)?;
-    let mut fut = Box::pin(fut);
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(Unparker(std::thread::current())));
     loop {
-        let slice = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
-            None => SLICE,
-        };
         let out = py.detach(|| {
-            rt().block_on(async { tokio::time::timeout(slice, fut.as_mut()).await.ok() })
+            let _runtime = rt().enter();
+            let mut cx = Context::from_waker(&waker);
+            let slice_end = match deadline {
+                Some(d) => d.min(Instant::now() + SLICE),
+                None => Instant::now() + SLICE,
+            };
+            loop {
+                if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                    return Some(v);
+                }
+                let now = Instant::now();
+                if now >= slice_end {
+                    return None;
+                }
+                std::thread::park_timeout(slice_end - now);
+            }
         });
         if let Some(v) = out {
             return Ok(v);

@@ -11,9 +11,10 @@ import steadfast
 
 from conftest import Proc, addr_after, start_chaos, steadfast_bin
 
-# Each connection carries 200 to 2,000 bytes before the proxy cuts it (RST or FIN).
-CUTS = ["--min-bytes", "200", "--max-bytes", "2000", "--seed", "7"]
-N = 20_000
+# Each connection carries 200 to 1,000 bytes before the proxy cuts it (RST or FIN): 5,000
+# messages take some 250 to 300 connections.
+CUTS = ["--min-bytes", "200", "--max-bytes", "1000", "--seed", "7"]
+N = 5_000
 
 
 def test_python_client_to_rust_server_through_cuts(procs: List[Proc]) -> None:
@@ -28,10 +29,10 @@ def test_python_client_to_rust_server_through_cuts(procs: List[Proc]) -> None:
         last = client.send_many([f"line {i:06}" for i in range(N)], timeout=120)
         assert last is not None
         last.wait(timeout=120)
-        assert client.stats()["connections"] > 100
+        assert client.stats()["connections"] > 200
     reader.join(timeout=60)
     assert lines == [f"line {i:06}".encode() for i in range(N)]
-    assert len([f for f in chaos.out if f.startswith("fault:")]) >= 100, chaos.out[-3:]
+    assert len([f for f in chaos.out if f.startswith("fault:")]) >= 200, chaos.out[-3:]
 
 
 def _lines(p: Proc, n: int) -> List[bytes]:
@@ -66,7 +67,7 @@ def test_rust_client_to_python_server_through_cuts(procs: List[Proc]) -> None:
         writer.join(timeout=120)
         assert send.returncode == 0
         assert got == [f"record {i:06}".encode() for i in range(N)]
-        assert len([f for f in chaos.out if f.startswith("fault:")]) >= 100, chaos.out[-3:]
+        assert len([f for f in chaos.out if f.startswith("fault:")]) >= 200, chaos.out[-3:]
         assert peer.try_recv() is None
     finally:
         server.shutdown(drain=0.0)

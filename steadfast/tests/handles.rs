@@ -418,3 +418,52 @@ async fn close_right_after_sending_delivers_everything_first() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn readable_and_writable_wait_without_taking_or_queuing() {
+    bounded(async {
+        let (server, addr) = bind_on_loopback(ServerConfig::default()).await;
+        let proto = Config::default().outbox(4, 16 << 20);
+        let client = honest_client(addr, ClientConfig::default().protocol(proto))
+            .await
+            .unwrap();
+        let peer = accept(&server).await;
+
+        // readable: waits for a message, takes nothing; dropped while waiting, nothing lost.
+        {
+            let mut waiting = pin!(peer.readable());
+            assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        }
+        client.send("one").await.unwrap();
+        assert!(within("readable", PROMPTLY, peer.readable()).await);
+        assert!(within("readable again", PROMPTLY, peer.readable()).await);
+        assert_eq!(peer.try_recv().unwrap().unwrap().body, "one");
+        within("flush", PROMPTLY, client.flush()).await.unwrap();
+
+        // writable: the outbox holds 4 messages; the server does not take them.
+        for i in 0..4 {
+            client.try_send(format!("fill {i}")).unwrap();
+        }
+        assert!(matches!(client.try_send("over"), Err(SendError::Full)));
+        let mut room = pin!(client.writable(4));
+        assert!(futures_util::poll!(room.as_mut()).is_pending());
+        assert_eq!(peer.recv().await.unwrap().body, "fill 0");
+        within("writable", PROMPTLY, room).await;
+        client.try_send("fits now").unwrap();
+        assert_eq!(client.stats().queued, 6);
+
+        // Everything arrives, in order; with the session over, readable says false once
+        // nothing is left, and writable returns.
+        let mut rest = Vec::new();
+        while rest.len() < 4 {
+            within("readable", PROMPTLY, peer.readable()).await;
+            rest.extend(texts(&peer.recv_up_to(10).unwrap()));
+        }
+        assert_eq!(rest, ["fill 1", "fill 2", "fill 3", "fits now"]);
+        client.close("done").await;
+        assert!(!within("readable at the end", PROMPTLY, peer.readable()).await);
+        within("writable after the end", PROMPTLY, client.writable(1)).await;
+        server.shutdown(Duration::ZERO).await;
+    })
+    .await;
+}
