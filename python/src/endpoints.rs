@@ -419,6 +419,17 @@ impl ServerCore {
         self.inner.connections()
     }
 
+    /// The server's gauges: `connections` (handshakes included), `handshakes`, `sessions`
+    /// (live and lingering) and `queued_bytes` (counted against the memory budget).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("connections", self.inner.connections())?;
+        d.set_item("handshakes", self.inner.handshakes())?;
+        d.set_item("sessions", self.inner.peers().len())?;
+        d.set_item("queued_bytes", self.inner.queued_bytes())?;
+        Ok(d)
+    }
+
     /// Ends a session (CLOSE with `reason`); `False` if there is no such session.
     fn kick(&self, id: &str, reason: &str) -> PyResult<bool> {
         let Some(p) = self

@@ -213,6 +213,7 @@ class ServerCore:
         shutdown)."""
     def peers(self) -> List[PeerCore]:
         """The handles of every live or lingering session."""
+    def stats(self) -> Dict[str, int]: ...
     def kick(self, id: str, reason: str) -> bool:
         """Ends the session with this id; ``False`` if there is none."""
     def shutdown(self, drain: float = 1.0) -> List[Tuple[PeerCore, List[Message]]]:

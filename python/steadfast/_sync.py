@@ -391,6 +391,11 @@ class Server:
         """Live connections now."""
         return self._core.connections
 
+    def stats(self) -> Dict[str, int]:
+        """The server's gauges: ``connections`` (handshakes included), ``handshakes``,
+        ``sessions`` (live and lingering) and ``queued_bytes`` (against the memory budget)."""
+        return self._core.stats()
+
     def accept(self, timeout: Optional[float] = None) -> Peer:
         """The next new session, waiting for one."""
         return _peer(self._core.accept(timeout))

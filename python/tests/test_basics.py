@@ -190,6 +190,9 @@ def test_stats_and_ping(server: steadfast.Server) -> None:
         assert peer.stats()["received"] == 10
         assert 0 < client.ping(timeout=5) < 5
         assert client.next_seq == 11
+        s = server.stats()
+        assert s["connections"] == 1 and s["sessions"] == 1 and s["handshakes"] == 0
+        assert s["queued_bytes"] >= 0
 
 
 def test_messages_a_request_reads_past_reach_every_handle_of_the_session(server: steadfast.Server) -> None:
