@@ -1,6 +1,9 @@
-"""A Python server with its sessions in a state directory, for the kill test: it sends
-messages numbered from where the restored session left off, up to a total, to the client
-named "kill-test", and prints "ready PORT" and "sent N" lines on stderr."""
+"""A Python server with its sessions in a state directory or PostgreSQL (then with a node
+name), for the kill tests: it sends messages numbered from where the restored session left
+off, up to a total, to the client named "kill-test", and prints "ready ADDR", "resuming at N",
+"sent N" and "all acknowledged" lines on stderr.
+
+    durable_server.py STATE ADDR TOTAL [NODE]"""
 
 from __future__ import annotations
 
@@ -9,10 +12,25 @@ import sys
 import steadfast
 
 state, addr, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
-server = steadfast.Server([addr], state=state)
+node = sys.argv[4] if len(sys.argv) > 4 else None
+server = steadfast.Server([addr], state=state, node=node)
 print(f"ready {server.addresses[0]}", file=sys.stderr, flush=True)
-# A restored session is among the peers at once; a new one comes through accept.
-peer = next((p for p in server.peers() if p.name == "kill-test"), None) or server.accept(timeout=30)
+
+
+def find() -> steadfast.Peer:
+    # A session restored from a state directory is among the peers at once; a new one, or one
+    # taken over from another server of a fleet, comes with an event.
+    for p in server.peers():
+        if p.name == "kill-test":
+            return p
+    while True:
+        e = server.next_event(timeout=30)
+        assert e is not None, "no client came"
+        if e.kind in ("connected", "resumed") and e.peer.name == "kill-test":
+            return e.peer
+
+
+peer = find()
 first = peer.next_seq or 1
 print(f"resuming at {first}", file=sys.stderr, flush=True)
 for i in range(first, total + 1):
