@@ -55,3 +55,20 @@ def open_envelope(body: bytes) -> Optional[Envelope]:
         payload = v[3] if isinstance(v[3], bytes) else bytes(v[3])
         return Envelope(v[0], v[1], v[2], payload)
     return None
+
+
+def reply_to(body: bytes, id: int, route: str) -> "tuple[Optional[bool], Any]":
+    """What a message means to a request that waits for the reply to ``id``: ``(True,
+    value)`` its reply; ``(False, None)`` a reply to another (earlier) request, to drop;
+    ``(None, None)`` not a reply, to keep for ``recv``. Raises
+    :class:`~steadfast.RequestError` for its error reply."""
+    env = open_envelope(body)
+    if env is None or env.kind not in (REPLY, ERROR_REPLY):
+        return None, None
+    if env.id != id:
+        return False, None
+    if env.kind == ERROR_REPLY:
+        from ._errors import RequestError
+
+        raise RequestError(f"{route}: {unpack(env.payload)}")
+    return True, unpack(env.payload)

@@ -23,12 +23,14 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Union,
 )
 
 from . import _rpc
-from ._errors import Closed, RequestError, SessionLost, Timeout
+from ._base import PeerInfo
+from ._errors import Closed, RequestError, SessionLost
 from ._steadfast import ClientCore, Message, PeerCore, Receipt, ServerCore
 
 #: What a message body may be: ``str`` goes as UTF-8.
@@ -38,66 +40,20 @@ Body = Union[bytes, bytearray, memoryview, str]
 RouteHandler = Callable[..., Any]
 
 
-class Peer:
+class Peer(PeerInfo):
     """One session: send to the other side and receive from it, exactly once and in order,
     across connection losses. Taking a message (``recv``) acknowledges it to the sender.
 
     Handles compare equal when they name the same session; any number of threads may use one.
     """
 
-    __slots__ = ("_core", "_held", "_ids", "__weakref__")
+    __slots__ = ("_held", "_ids")
 
     def __init__(self, core: PeerCore) -> None:
-        self._core = core
+        super().__init__(core)
         # Messages a `request` read while it waited for its reply: the next `recv` gets them.
         self._held: Deque[Message] = deque()
         self._ids = itertools.count(1)
-
-    # -- identity and state ---------------------------------------------------------------
-
-    @property
-    def id(self) -> Optional[str]:
-        """The session's id (32 hex digits; the same on both sides)."""
-        return self._core.id
-
-    @property
-    def name(self) -> Optional[str]:
-        """The client's name, if it gave one."""
-        return self._core.name
-
-    @property
-    def addr(self) -> Optional[str]:
-        """The address of the other end of the current connection."""
-        return self._core.addr
-
-    @property
-    def connected(self) -> bool:
-        """A connection carries the session now."""
-        return self._core.connected
-
-    @property
-    def ended(self) -> bool:
-        """The session is over."""
-        return self._core.ended
-
-    @property
-    def end_reason(self) -> Optional[str]:
-        """Why the session ended, once it has."""
-        return self._core.end_reason
-
-    @property
-    def next_seq(self) -> Optional[int]:
-        """The sequence number the next message sent will carry (over the session's whole
-        life: a session restored from its state continues its numbering)."""
-        return self._core.next_seq
-
-    def stats(self) -> Dict[str, Any]:
-        """The session's counters (queued, sent, acknowledged, retransmitted, received, ...)."""
-        return self._core.stats()
-
-    def unacknowledged(self) -> List[Message]:
-        """Copies of the messages sent and not acknowledged yet, in order."""
-        return self._core.unacknowledged()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -113,7 +69,9 @@ class Peer:
 
     def send_many(self, bodies: Iterable[Body], timeout: Optional[float] = None) -> Optional[Receipt]:
         """Queues every body, in order, in one call; returns the last one's receipt (receipts
-        are cumulative), ``None`` for no bodies."""
+        are cumulative), ``None`` for no bodies. If it times out (or is interrupted) while
+        waiting for room, the bodies before that point are queued and will be delivered
+        (``stats()["queued"]`` counts them); the rest are not."""
         return self._core.send_many(bodies, timeout)
 
     def send_value(self, value: Any, timeout: Optional[float] = None) -> Receipt:
@@ -184,14 +142,11 @@ class Peer:
                 m = self._core.recv(left)
             except Closed:
                 raise RequestError(f"session ended before the reply to {route!r}") from None
-            env = _rpc.open_envelope(m.body)
-            if env is not None and env.id == id and env.kind == _rpc.REPLY:
-                return _rpc.unpack(env.payload)
-            if env is not None and env.id == id and env.kind == _rpc.ERROR_REPLY:
-                raise RequestError(f"{route}: {_rpc.unpack(env.payload)}")
-            if env is not None and env.kind in (_rpc.REPLY, _rpc.ERROR_REPLY):
-                continue  # a reply to an earlier request that gave up waiting
-            self._held.append(m)
+            found, value = _rpc.reply_to(m.body, id, route)
+            if found:
+                return value
+            if found is None:
+                self._held.append(m)
 
     def notify(self, route: str, value: Any, timeout: Optional[float] = None) -> Receipt:
         """Sends ``value`` to the other side's handler of ``route``, expecting no reply."""
@@ -207,15 +162,6 @@ class Peer:
         """Ends the session (both sides learn it), first waiting up to ``timeout`` for what is
         queued to be acknowledged; returns why it ended."""
         return self._core.close(reason, timeout)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Peer) and self._core == other._core
-
-    def __hash__(self) -> int:
-        return hash(self._core)
-
-    def __repr__(self) -> str:
-        return repr(self._core)
 
 
 # The one `Peer` object of each session on this side while anything refers to it, so that
@@ -477,47 +423,67 @@ class Server:
     def _dispatch(self) -> None:
         h = self._handler
         next_tick = _now() + self._tick
+        # Peers with messages left after a batch, served in turn: a peer that sends without
+        # pause gets one batch per turn and cannot keep the others waiting.
+        turns: Deque[Peer] = deque()
+        queued: Set[Peer] = set()
         while True:
-            left = max(0.0, next_tick - _now()) if h is not None else None
+            if turns:
+                left: Optional[float] = 0.0
+            elif h is not None:
+                left = max(0.0, next_tick - _now())
+            else:
+                left = None
             try:
                 e = self._core.next_event(left)
             except Closed:
                 return
-            if e is None:
+            if h is not None and _now() >= next_tick:
                 next_tick = _now() + self._tick
-                if h is not None:
-                    _guard(h.on_tick)
-                continue
-            kind, core, detail, unacked = e
-            peer = _peer(core)
-            if kind == "messages":
-                self._drain(peer)
-            elif h is None:
-                continue
-            elif kind == "connected":
-                _guard(h.on_connect, peer)
-            elif kind == "resumed":
-                _guard(h.on_resume, peer)
-            elif kind == "disconnected":
-                _guard(h.on_disconnect, peer, detail or "")
-            elif kind == "ended":
-                # Messages that arrived before the end are the application's still.
-                self._drain(peer)
-                _guard(h.on_session_end, peer, detail or "", unacked)
+                _guard(h.on_tick)
+            if e is not None:
+                kind, core, detail, unacked = e
+                peer = _peer(core)
+                if kind == "messages":
+                    if peer not in queued:
+                        queued.add(peer)
+                        turns.append(peer)
+                elif kind == "ended":
+                    # Messages that arrived before the end are the application's still (a
+                    # bounded inbox: the session takes no more).
+                    while self._batch(peer):
+                        pass
+                    if h is not None:
+                        _guard(h.on_session_end, peer, detail or "", unacked)
+                elif h is None:
+                    pass
+                elif kind == "connected":
+                    _guard(h.on_connect, peer)
+                elif kind == "resumed":
+                    _guard(h.on_resume, peer)
+                elif kind == "disconnected":
+                    _guard(h.on_disconnect, peer, detail or "")
+            # One batch per turn, after every event as well, so a stream of events cannot
+            # keep the messages waiting either.
+            if turns:
+                peer = turns.popleft()
+                if self._batch(peer):
+                    turns.append(peer)
+                else:
+                    queued.discard(peer)
 
-    def _drain(self, peer: Peer) -> None:
-        while True:
-            try:
-                batch = peer.try_recv_many(256)
-            except Closed:
-                return
-            if not batch:
-                return
-            for m in batch:
-                if self._routes:
-                    self._route(peer, m)
-                elif self._handler is not None:
-                    _guard(self._handler.on_message, peer, m)
+    def _batch(self, peer: Peer) -> bool:
+        """Handles up to one batch of the peer's messages; whether it may have more."""
+        try:
+            batch = peer.try_recv_many(_BATCH)
+        except Closed:
+            return False
+        for m in batch:
+            if self._routes:
+                self._route(peer, m)
+            elif self._handler is not None:
+                _guard(self._handler.on_message, peer, m)
+        return len(batch) == _BATCH
 
     def _route(self, peer: Peer, m: Message) -> None:
         env = _rpc.open_envelope(m.body)
@@ -536,6 +502,10 @@ class Server:
         self._in_flight.acquire()
         done = pool.submit(_serve_request, f, peer, env)
         done.add_done_callback(lambda _: self._in_flight.release())
+
+
+#: Messages the dispatch thread takes from one peer per turn.
+_BATCH = 64
 
 
 def _call(f: RouteHandler, peer: Peer, value: Any) -> Any:
@@ -582,4 +552,4 @@ def _guard(f: Callable[..., Any], *args: Any) -> None:
         traceback.print_exc()
 
 
-__all__ = ["Body", "Client", "Event", "Handler", "Peer", "Server", "Timeout"]
+__all__ = ["Body", "Client", "Event", "Handler", "Peer", "Server"]

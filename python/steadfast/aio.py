@@ -33,6 +33,7 @@ import weakref
 from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _rpc
+from ._base import PeerInfo
 from ._errors import Closed, Full, RequestError
 from ._steadfast import ClientCore, Completions, Message, Op, PeerCore, Receipt as _Receipt, ServerCore
 from ._sync import Body
@@ -134,41 +135,15 @@ class Receipt:
         return repr(self._inner)
 
 
-class Peer:
+class Peer(PeerInfo):
     """One session, for asyncio (see :class:`steadfast.Peer`)."""
 
-    __slots__ = ("_core", "_held", "_next", "__weakref__")
+    __slots__ = ("_held", "_next")
 
     def __init__(self, core: PeerCore) -> None:
-        self._core = core
+        super().__init__(core)
         self._held: List[Message] = []
         self._next = 0
-
-    @property
-    def id(self) -> Optional[str]:
-        return self._core.id
-
-    @property
-    def name(self) -> Optional[str]:
-        return self._core.name
-
-    @property
-    def connected(self) -> bool:
-        return self._core.connected
-
-    @property
-    def ended(self) -> bool:
-        return self._core.ended
-
-    @property
-    def end_reason(self) -> Optional[str]:
-        return self._core.end_reason
-
-    def stats(self) -> Dict[str, Any]:
-        return self._core.stats()
-
-    def unacknowledged(self) -> List[Message]:
-        return self._core.unacknowledged()
 
     def try_send(self, body: Body) -> Receipt:
         """Queues a message if the outbox has room now (:class:`~steadfast.Full` otherwise)."""
@@ -265,14 +240,11 @@ class Peer:
                 m = await self.recv_direct(_left(deadline))
             except Closed:
                 raise RequestError(f"session ended before the reply to {route!r}") from None
-            env = _rpc.open_envelope(m.body)
-            if env is not None and env.id == id and env.kind == _rpc.REPLY:
-                return _rpc.unpack(env.payload)
-            if env is not None and env.id == id and env.kind == _rpc.ERROR_REPLY:
-                raise RequestError(f"{route}: {_rpc.unpack(env.payload)}")
-            if env is not None and env.kind in (_rpc.REPLY, _rpc.ERROR_REPLY):
-                continue
-            self._held.append(m)
+            found, value = _rpc.reply_to(m.body, id, route)
+            if found:
+                return value
+            if found is None:
+                self._held.append(m)
 
     async def recv_direct(self, timeout: Optional[float]) -> Message:
         deadline = _deadline(timeout)
@@ -282,15 +254,6 @@ class Peer:
                 return m
             if not await _run(self._core.readable_op, _left(deadline)):
                 raise Closed("session ended")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Peer) and self._core == other._core
-
-    def __hash__(self) -> int:
-        return hash(self._core)
-
-    def __repr__(self) -> str:
-        return repr(self._core)
 
 
 _peers: "weakref.WeakValueDictionary[Tuple[str, str], Peer]" = weakref.WeakValueDictionary()

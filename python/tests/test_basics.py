@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import List
 
 import pytest
 
@@ -220,3 +221,43 @@ def test_values_with_any_keys_and_text(server: steadfast.Server) -> None:
             peer.recv(timeout=5).text()
         assert peer.recv(timeout=5).text() == "caf\u00e9"
         assert len(peer.id or "") == 32 and peer.id == client.id
+
+
+def test_one_flooding_peer_cannot_keep_the_hooks_from_the_others() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    order: List[bytes] = []
+    done = threading.Event()
+
+    class Hooks(steadfast.Handler):
+        def on_message(self, peer: steadfast.Peer, message: steadfast.Message) -> None:
+            entered.set()
+            release.wait(10)  # the first message holds the dispatch thread until all arrived
+            order.append(message.body)
+            if message.body == b"b":
+                done.set()
+
+    server = steadfast.Server(["127.0.0.1:0"], handler=Hooks())
+    try:
+        a = steadfast.Client(server.addresses[0], name="a")
+        b = steadfast.Client(server.addresses[0], name="b")
+        # A's first message is being handled when A's flood and then B's message arrive.
+        a.send(b"a")
+        assert entered.wait(10)
+        a.send_many([b"a"] * 4_999)
+        b.send(b"b")
+        # Wait (bounded) until the server holds the flood and B's message, then let go.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            waiting = {p.name: p.stats()["waiting"] for p in server.peers()}
+            if waiting.get("a") == 4_999 and waiting.get("b") == 1:
+                break
+            time.sleep(0.01)
+        release.set()
+        assert done.wait(10)
+        # B's message was handled after a batch or so of A's, not after all of them.
+        assert order.index(b"b") < 1_000, order.index(b"b")
+        a.close(timeout=0.1)
+        b.close(timeout=0.1)
+    finally:
+        server.shutdown(drain=0.0)
