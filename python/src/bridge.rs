@@ -92,6 +92,8 @@ impl Completions {
 enum State {
     Running,
     Done(Outcome),
+    /// Taken by `result`, or cancelled: an outcome that arrives now is dropped at once (what
+    /// it carries goes back where it came from, as its drop decides).
     Taken,
 }
 
@@ -133,8 +135,20 @@ impl Op {
                     Err(_) => outcome(move |py| Err(errors::timeout(py, what))),
                 },
             };
-            *done.lock().unwrap_or_else(PoisonError::into_inner) = State::Done(out);
-            completions.get().done(id);
+            let unwanted = {
+                let mut st = done.lock().unwrap_or_else(PoisonError::into_inner);
+                match *st {
+                    State::Taken => Some(out),
+                    _ => {
+                        *st = State::Done(out);
+                        None
+                    }
+                }
+            };
+            if unwanted.is_none() {
+                completions.get().done(id);
+            }
+            drop(unwanted);
         });
         Ok(Op {
             id,
@@ -170,9 +184,16 @@ impl Op {
         }
     }
 
-    /// Stops the operation (it only waited: nothing is lost).
+    /// Stops the operation (it only waited: nothing is lost). A result that came and was not
+    /// taken is dropped now, not when this object is collected (an accepted session goes back
+    /// to the server for the next `accept`).
     fn cancel(&self) {
         self.task.abort();
+        let untaken = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            State::Taken,
+        );
+        drop(untaken);
     }
 }
 

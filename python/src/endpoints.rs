@@ -1,6 +1,7 @@
 //! `Client` and `Server` cores: connecting, listening, accepting and the event queues.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -225,6 +226,27 @@ impl ClientCore {
 #[pyclass(frozen, module = "steadfast._steadfast")]
 pub(crate) struct ServerCore {
     inner: steadfast::Server,
+    /// Sessions an `accept_op` accepted whose result was never taken (the operation was
+    /// cancelled at the instant it completed): the next `accept` returns them first.
+    returned: Arc<Mutex<VecDeque<steadfast::Peer>>>,
+}
+
+/// A peer an `accept_op` accepted, on its way to the caller: dropped untaken (a cancelled
+/// operation), it goes back to the server's `returned` queue, so no session goes unaccepted.
+struct Accepted {
+    peer: Option<steadfast::Peer>,
+    returned: Arc<Mutex<VecDeque<steadfast::Peer>>>,
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        if let Some(p) = self.peer.take() {
+            self.returned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back(p);
+        }
+    }
 }
 
 fn peer_obj(py: Python<'_>, p: steadfast::Peer) -> PyResult<Bound<'_, PeerCore>> {
@@ -270,6 +292,15 @@ fn server_event(py: Python<'_>, e: steadfast::ServerEvent) -> PyResult<Py<PyAny>
         _ => return Ok(py.None()),
     };
     Ok(t.into_pyobject(py)?.into_any().unbind())
+}
+
+impl ServerCore {
+    fn take_returned(&self) -> Option<steadfast::Peer> {
+        self.returned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
 }
 
 #[pymethods]
@@ -329,8 +360,11 @@ impl ServerCore {
             }
         }
         let r = wait(py, steadfast::Server::bind(addresses, config), None, "bind")?;
-        r.map(|inner| ServerCore { inner })
-            .map_err(|e| errors::bind(py, e))
+        r.map(|inner| ServerCore {
+            inner,
+            returned: Arc::default(),
+        })
+        .map_err(|e| errors::bind(py, e))
     }
 
     /// The addresses it listens on (`host:port`, the OS's ports for port 0).
@@ -346,6 +380,9 @@ impl ServerCore {
     /// The next new session, waiting up to `timeout`.
     #[pyo3(signature = (timeout=None))]
     fn accept(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PeerCore> {
+        if let Some(p) = self.take_returned() {
+            return Ok(PeerCore { inner: p });
+        }
         let server = self.inner.clone();
         match wait(py, async move { server.accept().await }, timeout, "accept")? {
             Some(p) => Ok(PeerCore { inner: p }),
@@ -361,9 +398,15 @@ impl ServerCore {
         timeout: Option<f64>,
     ) -> PyResult<Op> {
         let server = self.inner.clone();
+        let mut accepted = Accepted {
+            peer: self.take_returned(),
+            returned: self.returned.clone(),
+        };
         Op::start(completions, timeout, "accept", async move {
-            let p = server.accept().await;
-            outcome(move |py| match p {
+            if accepted.peer.is_none() {
+                accepted.peer = server.accept().await;
+            }
+            outcome(move |py| match accepted.peer.take() {
                 Some(p) => Ok(Py::new(py, PeerCore { inner: p })?.into_any()),
                 None => Err(errors::closed(py, "server shut down")),
             })

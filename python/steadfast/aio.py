@@ -359,8 +359,8 @@ class Server:
         return self._core.addresses
 
     async def accept(self, timeout: Optional[float] = None) -> Peer:
-        """The next new session. (Cancelled at the instant one arrives, its handle is dropped;
-        the session itself stays, in :meth:`peers` and the events.)"""
+        """The next new session. Cancelled, it accepted nothing: a session that arrived as it
+        was cancelled is the next ``accept``'s."""
         return _peer(await _run(self._core.accept_op, timeout))
 
     def peers(self) -> List[Peer]:

@@ -4,6 +4,7 @@ send queued nothing."""
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import List
 
 import pytest
@@ -154,3 +155,24 @@ def test_requests_between_asyncio_client_and_routes() -> None:
         run(main())
     finally:
         server.shutdown(drain=0.0)
+
+
+def test_an_accept_cancelled_as_it_completes_leaves_the_session_to_the_next() -> None:
+    async def main() -> None:
+        async with await sf.Server.bind(["127.0.0.1:0"]) as server:
+            task = asyncio.ensure_future(server.accept(timeout=5))
+            await asyncio.sleep(0)  # the accept is under way
+            # The loop is held (a blocking client, a blocking wait on the completions pipe)
+            # until the accept has completed on the runtime; it is then cancelled before the
+            # coroutine could see its result.
+            client = steadfast.Client(server.addresses[0], name="c")
+            ready, _, _ = select.select([sf._bridge().completions.fileno()], [], [], 5)
+            assert ready
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            peer = await server.accept(timeout=5)
+            assert peer.name == "c"
+            client.close(timeout=1)
+
+    run(main())
