@@ -390,6 +390,12 @@ impl ServerCore {
         }
     }
 
+    /// Sets the process's gauges (sessions live and lingering, outbox, memory budget) from
+    /// this server, for `metrics_text`.
+    fn record_gauges(&self) {
+        self.inner.record_gauges();
+    }
+
     /// `accept` as an operation of an event loop.
     #[pyo3(signature = (completions, timeout=None))]
     fn accept_op(

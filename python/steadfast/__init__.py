@@ -31,6 +31,7 @@ from ._errors import (
     TooLarge,
 )
 from ._rpc import pack, unpack
+from ._metrics import enable_metrics, metrics_text
 from ._steadfast import Message, Receipt, __version__
 from ._sync import Body, Client, Event, Handler, Peer, Server
 
@@ -56,6 +57,8 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "__version__",
+    "enable_metrics",
+    "metrics_text",
     "pack",
     "unpack",
 ]

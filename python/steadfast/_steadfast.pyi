@@ -18,9 +18,23 @@ __all__ = [
     "Completions",
     "Op",
     "__version__",
+    "enable_metrics",
+    "render_metrics",
 ]
 
 __version__: str
+
+def enable_metrics(node: Optional[str] = None) -> None:
+    """Installs the process's Prometheus recorder: from then on every server of the process
+    counts into it (messages, bytes, connections, sessions, resumes, refusals, round-trip
+    times: the series ``steadfast serve --metrics`` shows). ``node`` labels every series
+    (``node="NAME"``). Calling it again does nothing. Raises :class:`steadfast.ConfigError`
+    if another recorder is installed in the process."""
+
+def render_metrics() -> str:
+    """The metrics in Prometheus's text exposition format (0.0.4) (see
+    :func:`steadfast.metrics_text`). Raises :class:`steadfast.ConfigError` before
+    :func:`enable_metrics`."""
 
 #: A message body or token: ``bytes``, ``bytearray``, ``memoryview`` (any buffer) or ``str``
 #: (sent as UTF-8).
@@ -206,6 +220,8 @@ class ServerCore:
         """Live connections now."""
     def accept(self, timeout: Optional[float] = None) -> PeerCore:
         """The next new session, waiting up to ``timeout`` (``Closed`` after shutdown)."""
+    def record_gauges(self) -> None:
+        """Sets the process's gauges (sessions, outbox, memory budget) from this server."""
     def accept_op(self, completions: Completions, timeout: Optional[float] = None) -> Op:
         """``accept`` as an event-loop operation; its result is a :class:`PeerCore`."""
     def next_event(self, timeout: Optional[float] = None) -> Optional[_ServerEvent]:
@@ -241,4 +257,5 @@ class Op:
         """The result once done (raising its exception, if it failed), ``None`` before;
         taken once."""
     def cancel(self) -> None:
-        """Stops the operation (it only waited: nothing is lost)."""
+        """Stops the operation (it only waited: nothing is lost). A result that came and was
+        not taken is dropped now (an accepted session goes back to the server)."""

@@ -19,11 +19,10 @@ use tokio::sync::Semaphore;
 /// Scrapers served at once; more wait for a slot.
 const MAX_CLIENTS: usize = 16;
 
-/// Round-trip time buckets, in seconds (50 µs to 5 s).
-const RTT_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
-];
+/// How often the recorder folds the samples it buffered into its histograms: between two
+/// upkeeps (or scrapes) it holds every round-trip sample, so without one a server nobody
+/// scrapes would hold them all.
+const UPKEEP: Duration = Duration::from_secs(5);
 
 /// Installs the Prometheus recorder and serves `/metrics` and `/sessions` on `addr`: the
 /// address it listens on.
@@ -38,10 +37,21 @@ pub(crate) async fn start(
         builder = builder.add_global_label("node", n);
     }
     let handle = builder
-        .set_buckets_for_metric(Matcher::Full("steadfast_rtt_seconds".into()), RTT_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full("steadfast_rtt_seconds".into()),
+            steadfast::RTT_BUCKETS_SECONDS,
+        )
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| format!("--metrics: {e}"))?;
     steadfast::describe_metrics();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))?;

@@ -167,7 +167,7 @@ pub mod proxy;
 #[cfg(feature = "runtime")]
 pub mod raw;
 #[cfg(feature = "runtime")]
-pub use metered::describe_metrics;
+pub use metered::{RTT_BUCKETS_SECONDS, describe_metrics};
 #[cfg(feature = "runtime")]
 mod refusals;
 #[cfg(feature = "serde")]

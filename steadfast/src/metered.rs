@@ -175,6 +175,13 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Histogram buckets for `steadfast_rtt_seconds`, in seconds (50 µs to 5 s): what
+/// `serve --metrics` and the Python package's `enable_metrics` give a Prometheus recorder.
+pub const RTT_BUCKETS_SECONDS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
 /// Gives the recorder installed now the help text of every metric a [`crate::Server`]
 /// records, and its counters at zero (so that a scrape shows them before anything happened).
 /// Call it once the recorder is installed (feature `metrics`; without it this does nothing).
