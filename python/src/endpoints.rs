@@ -12,7 +12,7 @@ use steadfast::{ClientConfig, ClientEvent, ServerConfig};
 use crate::bridge::{Completions, Op, outcome};
 use crate::errors;
 use crate::peer::{Message, PeerCore, body};
-use crate::runtime::wait;
+use crate::runtime::{Here, wait};
 
 /// A `token=` argument: bytes or text.
 fn token(t: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
@@ -85,6 +85,8 @@ fn client_config(
 #[pyclass(frozen, module = "steadfast._steadfast")]
 pub(crate) struct ClientCore {
     inner: steadfast::Client,
+    /// The process it was made in.
+    here: Here,
 }
 
 fn client_event(py: Python<'_>, e: ClientEvent) -> PyResult<Py<PyAny>> {
@@ -133,6 +135,8 @@ impl ClientCore {
         max_attempts: Option<u32>,
         timeout: Option<f64>,
     ) -> PyResult<ClientCore> {
+        let here = Here::now();
+        here.check(py)?;
         let config = client_config(
             py,
             name,
@@ -150,7 +154,7 @@ impl ClientCore {
             timeout,
             "connect",
         )?;
-        r.map(|inner| ClientCore { inner })
+        r.map(|inner| ClientCore { inner, here })
             .map_err(|e| errors::connect(py, e))
     }
 
@@ -171,6 +175,8 @@ impl ClientCore {
         max_attempts: Option<u32>,
         timeout: Option<f64>,
     ) -> PyResult<Op> {
+        let here = Here::now();
+        here.check(py)?;
         let config = client_config(
             py,
             name,
@@ -185,7 +191,7 @@ impl ClientCore {
         Op::start(completions, timeout, "connect", async move {
             let r = steadfast::Client::connect(addrs, config).await;
             outcome(move |py| match r {
-                Ok(inner) => Ok(Py::new(py, ClientCore { inner })?.into_any()),
+                Ok(inner) => Ok(Py::new(py, ClientCore { inner, here })?.into_any()),
                 Err(e) => Err(errors::connect(py, e)),
             })
         })
@@ -196,6 +202,7 @@ impl ClientCore {
     fn peer(&self) -> PeerCore {
         PeerCore {
             inner: self.inner.peer().clone(),
+            here: self.here,
         }
     }
 
@@ -204,6 +211,7 @@ impl ClientCore {
     /// `session_lost`).
     #[pyo3(signature = (timeout=0.0))]
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        self.here.check(py)?;
         if let Some(e) = self.inner.try_next_event() {
             return client_event(py, e).map(Some);
         }
@@ -226,6 +234,8 @@ impl ClientCore {
 #[pyclass(frozen, module = "steadfast._steadfast")]
 pub(crate) struct ServerCore {
     inner: steadfast::Server,
+    /// The process it was made in.
+    here: Here,
     /// Sessions an `accept_op` accepted whose result was never taken (the operation was
     /// cancelled at the instant it completed): the next `accept` returns them first.
     returned: Arc<Mutex<VecDeque<steadfast::Peer>>>,
@@ -249,20 +259,20 @@ impl Drop for Accepted {
     }
 }
 
-fn peer_obj(py: Python<'_>, p: steadfast::Peer) -> PyResult<Bound<'_, PeerCore>> {
-    Bound::new(py, PeerCore { inner: p })
+fn peer_obj(py: Python<'_>, p: steadfast::Peer, here: Here) -> PyResult<Bound<'_, PeerCore>> {
+    Bound::new(py, PeerCore { inner: p, here })
 }
 
-fn server_event(py: Python<'_>, e: steadfast::ServerEvent) -> PyResult<Py<PyAny>> {
+fn server_event(py: Python<'_>, e: steadfast::ServerEvent, here: Here) -> PyResult<Py<PyAny>> {
     use steadfast::ServerEvent as E;
     let none = py.None();
     let empty = PyList::empty(py);
     let t = match e {
-        E::Connected { peer } => ("connected", peer_obj(py, peer)?, none, empty),
-        E::Resumed { peer } => ("resumed", peer_obj(py, peer)?, none, empty),
+        E::Connected { peer } => ("connected", peer_obj(py, peer, here)?, none, empty),
+        E::Resumed { peer } => ("resumed", peer_obj(py, peer, here)?, none, empty),
         E::Disconnected { peer, error } => (
             "disconnected",
-            peer_obj(py, peer)?,
+            peer_obj(py, peer, here)?,
             error.to_string().into_pyobject(py)?.into_any().unbind(),
             empty,
         ),
@@ -271,7 +281,7 @@ fn server_event(py: Python<'_>, e: steadfast::ServerEvent) -> PyResult<Py<PyAny>
             unacknowledged,
         } => (
             "ended",
-            peer_obj(py, peer)?,
+            peer_obj(py, peer, here)?,
             "expired".into_pyobject(py)?.into_any().unbind(),
             PyList::new(py, unacknowledged.into_iter().map(Message::from))?,
         ),
@@ -281,14 +291,14 @@ fn server_event(py: Python<'_>, e: steadfast::ServerEvent) -> PyResult<Py<PyAny>
             unacknowledged,
         } => (
             "ended",
-            peer_obj(py, peer)?,
+            peer_obj(py, peer, here)?,
             errors::reason_text(&reason)
                 .into_pyobject(py)?
                 .into_any()
                 .unbind(),
             PyList::new(py, unacknowledged.into_iter().map(Message::from))?,
         ),
-        E::MessagesWaiting { peer } => ("messages", peer_obj(py, peer)?, none, empty),
+        E::MessagesWaiting { peer } => ("messages", peer_obj(py, peer, here)?, none, empty),
         _ => return Ok(py.None()),
     };
     Ok(t.into_pyobject(py)?.into_any().unbind())
@@ -319,6 +329,8 @@ impl ServerCore {
         token: Option<&Bound<'_, PyAny>>,
         linger: Option<f64>,
     ) -> PyResult<ServerCore> {
+        let here = Here::now();
+        here.check(py)?;
         let mut config = ServerConfig::default();
         if let Some(l) = linger {
             let d = Duration::try_from_secs_f64(l)
@@ -362,6 +374,7 @@ impl ServerCore {
         let r = wait(py, steadfast::Server::bind(addresses, config), None, "bind")?;
         r.map(|inner| ServerCore {
             inner,
+            here,
             returned: Arc::default(),
         })
         .map_err(|e| errors::bind(py, e))
@@ -380,12 +393,19 @@ impl ServerCore {
     /// The next new session, waiting up to `timeout`.
     #[pyo3(signature = (timeout=None))]
     fn accept(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PeerCore> {
+        self.here.check(py)?;
         if let Some(p) = self.take_returned() {
-            return Ok(PeerCore { inner: p });
+            return Ok(PeerCore {
+                inner: p,
+                here: self.here,
+            });
         }
         let server = self.inner.clone();
         match wait(py, async move { server.accept().await }, timeout, "accept")? {
-            Some(p) => Ok(PeerCore { inner: p }),
+            Some(p) => Ok(PeerCore {
+                inner: p,
+                here: self.here,
+            }),
             None => Err(errors::closed(py, "server shut down")),
         }
     }
@@ -404,6 +424,8 @@ impl ServerCore {
         timeout: Option<f64>,
     ) -> PyResult<Op> {
         let server = self.inner.clone();
+        let here = self.here;
+        here.check(completions.py())?;
         let mut accepted = Accepted {
             peer: self.take_returned(),
             returned: self.returned.clone(),
@@ -413,7 +435,7 @@ impl ServerCore {
                 accepted.peer = server.accept().await;
             }
             outcome(move |py| match accepted.peer.take() {
-                Some(p) => Ok(Py::new(py, PeerCore { inner: p })?.into_any()),
+                Some(p) => Ok(Py::new(py, PeerCore { inner: p, here })?.into_any()),
                 None => Err(errors::closed(py, "server shut down")),
             })
         })
@@ -424,6 +446,7 @@ impl ServerCore {
     /// `messages`.
     #[pyo3(signature = (timeout=None))]
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        self.here.check(py)?;
         loop {
             let e = match self.inner.try_next_event() {
                 Some(e) => Some(e),
@@ -446,7 +469,7 @@ impl ServerCore {
             let Some(e) = e else {
                 return Err(errors::closed(py, "server shut down"));
             };
-            let ev = server_event(py, e)?;
+            let ev = server_event(py, e, self.here)?;
             if !ev.is_none(py) {
                 return Ok(Some(ev));
             }
@@ -458,7 +481,10 @@ impl ServerCore {
         self.inner
             .peers()
             .into_iter()
-            .map(|p| PeerCore { inner: p })
+            .map(|p| PeerCore {
+                inner: p,
+                here: self.here,
+            })
             .collect()
     }
 
@@ -480,7 +506,8 @@ impl ServerCore {
     }
 
     /// Ends a session (CLOSE with `reason`); `False` if there is no such session.
-    fn kick(&self, id: &str, reason: &str) -> PyResult<bool> {
+    fn kick(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<bool> {
+        self.here.check(py)?;
         let Some(p) = self
             .inner
             .peers()
@@ -497,6 +524,7 @@ impl ServerCore {
     /// queued to be acknowledged) and returns what each peer never acknowledged.
     #[pyo3(signature = (drain=1.0))]
     fn shutdown(&self, py: Python<'_>, drain: f64) -> PyResult<Vec<(PeerCore, Vec<Message>)>> {
+        self.here.check(py)?;
         crate::runtime::deadline(Some(drain))?;
         let d = Duration::from_secs_f64(drain);
         let server = self.inner.clone();
@@ -510,7 +538,10 @@ impl ServerCore {
             .into_iter()
             .map(|(p, m)| {
                 (
-                    PeerCore { inner: p },
+                    PeerCore {
+                        inner: p,
+                        here: self.here,
+                    },
                     m.into_iter().map(Message::from).collect(),
                 )
             })

@@ -23,6 +23,11 @@ where
     }
 }
 
+/// `Error`, the base class, for what fits no subclass.
+pub(crate) fn error(py: Python<'_>, what: String) -> PyErr {
+    make(py, "Error", (what,))
+}
+
 /// `Timeout`: a wait ran out.
 pub(crate) fn timeout(py: Python<'_>, what: &str) -> PyErr {
     make(py, "Timeout", (format!("{what}: timed out"),))

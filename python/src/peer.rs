@@ -9,7 +9,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use crate::bridge::{Completions, Op};
 use crate::errors;
-use crate::runtime::{self, wait};
+use crate::runtime::{self, Here, wait};
 
 /// A message received from the peer: its body and its sequence number in the session.
 #[pyclass(frozen, module = "steadfast._steadfast")]
@@ -114,6 +114,7 @@ pub(crate) fn hex(id: steadfast::SessionId) -> String {
 pub(crate) struct Receipt {
     inner: steadfast::Receipt,
     peer: steadfast::Peer,
+    here: Here,
 }
 
 #[pymethods]
@@ -133,6 +134,7 @@ impl Receipt {
     /// Waits until the peer's application has taken the message.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        self.here.check(py)?;
         let r = wait(py, self.inner.clone().into_future(), timeout, "receipt")?;
         r.map_err(|e| errors::receipt(py, e, self.peer.unacknowledged()))
     }
@@ -140,6 +142,7 @@ impl Receipt {
     /// The wait as an operation of an event loop (`steadfast.aio`).
     #[pyo3(signature = (completions, timeout=None))]
     fn wait_op(&self, completions: &Bound<'_, Completions>, timeout: Option<f64>) -> PyResult<Op> {
+        self.here.check(completions.py())?;
         let receipt = self.inner.clone();
         let peer = self.peer.clone();
         Op::start(completions, timeout, "receipt", async move {
@@ -164,6 +167,8 @@ impl Receipt {
 #[pyclass(frozen, module = "steadfast._steadfast")]
 pub(crate) struct PeerCore {
     pub(crate) inner: steadfast::Peer,
+    /// The process the session's handle was made in.
+    pub(crate) here: Here,
 }
 
 impl PeerCore {
@@ -171,6 +176,7 @@ impl PeerCore {
         Receipt {
             inner,
             peer: self.inner.clone(),
+            here: self.here,
         }
     }
 }
@@ -218,6 +224,7 @@ impl PeerCore {
         body: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Receipt> {
+        self.here.check(py)?;
         let body = self::body(body)?;
         match self.inner.try_send(body.clone()) {
             Ok(r) => Ok(self.receipt(r)),
@@ -231,6 +238,7 @@ impl PeerCore {
 
     /// Queues a message if the outbox has room now (`Full` otherwise).
     fn try_send(&self, py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<Receipt> {
+        self.here.check(py)?;
         let body = self::body(body)?;
         self.inner
             .try_send(body)
@@ -246,6 +254,7 @@ impl PeerCore {
         bodies: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Receipt>> {
+        self.here.check(py)?;
         let mut all = Vec::new();
         for b in bodies.try_iter()? {
             all.push(self::body(&b?)?);
@@ -258,6 +267,7 @@ impl PeerCore {
     /// Takes the next message, waiting for one (GIL released).
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Message> {
+        self.here.check(py)?;
         if let Some(m) = self.inner.try_recv().map_err(|e| errors::recv(py, e))? {
             return Ok(m.into());
         }
@@ -267,6 +277,7 @@ impl PeerCore {
 
     /// Takes the next message if one is waiting.
     fn try_recv(&self, py: Python<'_>) -> PyResult<Option<Message>> {
+        self.here.check(py)?;
         self.inner
             .try_recv()
             .map(|m| m.map(Message::from))
@@ -276,6 +287,7 @@ impl PeerCore {
     /// Takes at least one message, waiting for it, and up to `n` (partial read).
     #[pyo3(signature = (n, timeout=None))]
     fn recv_many(&self, py: Python<'_>, n: usize, timeout: Option<f64>) -> PyResult<Vec<Message>> {
+        self.here.check(py)?;
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -290,6 +302,7 @@ impl PeerCore {
 
     /// Takes up to `n` waiting messages without waiting.
     fn try_recv_many(&self, py: Python<'_>, n: usize) -> PyResult<Vec<Message>> {
+        self.here.check(py)?;
         self.inner
             .recv_up_to(n)
             .map(|v| v.into_iter().map(Message::from).collect())
@@ -299,6 +312,7 @@ impl PeerCore {
     /// Waits until every message sent so far is acknowledged.
     #[pyo3(signature = (timeout=None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        self.here.check(py)?;
         let r = wait(py, self.inner.flush(), timeout, "flush")?;
         r.map_err(|e| errors::receipt(py, e, self.inner.unacknowledged()))
     }
@@ -307,6 +321,7 @@ impl PeerCore {
     /// acknowledged first; returns why it ended.
     #[pyo3(signature = (reason="closed", timeout=5.0))]
     fn close(&self, py: Python<'_>, reason: &str, timeout: f64) -> PyResult<String> {
+        self.here.check(py)?;
         runtime::deadline(Some(timeout))?;
         let limit = Duration::from_secs_f64(timeout);
         let peer = self.inner.clone();
@@ -323,6 +338,7 @@ impl PeerCore {
     /// Round-trip time of a PING, in seconds.
     #[pyo3(signature = (timeout=None))]
     fn ping(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<f64> {
+        self.here.check(py)?;
         let r = wait(py, self.inner.ping(), timeout, "ping")?;
         r.map(|d| d.as_secs_f64()).map_err(|e| errors::send(py, e))
     }
@@ -369,6 +385,7 @@ impl PeerCore {
         completions: &Bound<'_, Completions>,
         timeout: Option<f64>,
     ) -> PyResult<Op> {
+        self.here.check(completions.py())?;
         let peer = self.inner.clone();
         Op::start(completions, timeout, "recv", async move {
             let ready = peer.readable().await;
@@ -387,6 +404,7 @@ impl PeerCore {
         len: usize,
         timeout: Option<f64>,
     ) -> PyResult<Op> {
+        self.here.check(completions.py())?;
         let peer = self.inner.clone();
         Op::start(completions, timeout, "send", async move {
             peer.writable(len).await;
@@ -397,6 +415,7 @@ impl PeerCore {
     /// `flush` as an operation of an event loop.
     #[pyo3(signature = (completions, timeout=None))]
     fn flush_op(&self, completions: &Bound<'_, Completions>, timeout: Option<f64>) -> PyResult<Op> {
+        self.here.check(completions.py())?;
         let peer = self.inner.clone();
         Op::start(completions, timeout, "flush", async move {
             let r = peer.flush().await;
@@ -415,6 +434,7 @@ impl PeerCore {
         reason: &str,
         timeout: f64,
     ) -> PyResult<Op> {
+        self.here.check(completions.py())?;
         runtime::deadline(Some(timeout))?;
         let limit = Duration::from_secs_f64(timeout);
         let peer = self.inner.clone();

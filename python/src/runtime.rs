@@ -2,6 +2,7 @@
 //! with the GIL released.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -14,10 +15,23 @@ use crate::errors;
 /// How long a blocking wait runs before it looks for a signal (Ctrl-C) from Python.
 const SLICE: Duration = Duration::from_millis(50);
 
-/// The module's runtime: two worker threads named `steadfast`, started on first use.
+/// How many processes deep, through `fork`, the package works: each child of a fork starts a
+/// runtime of its own (the parent's threads do not exist in it).
+const GENERATIONS: usize = 16;
+
+/// The runtime of each generation: 0 in the process that imported the package, one more in
+/// each child of a `fork` (`after_fork_in_child`). A slot, once started, is never dropped: in
+/// a child, the parent's runtime has no threads left to stop.
+static RUNTIMES: [OnceLock<Runtime>; GENERATIONS] = [const { OnceLock::new() }; GENERATIONS];
+
+/// This process's generation.
+static GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+/// The process's runtime: two worker threads named `steadfast`, started on first use (in a
+/// child of a `fork`, a new one).
 pub(crate) fn rt() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
+    let g = GENERATION.load(Ordering::Acquire).min(GENERATIONS - 1);
+    RUNTIMES[g].get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("steadfast")
@@ -25,6 +39,49 @@ pub(crate) fn rt() -> &'static Runtime {
             .build()
             .unwrap_or_else(|e| panic!("steadfast: cannot start the tokio runtime: {e}"))
     })
+}
+
+/// Called (through `os.register_at_fork`) in the child of a `fork`: the objects made before
+/// it belong to the parent, whose connections and runtime threads they use; new ones start
+/// a runtime of their own.
+#[pyfunction]
+pub(crate) fn after_fork_in_child() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The process an object was made in (its generation): used elsewhere, it refuses to act.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Here(usize);
+
+impl Here {
+    /// This process.
+    pub(crate) fn now() -> Here {
+        Here(GENERATION.load(Ordering::Acquire))
+    }
+
+    /// `Ok` in the process the object was made in; in a child of a `fork`,
+    /// `steadfast.Error`: the object's connections are the parent's (a write from the child
+    /// would go into the parent's byte stream) and its runtime's threads are not there.
+    pub(crate) fn check(self, py: Python<'_>) -> PyResult<()> {
+        if self.0 == GENERATION.load(Ordering::Acquire) && self.0 < GENERATIONS - 1 {
+            Ok(())
+        } else if self.0 >= GENERATIONS - 1 {
+            Err(errors::error(
+                py,
+                format!(
+                    "steadfast works up to {} levels of fork deep",
+                    GENERATIONS - 1
+                ),
+            ))
+        } else {
+            Err(errors::error(
+                py,
+                "this object was made before os.fork(): use it in the process that made it, \
+                 and make new ones in the child"
+                    .into(),
+            ))
+        }
+    }
 }
 
 /// A `timeout=` argument in seconds: `None` waits without a limit.

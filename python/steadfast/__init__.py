@@ -16,6 +16,8 @@ The Rust implementation, with every guarantee, for Python::
 The asyncio API, with the same names as coroutines, is :mod:`steadfast.aio`.
 """
 
+import os as _os
+
 from ._errors import (
     BindFailed,
     Closed,
@@ -32,6 +34,7 @@ from ._errors import (
 )
 from ._rpc import pack, unpack
 from ._metrics import enable_metrics, metrics_text
+from ._steadfast import after_fork_in_child as _after_fork_in_child
 from ._steadfast import Message, Receipt, __version__
 from ._sync import Body, Client, Event, Handler, Peer, Server
 
@@ -62,3 +65,9 @@ __all__ = [
     "pack",
     "unpack",
 ]
+
+# A child of os.fork() (multiprocessing's default on Linux before Python 3.14) has none of the
+# runtime's threads: new objects there start a runtime of their own, and the parent's objects
+# refuse to act (their connections are the parent's) instead of hanging.
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -18,11 +18,16 @@ __all__ = [
     "Completions",
     "Op",
     "__version__",
+    "after_fork_in_child",
     "enable_metrics",
     "render_metrics",
 ]
 
 __version__: str
+
+def after_fork_in_child() -> None:
+    """Registered with ``os.register_at_fork``: in the child, new objects start a runtime of
+    their own and the parent's refuse to act (:class:`steadfast.Error`)."""
 
 def enable_metrics(node: Optional[str] = None) -> None:
     """Installs the process's Prometheus recorder: from then on every server of the process
