@@ -184,6 +184,10 @@ where
     // The handshake's queues are released after the first turn, which sends and reports
     // what they hold: an idle connection should not keep them until its first timer.
     let mut handshake_queues = true;
+    // A read happened since the last timer fired: the connection is not quiet, and the read
+    // buffer it grew stays (shrinking it on every timer of a busy connection regrew and
+    // zeroed 64 KiB each time).
+    let mut read_since_timer = false;
     loop {
         // Under the lock: gather output, events and the next deadline.
         peer.turn_clock_us.store(
@@ -317,6 +321,7 @@ where
         let writing = !output.lock().is_idle();
         tokio::select! {
             r = rd.read(&mut rbuf) => {
+                read_since_timer = true;
                 let mut st = peer.lock();
                 let current = st.generation == generation;
                 let allowance = receive_allowance(&st);
@@ -359,8 +364,9 @@ where
                     conn.release_buffers();
                 }
                 drop(st);
-                // A timer fired with nothing to read: release what a busy period grew.
-                if rbuf.len() > READ_SMALL {
+                // A timer fired with nothing read since the one before: release what a busy
+                // period grew.
+                if !std::mem::take(&mut read_since_timer) && rbuf.len() > READ_SMALL {
                     rbuf = vec![0u8; READ_SMALL];
                 }
                 output.lock().shrink(WRITE_KEEP);
