@@ -2,17 +2,12 @@
 //! (`enable_metrics`), its exposition text rendered on demand (`metrics_text`).
 
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use pyo3::prelude::*;
 
 use crate::errors;
 use crate::runtime::rt;
-
-/// How often the recorder folds the round-trip samples it buffered into its histograms (it
-/// holds each sample until then).
-const UPKEEP: Duration = Duration::from_secs(5);
 
 /// The recorder, once installed (the `metrics` facade takes one per process).
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -27,26 +22,11 @@ pub(crate) fn enable_metrics(py: Python<'_>, node: Option<String>) -> PyResult<(
     if HANDLE.get().is_some() {
         return Ok(());
     }
-    let mut builder = PrometheusBuilder::new();
-    if let Some(n) = node {
-        builder = builder.add_global_label("node", n);
-    }
-    let handle = builder
-        .set_buckets_for_metric(
-            Matcher::Full("steadfast_rtt_seconds".into()),
-            steadfast::RTT_BUCKETS_SECONDS,
-        )
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| errors::config(py, format!("metrics: {e}")))?;
-    steadfast::describe_metrics();
-    let upkeep = handle.clone();
-    rt().spawn(async move {
-        let mut every = tokio::time::interval(UPKEEP);
-        loop {
-            every.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    let handle = {
+        let _runtime = rt().enter();
+        steadfast::install_prometheus(node.as_deref())
+            .map_err(|e| errors::config(py, format!("metrics: {e}")))?
+    };
     let _ = HANDLE.set(handle);
     Ok(())
 }

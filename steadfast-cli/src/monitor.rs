@@ -11,18 +11,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use steadfast::Server;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 /// Scrapers served at once; more wait for a slot.
 const MAX_CLIENTS: usize = 16;
-
-/// How often the recorder folds the samples it buffered into its histograms: between two
-/// upkeeps (or scrapes) it holds every round-trip sample, so without one a server nobody
-/// scrapes would hold them all.
-const UPKEEP: Duration = Duration::from_secs(5);
 
 /// Installs the Prometheus recorder and serves `/metrics` and `/sessions` on `addr`: the
 /// address it listens on.
@@ -32,26 +27,7 @@ pub(crate) async fn start(
     server: Server,
     node: Option<&str>,
 ) -> Result<SocketAddr, String> {
-    let mut builder = PrometheusBuilder::new();
-    if let Some(n) = node {
-        builder = builder.add_global_label("node", n);
-    }
-    let handle = builder
-        .set_buckets_for_metric(
-            Matcher::Full("steadfast_rtt_seconds".into()),
-            steadfast::RTT_BUCKETS_SECONDS,
-        )
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| format!("--metrics: {e}"))?;
-    steadfast::describe_metrics();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(UPKEEP);
-        loop {
-            every.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    let handle = steadfast::install_prometheus(node).map_err(|e| format!("--metrics: {e}"))?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))?;

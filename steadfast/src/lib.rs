@@ -162,12 +162,16 @@ mod metered;
 mod output;
 #[cfg(feature = "runtime")]
 mod peer;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 #[cfg(feature = "runtime")]
 pub mod proxy;
 #[cfg(feature = "runtime")]
 pub mod raw;
 #[cfg(feature = "runtime")]
 pub use metered::{RTT_BUCKETS_SECONDS, describe_metrics};
+#[cfg(feature = "prometheus")]
+pub use prometheus::install_prometheus;
 #[cfg(feature = "runtime")]
 mod refusals;
 #[cfg(feature = "serde")]
