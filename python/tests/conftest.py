@@ -72,7 +72,7 @@ class Proc:
             try:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"no stderr line with {needle!r} from {self.p.args}") from None
+                raise AssertionError(f"no stderr line with {needle!r} from {self.p.args!r}") from None
             if needle in line:
                 return line
 

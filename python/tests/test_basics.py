@@ -45,7 +45,7 @@ def test_recv_many_is_a_partial_read(server: steadfast.Server) -> None:
         peer = server.accept(timeout=5)
         first = peer.recv_many(2, timeout=5)
         assert 1 <= len(first) <= 2
-        rest = []
+        rest: List[steadfast.Message] = []
         while len(first) + len(rest) < 3:
             rest += peer.recv_many(10, timeout=5)
         assert [m.body for m in first + rest] == [b"1", b"2", b"3"]
@@ -76,7 +76,7 @@ def test_iteration_ends_with_the_session(server: steadfast.Server) -> None:
     for i in range(5):
         client.send(str(i))
     peer = server.accept(timeout=5)
-    got: list = []
+    got: List[bytes] = []
     reader = threading.Thread(target=lambda: got.extend(m.body for m in peer))
     reader.start()
     # close waits for the five to be taken, then ends the session: the iteration stops.

@@ -51,7 +51,8 @@ def test_messages_over_tls(certs: Path) -> None:
         with socket.create_connection((host, int(port)), timeout=10) as raw:
             with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
                 assert tls.version() == "TLSv1.3"
-                assert tls.getpeercert()["subject"] == ((("commonName", "localhost"),),)
+                cert = tls.getpeercert()
+                assert cert is not None and cert["subject"] == ((("commonName", "localhost"),),)
     finally:
         server.shutdown(drain=0.0)
 
