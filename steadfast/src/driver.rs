@@ -188,6 +188,8 @@ where
     // buffer it grew stays (shrinking it on every timer of a busy connection regrew and
     // zeroed 64 KiB each time).
     let mut read_since_timer = false;
+    // Input was taken while the last turn's commits were in flight.
+    let mut input_meanwhile = false;
     loop {
         // Under the lock: gather output, events and the next deadline.
         peer.turn_clock_us.store(
@@ -257,10 +259,45 @@ where
         let (deadline, outcome) = match step {
             Step::Run(d, o, pending) => {
                 let confirm = !pending.is_empty();
-                for answer in pending {
-                    let error = match answer.await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(StoreError::Fenced)) => {
+                let failed = if pending.is_empty() {
+                    None
+                } else {
+                    // The turn's bytes wait for its commits; the connection goes on reading
+                    // meanwhile (within the receive window and the memory budget, as ever),
+                    // so the next turn's commit covers all that arrived during this one's
+                    // instead of one read's worth. Nothing is written until they are in.
+                    let commits = async move {
+                        for answer in pending {
+                            match answer.await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => return Some(e),
+                                Err(_) => return Some(StoreError::Closed),
+                            }
+                        }
+                        None
+                    };
+                    tokio::pin!(commits);
+                    let mut reading = true;
+                    loop {
+                        tokio::select! {
+                            failed = &mut commits => break failed,
+                            r = rd.read(&mut rbuf), if reading => {
+                                read_since_timer = true;
+                                // After the end of the stream (or an error) nothing more comes.
+                                reading = matches!(r, Ok(n) if n > 0);
+                                input_meanwhile = true;
+                                if take_input(peer, generation, r, &mut rbuf) {
+                                    // The turn that reports them waits for the commits:
+                                    // a waiting `recv` need not.
+                                    peer.readable.notify_waiters();
+                                }
+                            }
+                        }
+                    }
+                };
+                if let Some(failed) = failed {
+                    let error = match failed {
+                        StoreError::Fenced => {
                             // Another server of the fleet resumed the session: nothing of this
                             // turn goes out, and this server stops carrying it at once.
                             tracing::info!(
@@ -269,8 +306,7 @@ where
                             peer.abandon(EndReason::Moved);
                             return Outcome::Replaced;
                         }
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => "store closed".to_owned(),
+                        e => e.to_string(),
                     };
                     tracing::error!(%error, "session store commit failed: dropping the connection");
                     // Nothing of this turn may go out; the session detaches (resumable) and
@@ -319,31 +355,25 @@ where
             armed = Some(d);
         }
         let writing = !output.lock().is_idle();
+        if std::mem::take(&mut input_meanwhile) {
+            // Input arrived while the commits were in flight: the next turn handles it at
+            // once (the core may owe an ACK for it). What the commits released goes out
+            // first, as far as the socket takes it now, and a deadline that has passed is
+            // handled: steady input starves neither the writes nor the timers.
+            if writing {
+                let _ = output.lock().write_now();
+            }
+            if deadline.is_some_and(|d| d <= now()) {
+                armed = None;
+                handle_timeout(peer, generation);
+            }
+            continue;
+        }
         tokio::select! {
             r = rd.read(&mut rbuf) => {
                 read_since_timer = true;
-                let mut st = peer.lock();
-                let current = st.generation == generation;
-                let allowance = receive_allowance(&st);
-                if let Link::Attached(conn) = &mut st.link && current {
-                    match r {
-                        Ok(0) | Err(_) => conn.handle_disconnect(),
-                        Ok(n) => {
-                            conn.set_receive_allowance(allowance);
-                            let before = metered::before(conn);
-                            conn.handle_input(now(), &rbuf[..n]);
-                            metered::after_input(conn, before, n as u64);
-                        }
-                    }
-                    // Count what this input added at once, under the same lock: another
-                    // session's allowance must not be computed from a total that misses it.
-                    st.account();
-                }
-                drop(st);
-                if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
-                    // Data streams in: read in big chunks.
-                    rbuf.resize(READ_CHUNK, 0);
-                }
+                // The next turn reports what came.
+                let _ = take_input(peer, generation, r, &mut rbuf);
             }
             r = std::future::poll_fn(|cx| output.lock().poll_write_all(cx)), if writing => {
                 if r.is_err() {
@@ -357,13 +387,7 @@ where
             () = peer.driver.notified() => {}
             () = &mut sleep, if deadline.is_some() => {
                 armed = None;
-                let mut st = peer.lock();
-                let current = st.generation == generation;
-                if let Link::Attached(conn) = &mut st.link && current {
-                    conn.handle_timeout(now());
-                    conn.release_buffers();
-                }
-                drop(st);
+                handle_timeout(peer, generation);
                 // A timer fired with nothing read since the one before: release what a busy
                 // period grew.
                 if !std::mem::take(&mut read_since_timer) && rbuf.len() > READ_SMALL {
@@ -373,6 +397,56 @@ where
             }
         }
     }
+}
+
+/// The core's deadline passed: it acts (ACKs, PINGs, timeouts) and lets go of what it
+/// no longer needs.
+fn handle_timeout(peer: &PeerShared, generation: u64) {
+    let mut st = peer.lock();
+    let current = st.generation == generation;
+    if let Link::Attached(conn) = &mut st.link
+        && current
+    {
+        conn.handle_timeout(now());
+        conn.release_buffers();
+    }
+}
+
+/// Feeds what a read returned (bytes, the end of the stream or an error) to the connection,
+/// if it still carries the session, and grows the read buffer when data streams in. True if
+/// messages are waiting for the application.
+fn take_input(
+    peer: &PeerShared,
+    generation: u64,
+    r: std::io::Result<usize>,
+    rbuf: &mut Vec<u8>,
+) -> bool {
+    let mut st = peer.lock();
+    let current = st.generation == generation;
+    let allowance = receive_allowance(&st);
+    if let Link::Attached(conn) = &mut st.link
+        && current
+    {
+        match r {
+            Ok(0) | Err(_) => conn.handle_disconnect(),
+            Ok(n) => {
+                conn.set_receive_allowance(allowance);
+                let before = metered::before(conn);
+                conn.handle_input(now(), &rbuf[..n]);
+                metered::after_input(conn, before, n as u64);
+            }
+        }
+        // Count what this input added at once, under the same lock: another session's
+        // allowance must not be computed from a total that misses it.
+        st.account();
+    }
+    let waiting = st.waiting_messages() > 0;
+    drop(st);
+    if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
+        // Data streams in: read in big chunks.
+        rbuf.resize(READ_CHUNK, 0);
+    }
+    waiting
 }
 
 /// Writes what is left for the transport and shuts its writing side down, within

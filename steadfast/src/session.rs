@@ -388,6 +388,23 @@ impl PeerState {
         if !lingering && !confirm && durable.committed.as_ref() == Some(&record) {
             return None;
         }
+        // Only the acknowledged position moved, with messages still unacknowledged: nothing
+        // this turn writes depends on it (a restarted sender's outbox starts at the stored
+        // `acked`, and the resume handshake acknowledges again what the receiver's stored
+        // position covers), so an unshared store learns it with the next commit that has
+        // something to store, or the one that finds everything acknowledged. The sender's
+        // turns then wait for no commit of their own while ACKs stream in.
+        if !lingering
+            && !confirm
+            && !durable.store.shared()
+            && record.acked < record.next_seq
+            && durable
+                .committed
+                .as_ref()
+                .is_some_and(|c| only_acked_moved(c, &record))
+        {
+            return None;
+        }
         let new_messages: Vec<Message> =
             self.session()?.outbox_from(stored_next).cloned().collect();
         let durable = self.durable.as_mut()?;
@@ -722,4 +739,28 @@ mod size_tests {
         assert!(shared <= 400, "PeerShared is {shared} bytes");
         assert!(session <= 400, "Session is {session} bytes");
     }
+}
+
+/// `now` differs from `committed` in the acknowledged position at most.
+fn only_acked_moved(committed: &SessionRecord, now: &SessionRecord) -> bool {
+    // Every field named: a new one must be decided on here.
+    let SessionRecord {
+        role,
+        id,
+        token,
+        issued,
+        name,
+        transforms,
+        next_seq,
+        acked: _,
+        delivered,
+    } = now;
+    committed.role == *role
+        && committed.id == *id
+        && committed.token == *token
+        && committed.issued == *issued
+        && committed.name == *name
+        && committed.transforms == *transforms
+        && committed.next_seq == *next_seq
+        && committed.delivered == *delivered
 }

@@ -15,7 +15,12 @@
 //!   (client) goes out, so a crash at any instant leaves a token the other side accepts.
 //!
 //! Commits from all sessions are grouped: the durable store's writer takes every change
-//! waiting and commits them in one transaction with one disk sync.
+//! waiting and commits them in one transaction with one disk sync. While a turn's commit is in
+//! flight its connection goes on reading, so the next commit covers all that arrived
+//! meanwhile. An acknowledgement alone is not a reason to wait for the disk: while messages
+//! are still unacknowledged, the acknowledged position is stored with the next commit that has
+//! something to store (or the one that finds everything acknowledged); nothing written depends
+//! on it (PROTOCOL.md §13.4).
 //!
 //! After a crash the receiver may see again only messages it had received but not yet
 //! acknowledged (at-least-once across crashes, exactly-once across link faults); with manual
