@@ -727,20 +727,6 @@ pub(crate) struct Budget {
     /// Wakes senders waiting for budget when any session frees some.
     pub(crate) freed: Notify,
 }
-#[cfg(test)]
-mod size_tests {
-    /// A lingering session is its shared state and its boxed core session: both stay small, so
-    /// that 100,000 lingering sessions take under 1 KiB each (rare parts are boxed).
-    #[test]
-    fn a_lingering_session_holds_little() {
-        use std::mem::size_of;
-        let shared = size_of::<super::PeerShared>();
-        let session = size_of::<crate::proto::Session>();
-        assert!(shared <= 400, "PeerShared is {shared} bytes");
-        assert!(session <= 400, "Session is {session} bytes");
-    }
-}
-
 /// `now` differs from `committed` in the acknowledged position at most.
 fn only_acked_moved(committed: &SessionRecord, now: &SessionRecord) -> bool {
     // Every field named: a new one must be decided on here.
@@ -763,4 +749,18 @@ fn only_acked_moved(committed: &SessionRecord, now: &SessionRecord) -> bool {
         && committed.transforms == *transforms
         && committed.next_seq == *next_seq
         && committed.delivered == *delivered
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// A lingering session is its shared state and its boxed core session: both stay small, so
+    /// that 100,000 lingering sessions take under 1 KiB each (rare parts are boxed).
+    #[test]
+    fn a_lingering_session_holds_little() {
+        use std::mem::size_of;
+        let shared = size_of::<super::PeerShared>();
+        let session = size_of::<crate::proto::Session>();
+        assert!(shared <= 400, "PeerShared is {shared} bytes");
+        assert!(session <= 400, "Session is {session} bytes");
+    }
 }
