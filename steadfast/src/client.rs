@@ -275,7 +275,7 @@ impl Client {
             config.name.clone(),
             Link::Detached(Box::new(session)),
             config.transforms.clone(),
-            &Receiving::new(&config.proto, 1),
+            &Receiving::new(&config.proto, 1, config.recv_spin),
         );
         if let Some(store) = &config.store {
             shared.lock().durable =

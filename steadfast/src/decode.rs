@@ -25,15 +25,19 @@ pub(crate) struct Receiving {
     pub(crate) batch_bytes: usize,
     /// How long `close` waits for the peer's CLOSE before ending the session here.
     pub(crate) close_timeout: Duration,
+    /// How long a `recv` that finds nothing polls before it waits.
+    pub(crate) recv_spin: Duration,
 }
 
 impl Receiving {
-    /// The receiving limits of a side with protocol settings `proto`, sharing `slots`.
-    pub(crate) fn new(proto: &proto::Config, slots: usize) -> Self {
+    /// The receiving limits of a side with protocol settings `proto`, sharing `slots`; its
+    /// `recv` polls for `recv_spin` before it waits.
+    pub(crate) fn new(proto: &proto::Config, slots: usize, recv_spin: Duration) -> Self {
         Receiving {
             slots: Arc::new(Semaphore::new(slots.max(1))),
             batch_bytes: proto.window.bytes as usize,
             close_timeout: proto.idle_timeout,
+            recv_spin,
         }
     }
 }

@@ -347,10 +347,12 @@ impl Peer {
                 Err(None) => return Err(RecvError::Ended),
                 Err(Some(waiting)) => waiting,
             };
-            // Poll again for a moment, yielding between polls, before waiting to be woken.
-            let spin_end = std::time::Instant::now() + RECV_SPIN;
+            // Poll again for a moment (`recv_spin`), yielding between polls, before waiting
+            // to be woken.
+            let spin = self.shared.recv_spin;
+            let spin_end = (!spin.is_zero()).then(|| std::time::Instant::now() + spin);
             let mut woken = false;
-            while std::time::Instant::now() < spin_end {
+            while spin_end.is_some_and(|end| std::time::Instant::now() < end) {
                 woken = std::future::poll_fn(|cx| {
                     std::task::Poll::Ready(notified.as_mut().poll(cx).is_ready())
                 })
@@ -1063,13 +1065,6 @@ enum Refused {
     /// Any other reason.
     Error(SendError),
 }
-
-/// How long a `recv` that finds nothing polls again, yielding its task between polls, before
-/// it waits to be woken: a reply that comes within it is taken without a thread going to
-/// sleep and being woken, which on a virtual machine with idle CPUs costs tens of
-/// microseconds. Measured (BENCHMARKS.md): request/response p50 −25 to −40 %, context
-/// switches per round trip 2.1 → 0.9–1.3, for about 20 µs more CPU per round trip.
-const RECV_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Queues an encoded body (of unencoded length `len`) under the session's lock.
 fn queue_locked(st: &mut PeerState, len: usize, body: Bytes, ts: u64) -> Result<Seq, Refused> {

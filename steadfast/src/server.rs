@@ -232,7 +232,7 @@ impl Server {
                 limit: config.memory_budget,
                 freed: tokio::sync::Notify::new(),
             }),
-            receiving: Receiving::new(&config.proto, config.decode_slots()),
+            receiving: Receiving::new(&config.proto, config.decode_slots(), config.recv_spin),
             created: AtomicU64::new(0),
             linger: crate::linger::Timers::default(),
             proto: Arc::new(config.proto.clone()),

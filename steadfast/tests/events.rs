@@ -416,8 +416,19 @@ async fn server_clones_kick_broadcast_and_list_peers_from_another_task() {
 /// what arrived leaves the event behind, so the messages are still reported.
 #[tokio::test]
 async fn a_waiting_recv_takes_arrivals_and_a_dropped_one_leaves_the_event() {
+    waiting_recv_and_dropped_recv(Duration::ZERO).await;
+}
+
+/// The same with a `recv` that polls before it waits (`recv_spin`): dropped while polling, it
+/// leaves the event behind too.
+#[tokio::test]
+async fn a_polling_recv_takes_arrivals_and_a_dropped_one_leaves_the_event() {
+    waiting_recv_and_dropped_recv(Duration::from_millis(5)).await;
+}
+
+async fn waiting_recv_and_dropped_recv(spin: Duration) {
     bounded(async {
-        let (server, addr) = bind_on_loopback(ServerConfig::default()).await;
+        let (server, addr) = bind_on_loopback(ServerConfig::default().recv_spin(spin)).await;
         let client = honest_client(addr, ClientConfig::default().name("reader"))
             .await
             .unwrap();

@@ -566,8 +566,18 @@ async fn the_handshake_cap_holds_for_a_burst() {
 /// `recv` is cancel safe: cancelling it over and over loses and duplicates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_cancelled_repeatedly_loses_nothing() {
+    recv_cancelled_repeatedly(Duration::ZERO).await;
+}
+
+/// ... also while it polls before waiting (`recv_spin`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_cancelled_repeatedly_while_polling_loses_nothing() {
+    recv_cancelled_repeatedly(Duration::from_micros(200)).await;
+}
+
+async fn recv_cancelled_repeatedly(spin: Duration) {
     bounded(async {
-        let (mut server, addr) = bind(ServerConfig::default()).await;
+        let (mut server, addr) = bind(ServerConfig::default().recv_spin(spin)).await;
         let client = Client::connect(&addr, ClientConfig::default())
             .await
             .unwrap();

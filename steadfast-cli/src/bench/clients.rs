@@ -48,6 +48,9 @@ pub(crate) struct BenchClientsArgs {
     /// Drop each session as soon as it is established, so it lingers on the server.
     #[arg(long)]
     linger: bool,
+    /// Each client's `recv` polls this many microseconds before it waits.
+    #[arg(long, default_value = "0", value_name = "US")]
+    recv_spin: u64,
     #[command(flatten)]
     security: ClientSecurity,
 }
@@ -73,7 +76,7 @@ async fn work(a: BenchClientsArgs) -> Result<(), String> {
     if a.size < 8 {
         return Err("--size must be at least 8".into());
     }
-    let config = config(&a.security)?;
+    let config = config(&a.security)?.recv_spin(std::time::Duration::from_micros(a.recv_spin));
     let mut commands = commands();
     let mut conns = Vec::with_capacity(if a.linger { 0 } else { a.connections });
     let mut pending = JoinSet::new();

@@ -108,6 +108,11 @@ pub(crate) struct BenchArgs {
     /// to client (each message committed before it goes out).
     #[arg(long, value_name = "URL")]
     state: Option<String>,
+    /// Every steadfast `recv` (server and clients) polls this many microseconds before it
+    /// waits (`ServerConfig::recv_spin`, `ClientConfig::recv_spin`). Default 0, as in the
+    /// library.
+    #[arg(long, default_value = "0", value_name = "US")]
+    recv_spin: u64,
     #[command(flatten)]
     security: BenchSecurity,
 }
@@ -344,6 +349,8 @@ struct Ctx {
     duration: Duration,
     durable: bool,
     postgres: Option<String>,
+    /// `--recv-spin`, in microseconds.
+    recv_spin_us: u64,
     setup: Setup,
     ui: Ui,
 }
@@ -356,10 +363,16 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
     if a.runs == 0 {
         return fail("--runs must be at least 1");
     }
-    let setup = match Setup::new(&a.security) {
+    let mut setup = match Setup::new(&a.security) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let spin = Duration::from_micros(a.recv_spin);
+    setup.server = setup.server.recv_spin(spin);
+    setup.client = setup.client.recv_spin(spin);
+    setup
+        .child_args
+        .extend(["--recv-spin".into(), a.recv_spin.to_string().into()]);
     let ctx = Ctx {
         mode: a.mode,
         size: a.size,
@@ -369,6 +382,7 @@ pub(crate) async fn run(a: BenchArgs) -> ExitCode {
         duration: Duration::from_secs(a.duration.max(1)),
         durable: a.durable,
         postgres: a.state.clone(),
+        recv_spin_us: a.recv_spin,
         setup,
         ui: Ui {
             hidden: a.json || !std::io::stderr().is_terminal(),
@@ -497,6 +511,7 @@ fn json_line(ctx: &Ctx, runs: usize, f: &Figures) -> String {
     o.insert("count".into(), count);
     o.insert("runs".into(), runs.into());
     o.insert("tls".into(), ctx.setup.tls.into());
+    o.insert("recv_spin_us".into(), ctx.recv_spin_us.into());
     if ctx.mode == Mode::Throughput {
         // Which API gave `msgs_per_sec`: the one with the higher median.
         let api = match (f.get("send_msgs_per_sec"), f.get("send_all_msgs_per_sec")) {
