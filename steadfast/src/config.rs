@@ -138,7 +138,8 @@ impl ClientConfig {
     }
 
     /// How long a `recv` that finds nothing keeps polling for its wake-up, yielding between
-    /// polls, before it waits to be woken. Default zero: it waits at once.
+    /// polls, before it waits to be woken (at most 2³² µs, about 71 minutes). Default zero:
+    /// it waits at once.
     ///
     /// Polling saves the cost of a thread going to sleep and being woken, which on an idle
     /// virtual machine is tens of microseconds. Measured with 50 µs (`steadfast bench latency
@@ -364,8 +365,8 @@ impl ServerConfig {
     }
 
     /// How long a `recv` on one of this server's peers that finds nothing keeps polling for
-    /// its wake-up, yielding between polls, before it waits to be woken. Default zero: it
-    /// waits at once.
+    /// its wake-up, yielding between polls, before it waits to be woken (at most 2³² µs, about
+    /// 71 minutes). Default zero: it waits at once.
     ///
     /// Polling saves the cost of a thread going to sleep and being woken, which on an idle
     /// virtual machine is tens of microseconds. Measured with 50 µs (`steadfast bench latency

@@ -349,8 +349,10 @@ impl Peer {
             };
             // Poll again for a moment (`recv_spin`), yielding between polls, before waiting
             // to be woken.
-            let spin = self.shared.recv_spin;
-            let spin_end = (!spin.is_zero()).then(|| std::time::Instant::now() + spin);
+            let spin = self.shared.recv_spin_us;
+            let spin_end = (spin > 0).then(|| {
+                std::time::Instant::now() + std::time::Duration::from_micros(u64::from(spin))
+            });
             let mut woken = false;
             while spin_end.is_some_and(|end| std::time::Instant::now() < end) {
                 woken = std::future::poll_fn(|cx| {

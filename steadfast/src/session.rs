@@ -546,8 +546,9 @@ pub(crate) struct PeerShared {
     pub(crate) codec: Option<Arc<Codec>>,
     /// How long `close` waits for the peer's CLOSE.
     pub(crate) close_timeout: Duration,
-    /// How long a `recv` that finds nothing polls before it waits (`recv_spin`).
-    pub(crate) recv_spin: Duration,
+    /// How long a `recv` that finds nothing polls before it waits (`recv_spin`), in
+    /// microseconds (four bytes: the struct is per session).
+    pub(crate) recv_spin_us: u32,
     /// The wall clock (µs since the Unix epoch) at the driver's latest turn: the timestamp
     /// of a message queued behind others, which saves a clock read per message of a
     /// streaming sender (0: no driver has run).
@@ -616,7 +617,7 @@ impl PeerShared {
             owner: OnceLock::new(),
             codec,
             close_timeout: receiving.close_timeout,
-            recv_spin: receiving.recv_spin,
+            recv_spin_us: u32::try_from(receiving.recv_spin.as_micros()).unwrap_or(u32::MAX),
             turn_clock_us: AtomicU64::new(0),
         })
     }
