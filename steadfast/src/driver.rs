@@ -262,38 +262,13 @@ where
                 let failed = if pending.is_empty() {
                     None
                 } else {
-                    // The turn's bytes wait for its commits; the connection goes on reading
-                    // meanwhile (within the receive window and the memory budget, as ever),
-                    // so the next turn's commit covers all that arrived during this one's
-                    // instead of one read's worth. Nothing is written until they are in.
-                    let commits = async move {
-                        for answer in pending {
-                            match answer.await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => return Some(e),
-                                Err(_) => return Some(StoreError::Closed),
-                            }
-                        }
-                        None
-                    };
-                    tokio::pin!(commits);
-                    let mut reading = true;
-                    loop {
-                        tokio::select! {
-                            failed = &mut commits => break failed,
-                            r = rd.read(&mut rbuf), if reading => {
-                                read_since_timer = true;
-                                // After the end of the stream (or an error) nothing more comes.
-                                reading = matches!(r, Ok(n) if n > 0);
-                                input_meanwhile = true;
-                                if take_input(peer, generation, r, &mut rbuf) {
-                                    // The turn that reports them waits for the commits:
-                                    // a waiting `recv` need not.
-                                    peer.readable.notify_waiters();
-                                }
-                            }
-                        }
-                    }
+                    // Boxed: a connection without a store never holds this future's state
+                    // (it would grow every session's task).
+                    let waited = Box::pin(await_commits(peer, generation, rd, &mut rbuf, pending));
+                    let (failed, input) = waited.await;
+                    read_since_timer |= input;
+                    input_meanwhile = input;
+                    failed
                 };
                 if let Some(failed) = failed {
                     let error = match failed {
@@ -394,6 +369,47 @@ where
                     rbuf = vec![0u8; READ_SMALL];
                 }
                 output.lock().shrink(WRITE_KEEP);
+            }
+        }
+    }
+}
+
+/// Waits for a turn's commits (in order) while the connection goes on reading, within the
+/// receive window and the memory budget as ever, so that the next turn's commit covers all
+/// that arrived during this one's instead of one read's worth. Nothing is written until the
+/// commits are in. Returns the first failure, if any, and whether input was taken.
+async fn await_commits<R: AsyncRead + Unpin>(
+    peer: &PeerShared,
+    generation: u64,
+    rd: &mut R,
+    rbuf: &mut Vec<u8>,
+    pending: Pending,
+) -> (Option<StoreError>, bool) {
+    let commits = async move {
+        for answer in pending {
+            match answer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Some(e),
+                Err(_) => return Some(StoreError::Closed),
+            }
+        }
+        None
+    };
+    tokio::pin!(commits);
+    let mut reading = true;
+    let mut input = false;
+    loop {
+        tokio::select! {
+            failed = &mut commits => return (failed, input),
+            r = rd.read(rbuf), if reading => {
+                // After the end of the stream (or an error) nothing more comes.
+                reading = matches!(r, Ok(n) if n > 0);
+                input = true;
+                if take_input(peer, generation, r, rbuf) {
+                    // The turn that reports them waits for the commits: a waiting `recv`
+                    // need not.
+                    peer.readable.notify_waiters();
+                }
             }
         }
     }
