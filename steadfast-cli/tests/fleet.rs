@@ -267,20 +267,21 @@ fn sender(front: &str) -> Watched {
 fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
     const LINES: usize = 200_000;
     const KILLS: usize = 7;
+    const PART: usize = LINES / (KILLS + 1);
     let started = Instant::now();
     let mut fleet = Fleet::start("fleet-kill", 3);
     let mut send = sender(&fleet.front);
-    let mut stdin = send.child.stdin.take().unwrap();
-    let input = numbered(1, LINES + 1);
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    // Kills spread over the first part of the stream (it is fast: a few seconds in all).
-    let per_kill = (LINES as u64 * 18) / (3 * KILLS as u64);
+    // The input comes in parts, the next one after each kill: however fast the stream runs
+    // (a restarted server takes a while to start), it is never over before the last kill.
+    let line_bytes = numbered(1, 2).len() as u64;
+    let (more, writer) = feeder(&mut send, numbered(1, PART + 1));
+    let mut fed = PART;
     let mut kills = 0;
     let mut landed_elsewhere = 0;
     let mut failovers = Vec::new();
     while kills < KILLS {
-        // Some progress first: the stream is flowing when the owner dies.
-        let target = fleet.total_bytes() + per_kill;
+        // Half of the latest part printed first: the stream is flowing when the owner dies.
+        let target = (fed - PART / 2) as u64 * line_bytes;
         let deadline = Instant::now() + Duration::from_secs(60);
         while fleet.total_bytes() < target {
             assert!(
@@ -310,8 +311,12 @@ fn a_fleet_behind_haproxy_loses_nothing_through_repeated_kill_9() {
             landed_elsewhere += 1;
         }
         fleet.start_member(owner);
+        let to = if kills == KILLS { LINES } else { fed + PART };
+        more.send(numbered(fed + 1, to + 1)).unwrap();
+        fed = to;
     }
-    writer.join().unwrap().unwrap();
+    drop(more);
+    writer.join().unwrap();
     let status = send
         .wait_exit(Duration::from_secs(120))
         .unwrap_or_else(|| panic!("send did not finish: {:?}", send.stderr()));
