@@ -5,12 +5,14 @@
 #![cfg(feature = "runtime")]
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steadfast::proto::{Config, SessionRecord};
 use steadfast::store::{Change, MemoryStore, SessionStore, StoreError, StoredSession};
-use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig, ServerEvent};
+use steadfast::{Client, ClientConfig, Peer, Server, ServerConfig};
 use tokio::sync::{Notify, oneshot};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -103,16 +105,19 @@ impl SessionStore for Gated {
 }
 
 async fn next_peer(server: &mut Server) -> Peer {
-    loop {
-        match tokio::time::timeout(WAIT, server.next_event())
-            .await
-            .unwrap()
-        {
-            Some(ServerEvent::Connected { peer }) => return peer,
-            Some(_) => continue,
-            None => panic!("server stopped"),
-        }
-    }
+    tokio::time::timeout(WAIT, support::accept_peer(server))
+        .await
+        .unwrap()
+        .expect("a peer")
+}
+
+/// The next message's body, taken within [`WAIT`].
+async fn next_body(peer: &Peer) -> bytes::Bytes {
+    tokio::time::timeout(WAIT, peer.recv())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,28 +135,14 @@ async fn a_connection_goes_on_reading_while_its_commit_is_in_flight() {
         .unwrap();
     let peer = next_peer(&mut server).await;
     let first = client.send("a").await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(WAIT, peer.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        "a"
-    );
+    assert_eq!(next_body(&peer).await, "a");
     tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
 
     // Taking "b" moves the server's delivered position: the turn that follows commits it
     // before its ACK goes out, and the store holds that commit.
     store.close();
     let b = client.send("b").await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(WAIT, peer.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        "b"
-    );
+    assert_eq!(next_body(&peer).await, "b");
     store.until_held().await;
 
     // The connection still reads: "c" reaches the application while the commit waits...
