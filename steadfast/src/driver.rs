@@ -30,6 +30,9 @@ const WRITE_BATCH: usize = 32 << 10;
 /// Bytes encoded per driver turn with a session store: every turn waits for its commit, so
 /// a turn carries more.
 const DURABLE_BATCH: usize = 256 << 10;
+/// Bytes a connection reads while its turn's commit is in flight, at most: as much as a
+/// durable sender's turn sends.
+const READ_DURING_COMMIT: usize = DURABLE_BATCH;
 /// Write-buffer capacity kept across idle periods.
 const WRITE_KEEP: usize = 4 << 10;
 /// How long a closing connection may take to write its last frames.
@@ -375,9 +378,11 @@ where
 }
 
 /// Waits for a turn's commits (in order) while the connection goes on reading, within the
-/// receive window and the memory budget as ever, so that the next turn's commit covers all
-/// that arrived during this one's instead of one read's worth. Nothing is written until the
-/// commits are in. Returns the first failure, if any, and whether input was taken.
+/// receive window and the memory budget as ever, so that the next turn's commit covers what
+/// arrived during this one's instead of one read's worth. Nothing is written until the
+/// commits are in. At most [`READ_DURING_COMMIT`] bytes are taken: what the core gathers
+/// between two turns (events, replies owed) stays bounded however long a commit takes.
+/// Returns the first failure, if any, and whether input was taken.
 async fn await_commits<R: AsyncRead + Unpin>(
     peer: &PeerShared,
     generation: u64,
@@ -398,12 +403,14 @@ async fn await_commits<R: AsyncRead + Unpin>(
     tokio::pin!(commits);
     let mut reading = true;
     let mut input = false;
+    let mut taken = 0;
     loop {
         tokio::select! {
             failed = &mut commits => return (failed, input),
             r = rd.read(rbuf), if reading => {
+                taken += r.as_ref().map_or(0, |n| *n);
                 // After the end of the stream (or an error) nothing more comes.
-                reading = matches!(r, Ok(n) if n > 0);
+                reading = matches!(r, Ok(n) if n > 0) && taken < READ_DURING_COMMIT;
                 input = true;
                 if take_input(peer, generation, r, rbuf) {
                     // The turn that reports them waits for the commits: a waiting `recv`
@@ -574,4 +581,71 @@ fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Out
         progress.push(Progress::Acknowledged);
     }
     outcome
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// A stream with `left` bytes ready at once, then nothing (pending for ever); counts what
+    /// was read.
+    struct Ready {
+        left: usize,
+        read: usize,
+    }
+
+    impl AsyncRead for Ready {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining().min(self.left);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            buf.put_slice(&vec![0u8; n]);
+            self.left -= n;
+            self.read += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_commit_that_does_not_return_stops_the_reading_at_its_bound() {
+        let receiving =
+            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
+        let peer = PeerShared::new(
+            Role::Server,
+            None,
+            Link::Ended,
+            crate::transform::Chain::new(),
+            &receiving,
+        );
+        // 16 MiB are waiting to be read; the commit never returns.
+        let mut rd = Ready {
+            left: 16 << 20,
+            read: 0,
+        };
+        let mut rbuf = vec![0u8; READ_CHUNK];
+        let (_held, answer) = tokio::sync::oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _entered = rt.enter();
+        let mut waiting = Box::pin(await_commits(&peer, 0, &mut rd, &mut rbuf, vec![answer]));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        drop(waiting);
+        assert!(
+            rd.read <= READ_DURING_COMMIT + READ_CHUNK,
+            "read {} bytes while the commit was in flight",
+            rd.read
+        );
+        assert!(rd.read >= READ_DURING_COMMIT, "read only {} bytes", rd.read);
+    }
 }
