@@ -26,6 +26,7 @@ fn _steadfast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::Completions>()?;
     m.add_class::<bridge::Op>()?;
     m.add_function(wrap_pyfunction!(runtime::after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::set_wait_spin, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::enable_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::render_metrics, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

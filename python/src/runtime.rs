@@ -2,7 +2,7 @@
 //! with the GIL released.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -15,11 +15,26 @@ use crate::errors;
 /// How long a blocking wait runs before it looks for a signal (Ctrl-C) from Python.
 const SLICE: Duration = Duration::from_millis(50);
 
-/// How long a wait polls again, yielding the CPU between polls, before it parks: a reply that
-/// comes within it is taken without a thread wake-up, whose cost on a virtual machine with
-/// idle CPUs is tens of microseconds. Measured (BENCHMARKS.md, "From Python"): request/response
-/// p50 −25 %, for +40 % CPU per round trip; 20 µs gave nothing.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a wait polls again, yielding the CPU between polls, before it parks, in
+/// microseconds (`set_wait_spin`; default 0: it parks at once). A reply that comes within it
+/// is taken without a thread wake-up, whose cost on a virtual machine with idle CPUs is tens
+/// of microseconds; but a thread that yields its CPU while other work is runnable may get it
+/// back only a scheduler slice later. Measured (BENCHMARKS.md, "From Python"), 50 µs against
+/// none: request/response p50 −15 to −25 % on an idle machine, for +40 % CPU per round trip;
+/// with the CPUs busy, p99 3.6–5.0 ms against 0.11–0.23 ms.
+static SPIN_US: AtomicU64 = AtomicU64::new(0);
+
+/// Sets how long every blocking wait of the process polls before it parks (see [`SPIN_US`]).
+#[pyfunction]
+pub(crate) fn set_wait_spin(microseconds: u64) -> PyResult<()> {
+    if microseconds > 1_000_000 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "the wait spin is at most 1,000,000 microseconds",
+        ));
+    }
+    SPIN_US.store(microseconds, Ordering::Relaxed);
+    Ok(())
+}
 
 /// How many processes deep, through `fork`, the package works: each child of a fork starts a
 /// runtime of its own (the parent's threads do not exist in it).
@@ -126,7 +141,7 @@ impl Wake for Unparker {
 /// safe (a message is taken, or queued, only when its future completes).
 ///
 /// The calling thread polls the future itself (inside the runtime's context, so that it may
-/// use the runtime's I/O and blocking pool), again and again for [`SPIN`], then parks between
+/// use the runtime's I/O and blocking pool), again and again for [`SPIN_US`], then parks between
 /// polls with the deadline as its timeout: a wait registers no timer with the runtime, whose
 /// threads would otherwise be woken to arm it.
 pub(crate) fn wait<F>(
@@ -150,7 +165,7 @@ where
                 Some(d) => d.min(Instant::now() + SLICE),
                 None => Instant::now() + SLICE,
             };
-            let spin_end = Instant::now() + SPIN;
+            let spin_end = Instant::now() + Duration::from_micros(SPIN_US.load(Ordering::Relaxed));
             loop {
                 if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
                     return Some(v);

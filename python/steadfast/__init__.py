@@ -35,7 +35,7 @@ from ._errors import (
 from ._rpc import pack, unpack
 from ._metrics import enable_metrics, metrics_text
 from ._steadfast import after_fork_in_child as _after_fork_in_child
-from ._steadfast import Message, Receipt, __version__
+from ._steadfast import Message, Receipt, __version__, set_wait_spin
 from ._sync import Body, Client, Event, Handler, Peer, Server
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "enable_metrics",
     "metrics_text",
     "pack",
+    "set_wait_spin",
     "unpack",
 ]
 

@@ -21,6 +21,7 @@ __all__ = [
     "after_fork_in_child",
     "enable_metrics",
     "render_metrics",
+    "set_wait_spin",
 ]
 
 __version__: str
@@ -35,6 +36,17 @@ def enable_metrics(node: Optional[str] = None) -> None:
     times: the series ``steadfast serve --metrics`` shows). ``node`` labels every series
     (``node="NAME"``). Calling it again does nothing. Raises :class:`steadfast.ConfigError`
     if another recorder is installed in the process."""
+
+def set_wait_spin(microseconds: int) -> None:
+    """How long every blocking wait of the process (``recv``, a receipt, ``accept``, …) polls
+    for its result, yielding the CPU, before it sleeps. Default 0: it sleeps at once.
+
+    Polling saves a thread wake-up, tens of microseconds on an idle virtual machine: 50 µs
+    gave request/response p50 −15 to −25 % there, for +40 % CPU per round trip. On a machine
+    whose CPUs are busy with other work the yielding thread may get its CPU back only a
+    scheduler slice later: p99 3.6–5.0 ms against 0.11–0.23 ms without. Worth it only on
+    CPUs of its own. At most 1,000,000; raises ``ValueError`` above, ``OverflowError`` below
+    0."""
 
 def render_metrics() -> str:
     """The metrics in Prometheus's text exposition format (0.0.4) (see

@@ -261,3 +261,24 @@ def test_one_flooding_peer_cannot_keep_the_hooks_from_the_others() -> None:
         b.close(timeout=0.1)
     finally:
         server.shutdown(drain=0.0)
+
+
+def test_waits_poll_only_when_asked(server: steadfast.Server) -> None:
+    # Off by default; with polling on, request/response works as before (a reply that comes
+    # during the polling or after it is taken alike), and the bound is checked.
+    try:
+        with steadfast.Client(server.addresses[0]) as client:
+            peer = server.accept(timeout=5)
+            for spin in (0, 50, 1_000_000, 0):
+                steadfast.set_wait_spin(spin)
+                for i in range(20):
+                    client.send(f"q{i}")
+                    got = peer.recv(timeout=5)
+                    peer.send(got.body)
+                    assert client.recv(timeout=5).body == f"q{i}".encode()
+        with pytest.raises(ValueError):
+            steadfast.set_wait_spin(1_000_001)
+        with pytest.raises(OverflowError):
+            steadfast.set_wait_spin(-1)
+    finally:
+        steadfast.set_wait_spin(0)
