@@ -365,15 +365,8 @@ impl ServerConfig {
     }
 
     /// How long a `recv` on one of this server's peers that finds nothing keeps polling for
-    /// its wake-up, yielding between polls, before it waits to be woken (at most 2³² µs, about
-    /// 71 minutes). Default zero: it waits at once.
-    ///
-    /// Polling saves the cost of a thread going to sleep and being woken, which on an idle
-    /// virtual machine is tens of microseconds. Measured with 50 µs (`steadfast bench latency
-    /// --recv-spin 50`, BENCHMARKS.md): request/response p50 −20 to −35 %, for about 20 µs
-    /// more CPU per round trip; but the p99 grows, up to twice as long when the CPUs are busy
-    /// with other work (the polling task takes CPU from the one that would produce the
-    /// reply). Worth it for a latency-bound exchange on CPUs of its own.
+    /// its wake-up before it waits to be woken, as [`ClientConfig::recv_spin`] (what it gains
+    /// and costs is there). Default zero: it waits at once.
     pub fn recv_spin(mut self, d: Duration) -> Self {
         self.recv_spin = d;
         self

@@ -731,6 +731,7 @@ pub(crate) struct Budget {
     /// Wakes senders waiting for budget when any session frees some.
     pub(crate) freed: Notify,
 }
+
 /// `now` differs from `committed` in the acknowledged position at most.
 fn only_acked_moved(committed: &SessionRecord, now: &SessionRecord) -> bool {
     // Every field named: a new one must be decided on here.
