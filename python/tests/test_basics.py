@@ -263,8 +263,8 @@ def test_one_flooding_peer_cannot_keep_the_hooks_from_the_others() -> None:
         server.shutdown(drain=0.0)
 
 
-def test_waits_poll_only_when_asked(server: steadfast.Server) -> None:
-    # Off by default; with polling on, request/response works as before (a reply that comes
+def test_set_wait_spin_round_trips_and_bound(server: steadfast.Server) -> None:
+    # With polling on or off, request/response works alike (a reply that comes
     # during the polling or after it is taken alike), and the bound is checked.
     try:
         with steadfast.Client(server.addresses[0]) as client:
