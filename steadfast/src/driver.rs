@@ -3,16 +3,20 @@
 //! One task per connection: it reads whatever arrives and feeds the core, writes what the core
 //! produces in batches (many frames, one write), sleeps until the core's next deadline, and
 //! wakes when the application sends, receives or closes. It always keeps reading, whatever the
-//! application does, so acknowledgements and heartbeats flow (PROTOCOL.md §6).
+//! application does, so acknowledgements and heartbeats flow (PROTOCOL.md §6) — except that
+//! on plain TCP a `recv` waiting for a message reads it from its own task instead, the driver
+//! sleeping on ([`crate::input`]), as a handle writes its own message to an idle connection
+//! ([`crate::output`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, trace};
 
 pub(crate) use crate::clock::now;
 use crate::error::EndReason;
+use crate::input::{ReadHalf, Reader};
 use crate::metered;
 use crate::output::Output;
 use crate::proto::{ConnectionError, Event, Role, Seq, SessionEnd};
@@ -20,7 +24,7 @@ use crate::session::{Link, PeerShared, PeerState, StoreAnswer};
 use crate::store::StoreError;
 
 /// Bytes read per call while data streams in.
-const READ_CHUNK: usize = 64 << 10;
+pub(crate) const READ_CHUNK: usize = 64 << 10;
 /// The read buffer of a quiet connection: buffers grow under load and shrink back when the
 /// connection is idle, so thousands of idle sessions cost little memory.
 const READ_SMALL: usize = 512;
@@ -57,8 +61,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
     }
 }
 
-/// The reading half of a connection's stream.
-type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
 /// The writing half of a connection's stream.
 type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
 
@@ -130,8 +132,13 @@ pub(crate) async fn drive<F>(
 where
     F: FnMut(Progress),
 {
-    let (mut rd, wr, direct) = split(stream);
-    let output = Arc::new(Output::new(generation, direct, wr));
+    let (rd, wr, direct) = split(stream);
+    let output = Arc::new(Output::new(
+        generation,
+        direct,
+        wr,
+        Reader::new(rd, READ_SMALL),
+    ));
     {
         let mut st = peer.lock();
         if st.generation == generation {
@@ -144,7 +151,7 @@ where
         peer,
         output: &output,
     };
-    drive_output(peer, generation, &mut rd, &output, &mut on_progress).await
+    drive_output(peer, generation, &output, &mut on_progress).await
 }
 
 /// The session's reference to a driver's output, removed when the driver stops.
@@ -155,29 +162,35 @@ struct Installed<'a> {
 
 impl Drop for Installed<'_> {
     fn drop(&mut self) {
-        let mut st = self.peer.lock();
-        if st
-            .output
-            .as_ref()
-            .is_some_and(|o| Arc::ptr_eq(o, self.output))
         {
-            st.output = None;
+            let mut st = self.peer.lock();
+            if st
+                .output
+                .as_ref()
+                .is_some_and(|o| Arc::ptr_eq(o, self.output))
+            {
+                st.output = None;
+            }
         }
+        // The reading half goes with the driver: its readiness registration holds the
+        // session's routing waker, which would otherwise keep the session, and through it this
+        // output and the socket, alive.
+        self.output.reader().take();
     }
 }
 
-async fn drive_output<R, F>(
+async fn drive_output<F>(
     peer: &Arc<PeerShared>,
     generation: u64,
-    rd: &mut R,
     output: &Output,
     on_progress: &mut F,
 ) -> Outcome
 where
-    R: AsyncRead + Unpin,
     F: FnMut(Progress),
 {
-    let mut rbuf = vec![0u8; READ_SMALL];
+    // Registered for the transport's readiness: it wakes this driver, or a waiting `recv` that
+    // reads for itself (see `crate::input`).
+    let route = crate::input::route(peer);
     let mut progress = Vec::new();
     // One timer for the connection's life, moved only when the core's next deadline moves
     // (registering a timer on every turn cost more than the turn's own work).
@@ -187,10 +200,6 @@ where
     // The handshake's queues are released after the first turn, which sends and reports
     // what they hold: an idle connection should not keep them until its first timer.
     let mut handshake_queues = true;
-    // A read happened since the last timer fired: the connection is not quiet, and the read
-    // buffer it grew stays (shrinking it on every timer of a busy connection regrew and
-    // zeroed 64 KiB each time).
-    let mut read_since_timer = false;
     // Input was taken while the last turn's commits were in flight.
     let mut input_meanwhile = false;
     loop {
@@ -267,9 +276,8 @@ where
                 } else {
                     // Boxed: a connection without a store never holds this future's state
                     // (it would grow every session's task).
-                    let waited = Box::pin(await_commits(peer, generation, rd, &mut rbuf, pending));
+                    let waited = Box::pin(await_commits(peer, generation, output, &route, pending));
                     let (failed, input) = waited.await;
-                    read_since_timer |= input;
                     input_meanwhile = input;
                     failed
                 };
@@ -348,11 +356,8 @@ where
             continue;
         }
         tokio::select! {
-            r = rd.read(&mut rbuf) => {
-                read_since_timer = true;
-                // The next turn reports what came.
-                let _ = take_input(peer, generation, r, &mut rbuf);
-            }
+            // The next turn reports what came.
+            _ = std::future::poll_fn(|_| read_once(output, &route, peer, generation)) => {}
             r = std::future::poll_fn(|cx| output.lock().poll_write_all(cx)), if writing => {
                 if r.is_err() {
                     let mut st = peer.lock();
@@ -367,9 +372,13 @@ where
                 armed = None;
                 handle_timeout(peer, generation);
                 // A timer fired with nothing read since the one before: release what a busy
-                // period grew.
-                if !std::mem::take(&mut read_since_timer) && rbuf.len() > READ_SMALL {
-                    rbuf = vec![0u8; READ_SMALL];
+                // period grew (a busy connection keeps its buffer: shrinking it on every
+                // timer regrew and zeroed 64 KiB each time).
+                if let Some(r) = output.reader().as_mut()
+                    && !std::mem::take(&mut r.read_since_timer)
+                    && r.buf.len() > READ_SMALL
+                {
+                    r.buf = vec![0u8; READ_SMALL];
                 }
                 output.lock().shrink(WRITE_KEEP);
             }
@@ -382,12 +391,13 @@ where
 /// arrived during this one's instead of one read's worth. Nothing is written until the
 /// commits are in. At most [`READ_DURING_COMMIT`] bytes are taken: what the core gathers
 /// between two turns (events, replies owed) stays bounded however long a commit takes.
-/// Returns the first failure, if any, and whether input was taken.
-async fn await_commits<R: AsyncRead + Unpin>(
+/// Returns the first failure, if any, and whether input was taken (or the driver woken)
+/// meanwhile: the next turn then runs at once.
+async fn await_commits(
     peer: &PeerShared,
     generation: u64,
-    rd: &mut R,
-    rbuf: &mut Vec<u8>,
+    output: &Output,
+    route: &std::task::Waker,
     pending: Pending,
 ) -> (Option<StoreError>, bool) {
     let commits = async move {
@@ -407,18 +417,36 @@ async fn await_commits<R: AsyncRead + Unpin>(
     loop {
         tokio::select! {
             failed = &mut commits => return (failed, input),
-            r = rd.read(rbuf), if reading => {
-                taken += r.as_ref().map_or(0, |n| *n);
+            // The transport's readiness comes as the driver's wake-up (`read_once`); one
+            // meant for the next turn (a message queued meanwhile) makes it run at once.
+            () = peer.driver.notified(), if reading => input = true,
+            fed = std::future::poll_fn(|_| read_once(output, route, peer, generation)), if reading => {
+                taken += fed.bytes;
                 // After the end of the stream (or an error) nothing more comes.
-                reading = matches!(r, Ok(n) if n > 0) && taken < READ_DURING_COMMIT;
+                reading = fed.open && taken < READ_DURING_COMMIT;
                 input = true;
-                if take_input(peer, generation, r, rbuf) {
+                if fed.waiting {
                     // The turn that reports them waits for the commits: a waiting `recv`
                     // need not.
                     peer.readable.notify_waiters();
                 }
             }
         }
+    }
+}
+
+/// Reads once from the connection's reading half and feeds the core; `Pending` (the routing
+/// waker registered) when nothing is there. The caller is woken through the session's
+/// `driver` notification (see `crate::input`), not by its own waker.
+fn read_once(
+    output: &Output,
+    route: &std::task::Waker,
+    peer: &PeerShared,
+    generation: u64,
+) -> std::task::Poll<crate::input::FedInput> {
+    match output.reader().as_mut() {
+        Some(r) => r.poll_feed(route, peer, generation),
+        None => std::task::Poll::Pending,
     }
 }
 
@@ -438,7 +466,7 @@ fn handle_timeout(peer: &PeerShared, generation: u64) {
 /// Feeds what a read returned (bytes, the end of the stream or an error) to the connection,
 /// if it still carries the session, and grows the read buffer when data streams in. True if
 /// messages are waiting for the application.
-fn take_input(
+pub(crate) fn take_input(
     peer: &PeerShared,
     generation: u64,
     r: std::io::Result<usize>,
@@ -516,7 +544,7 @@ fn report<F: FnMut(Progress)>(
 
 /// Applies the core's events to the shared state; returns how the connection ended, if it did.
 /// Wake-ups go into `progress`, for [`report`].
-fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Outcome> {
+pub(crate) fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Outcome> {
     let mut outcome = None;
     let mut acked = false;
     while let Link::Attached(conn) = &mut st.link {
@@ -595,7 +623,7 @@ mod tests {
     /// was read.
     struct Ready {
         left: usize,
-        read: usize,
+        read: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl AsyncRead for Ready {
@@ -610,7 +638,7 @@ mod tests {
             }
             buf.put_slice(&vec![0u8; n]);
             self.left -= n;
-            self.read += n;
+            self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             Poll::Ready(Ok(()))
         }
     }
@@ -627,25 +655,118 @@ mod tests {
             &receiving,
         );
         // 16 MiB are waiting to be read; the commit never returns.
-        let mut rd = Ready {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rd = Ready {
             left: 16 << 20,
-            read: 0,
+            read: read.clone(),
         };
-        let mut rbuf = vec![0u8; READ_CHUNK];
+        let output = Output::new(
+            0,
+            false,
+            tokio::io::sink(),
+            Reader::new(Box::new(rd), READ_CHUNK),
+        );
+        let route = crate::input::route(&peer);
         let (_held, answer) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let _entered = rt.enter();
-        let mut waiting = Box::pin(await_commits(&peer, 0, &mut rd, &mut rbuf, vec![answer]));
+        let mut waiting = Box::pin(await_commits(&peer, 0, &output, &route, vec![answer]));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
         drop(waiting);
+        let read = read.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
-            rd.read <= READ_DURING_COMMIT + READ_CHUNK,
-            "read {} bytes while the commit was in flight",
-            rd.read
+            read <= READ_DURING_COMMIT + READ_CHUNK,
+            "read {read} bytes while the commit was in flight"
         );
-        assert!(rd.read >= READ_DURING_COMMIT, "read only {} bytes", rd.read);
+        assert!(read >= READ_DURING_COMMIT, "read only {read} bytes");
+    }
+
+    /// A stream with nothing to read until the test puts bytes there and wakes the waker
+    /// its last read registered, as a socket's readiness does.
+    struct Later {
+        state: Arc<std::sync::Mutex<(usize, Option<Waker>)>>,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Later {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let mut st = self.state.lock().unwrap();
+            let n = buf.remaining().min(st.0);
+            if n == 0 {
+                st.1 = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            buf.put_slice(&vec![0u8; n]);
+            st.0 -= n;
+            self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Set when woken.
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn input_that_comes_during_a_commit_wakes_the_wait_to_read_it() {
+        let receiving =
+            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
+        let peer = PeerShared::new(
+            Role::Server,
+            None,
+            Link::Ended,
+            crate::transform::Chain::new(),
+            &receiving,
+        );
+        let state = Arc::new(std::sync::Mutex::new((0, None)));
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rd = Later {
+            state: state.clone(),
+            read: read.clone(),
+        };
+        let output = Output::new(
+            0,
+            false,
+            tokio::io::sink(),
+            Reader::new(Box::new(rd), READ_SMALL),
+        );
+        let route = crate::input::route(&peer);
+        // The commit never returns.
+        let (_held, answer) = tokio::sync::oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _entered = rt.enter();
+        let mut waiting = Box::pin(await_commits(&peer, 0, &output, &route, vec![answer]));
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+
+        // Bytes arrive; the stream wakes what its read registered.
+        let registered = {
+            let mut st = state.lock().unwrap();
+            st.0 = 100;
+            st.1.take().expect("the read registered a waker")
+        };
+        registered.wake();
+        assert!(
+            flag.0.load(std::sync::atomic::Ordering::SeqCst),
+            "the wait for the commit was not woken by the input"
+        );
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(read.load(std::sync::atomic::Ordering::Relaxed), 100);
     }
 }

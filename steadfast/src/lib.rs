@@ -155,6 +155,8 @@ mod fleet;
 #[cfg(feature = "runtime")]
 pub mod hooks;
 #[cfg(feature = "runtime")]
+mod input;
+#[cfg(feature = "runtime")]
 mod linger;
 #[cfg(feature = "runtime")]
 mod metered;

@@ -1,5 +1,6 @@
 //! The write side of one connection: its transport's writing half and the bytes waiting for
-//! it, shared by the connection's driver and the session's handles.
+//! it, shared by the connection's driver and the session's handles (with the read side,
+//! [`crate::input`], which lives as long).
 //!
 //! The driver writes batches and waits for the transport when it is full. A handle that finds
 //! the connection idle (nothing waiting here, nothing unacknowledged) may encode and write its
@@ -15,6 +16,8 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::AsyncWrite;
 
+use crate::input::Reader;
+
 /// The write side of one connection.
 pub(crate) struct Output {
     /// The generation of the connection in the session (see `PeerState::generation`).
@@ -24,6 +27,12 @@ pub(crate) struct Output {
     /// that only a later write or flush pushes out.
     pub(crate) direct: bool,
     inner: Mutex<Pending>,
+    /// The connection's read side (`None` once the driver stopped: the reading half is
+    /// dropped with it).
+    pub(crate) reader: Mutex<Option<Reader>>,
+    /// Reads made by waiting `recv` calls (tests).
+    #[cfg(test)]
+    pub(crate) direct_reads: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Output {
@@ -58,6 +67,7 @@ impl Output {
         generation: u64,
         direct: bool,
         writer: impl AsyncWrite + Send + 'static,
+        reader: Reader,
     ) -> Output {
         Output {
             generation,
@@ -68,6 +78,9 @@ impl Output {
                 pos: 0,
                 failed: false,
             }),
+            reader: Mutex::new(Some(reader)),
+            #[cfg(test)]
+            direct_reads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -75,6 +88,11 @@ impl Output {
     /// await).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Pending> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The read side (held only to read and feed the core, never across an await).
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Option<Reader>> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The pending bytes if nobody else holds them now.

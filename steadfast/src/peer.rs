@@ -11,8 +11,8 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -321,6 +321,13 @@ impl Peer {
 
     /// Receives the next message, waiting for one. Taking it acknowledges it to the sender.
     ///
+    /// On plain TCP (no TLS, no [store](crate::ClientConfig::store)) a waiting call reads and
+    /// decodes the connection's input in the caller's task, when it arrives, rather than have
+    /// the connection's own task do it and wake the caller: a request/response exchange
+    /// then costs one task wake-up per message, as a raw socket does. At most a few reads
+    /// per call; the connection's task reads the rest, and everything else (timers, writes,
+    /// input while nobody waits) as before.
+    ///
     /// A body that must be decoded by the session's [transforms](crate::transform) and turns
     /// out large (past 64 KiB decoded) is decoded on tokio's blocking pool, a few at a time
     /// server-wide, so that one peer's decompression never holds up the tasks of others.
@@ -347,6 +354,11 @@ impl Peer {
                 Err(None) => return Err(RecvError::Ended),
                 Err(Some(waiting)) => waiting,
             };
+            // The connection's readiness may have been handed to the waiting calls already.
+            if waiting.read_handed() {
+                waiting.done();
+                continue;
+            }
             // Poll again for a moment (`recv_spin`), yielding between polls, before waiting
             // to be woken.
             let spin = self.shared.recv_spin_us;
@@ -367,6 +379,8 @@ impl Peer {
             if !woken {
                 notified.await;
             }
+            // Woken with the connection's readiness: read here (see `crate::input`).
+            waiting.read_handed();
             waiting.done();
         }
     }
@@ -394,7 +408,7 @@ impl Peer {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let waiting = {
-                let mut st = self.shared.lock();
+                let st = self.shared.lock();
                 if st.waiting_messages() > 0 {
                     return true;
                 }
@@ -404,13 +418,12 @@ impl Peer {
                 // Counted as a receiver, as a waiting `recv` is: the messages it waits for
                 // raise no `MessagesWaiting` event while it waits (if it is dropped first,
                 // the event comes then).
-                st.receivers += 1;
-                Waiting {
-                    shared: &self.shared,
-                    armed: true,
-                }
+                Waiting::register(&self.shared, st)
             };
-            notified.await;
+            if !waiting.read_handed() {
+                notified.await;
+                waiting.read_handed();
+            }
             waiting.done();
         }
     }
@@ -441,18 +454,14 @@ impl Peer {
     /// Takes the next message, or registers this call as waiting for one (`Err(None)`: the
     /// session is over and nothing is left).
     fn take_or_wait(&self) -> Result<Message, Option<Waiting<'_>>> {
-        let mut st = self.shared.lock();
+        let st = self.shared.lock();
         if st.waiting_messages() > 0 {
             return self.take_locked(st).ok_or(None);
         }
         if st.ending.is_some() {
             return Err(None);
         }
-        st.receivers += 1;
-        Err(Some(Waiting {
-            shared: &self.shared,
-            armed: true,
-        }))
+        Err(Some(Waiting::register(&self.shared, st)))
     }
 
     /// Receives at least one message, waiting for it, and up to `n` (partial read: the rest
@@ -1013,11 +1022,55 @@ struct Waiting<'a> {
     armed: bool,
 }
 
-impl Waiting<'_> {
+impl<'a> Waiting<'a> {
+    /// Counts a call as waiting for messages; on a connection a handle may read from (see
+    /// `crate::input`), the connection's readiness goes to the waiting calls from now on.
+    fn register(shared: &'a Arc<PeerShared>, mut st: MutexGuard<'_, PeerState>) -> Self {
+        st.receivers += 1;
+        if st.is_open() && st.direct_output().is_some() {
+            let _ = shared.read_route.compare_exchange(
+                crate::input::DRIVER,
+                crate::input::RECEIVER,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        Waiting {
+            shared,
+            armed: true,
+        }
+    }
+
+    /// Reads the connection from this task if its readiness was handed to the waiting calls
+    /// and this one took it; true if it did.
+    fn read_handed(&self) -> bool {
+        let taken = crate::input::take_handed(self.shared);
+        if taken {
+            crate::input::read_handed(self.shared);
+        }
+        taken
+    }
+
     /// Woken: the call goes on to take what arrived.
     fn done(mut self) {
         self.armed = false;
-        self.shared.lock().receivers -= 1;
+        let mut st = self.shared.lock();
+        stop_waiting(self.shared, &mut st);
+    }
+}
+
+/// One call stops waiting for messages (under the session's lock). The last one gives the
+/// connection's readiness back to the driver, and a readiness handed to the waiting calls
+/// and taken by none of them wakes the driver to read.
+fn stop_waiting(shared: &PeerShared, st: &mut PeerState) {
+    st.receivers -= 1;
+    if st.receivers == 0
+        && shared
+            .read_route
+            .swap(crate::input::DRIVER, Ordering::AcqRel)
+            == crate::input::HANDED
+    {
+        shared.driver.notify_one();
     }
 }
 
@@ -1028,7 +1081,7 @@ impl Drop for Waiting<'_> {
         }
         let report = {
             let mut st = self.shared.lock();
-            st.receivers -= 1;
+            stop_waiting(self.shared, &mut st);
             let waiting = st.waiting_messages() > 0;
             let report = waiting && st.receivers == 0 && !st.notified;
             st.notified |= report;

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,23 @@ impl Durable {
 }
 
 impl PeerState {
+    /// A connection carries the session, past its handshake and not closing.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(&self.link, Link::Attached(c) if c.is_established() && !c.is_closed())
+    }
+
+    /// The current connection's output, if handles may write to it and read from it from
+    /// their own tasks: plain TCP, no store (whose commits come first) and no store write
+    /// outstanding.
+    pub(crate) fn direct_output(&self) -> Option<&Arc<Output>> {
+        self.output.as_ref().filter(|o| {
+            o.direct
+                && o.generation == self.generation
+                && self.durable.is_none()
+                && self.rare.as_ref().is_none_or(|r| r.unsettled.is_none())
+        })
+    }
+
     pub(crate) fn session(&self) -> Option<&Session> {
         match &self.link {
             Link::Attached(c) => c.session(),
@@ -553,6 +570,9 @@ pub(crate) struct PeerShared {
     /// of a message queued behind others, which saves a clock read per message of a
     /// streaming sender (0: no driver has run).
     pub(crate) turn_clock_us: AtomicU64,
+    /// Who the connection's readiness wakes: the driver, or a waiting `recv`
+    /// ([`crate::input`]).
+    pub(crate) read_route: AtomicU8,
 }
 
 /// What keeps a session (a server): it forgets the session and reports its end, once, by
@@ -619,6 +639,7 @@ impl PeerShared {
             close_timeout: receiving.close_timeout,
             recv_spin_us: u32::try_from(receiving.recv_spin.as_micros()).unwrap_or(u32::MAX),
             turn_clock_us: AtomicU64::new(0),
+            read_route: AtomicU8::new(crate::input::DRIVER),
         })
     }
 
@@ -638,21 +659,10 @@ impl PeerShared {
     /// store; the driver is woken when it cannot finish here or must act sooner than it
     /// planned (an ACK timer armed).
     pub(crate) fn transmit(&self, mut st: MutexGuard<'_, PeerState>, direct: bool) {
-        let output = match &st.output {
-            Some(o)
-                if direct
-                    && o.direct
-                    && o.generation == st.generation
-                    && st.durable.is_none()
-                    && st.rare.as_ref().is_none_or(|r| r.unsettled.is_none()) =>
-            {
-                o.clone()
-            }
-            _ => {
-                drop(st);
-                self.driver.notify_one();
-                return;
-            }
+        let Some(output) = st.direct_output().filter(|_| direct).cloned() else {
+            drop(st);
+            self.driver.notify_one();
+            return;
         };
         // Busy: the driver (or another handle) is writing and sends this after.
         let mut out = match output.try_lock() {
