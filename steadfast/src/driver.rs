@@ -188,9 +188,10 @@ async fn drive_output<F>(
 where
     F: FnMut(Progress),
 {
-    // Registered for the transport's readiness: it wakes this driver, or a waiting `recv` that
-    // reads for itself (see `crate::input`).
-    let route = crate::input::route(peer);
+    // Registered for the transport's readiness where a waiting `recv` may read for itself
+    // (plain TCP, no store): it wakes this driver or that `recv` (see `crate::input`). Elsewhere
+    // the driver registers its own waker, as ever.
+    let route = (output.direct && peer.lock().durable.is_none()).then(|| crate::input::route(peer));
     let mut progress = Vec::new();
     // One timer for the connection's life, moved only when the core's next deadline moves
     // (registering a timer on every turn cost more than the turn's own work).
@@ -276,7 +277,7 @@ where
                 } else {
                     // Boxed: a connection without a store never holds this future's state
                     // (it would grow every session's task).
-                    let waited = Box::pin(await_commits(peer, generation, output, &route, pending));
+                    let waited = Box::pin(await_commits(peer, generation, output, pending));
                     let (failed, input) = waited.await;
                     input_meanwhile = input;
                     failed
@@ -357,7 +358,9 @@ where
         }
         tokio::select! {
             // The next turn reports what came.
-            _ = std::future::poll_fn(|_| read_once(output, &route, peer, generation)) => {}
+            _ = std::future::poll_fn(|cx| {
+                read_once(output, route.as_ref().unwrap_or(cx.waker()), peer, generation)
+            }) => {}
             r = std::future::poll_fn(|cx| output.lock().poll_write_all(cx)), if writing => {
                 if r.is_err() {
                     let mut st = peer.lock();
@@ -391,13 +394,11 @@ where
 /// arrived during this one's instead of one read's worth. Nothing is written until the
 /// commits are in. At most [`READ_DURING_COMMIT`] bytes are taken: what the core gathers
 /// between two turns (events, replies owed) stays bounded however long a commit takes.
-/// Returns the first failure, if any, and whether input was taken (or the driver woken)
-/// meanwhile: the next turn then runs at once.
+/// Returns the first failure, if any, and whether input was taken.
 async fn await_commits(
     peer: &PeerShared,
     generation: u64,
     output: &Output,
-    route: &std::task::Waker,
     pending: Pending,
 ) -> (Option<StoreError>, bool) {
     let commits = async move {
@@ -417,10 +418,8 @@ async fn await_commits(
     loop {
         tokio::select! {
             failed = &mut commits => return (failed, input),
-            // The transport's readiness comes as the driver's wake-up (`read_once`); one
-            // meant for the next turn (a message queued meanwhile) makes it run at once.
-            () = peer.driver.notified(), if reading => input = true,
-            fed = std::future::poll_fn(|_| read_once(output, route, peer, generation)), if reading => {
+            // A session with a store: no `recv` reads for itself (see `crate::input`).
+            fed = std::future::poll_fn(|cx| read_once(output, cx.waker(), peer, generation)), if reading => {
                 taken += fed.bytes;
                 // After the end of the stream (or an error) nothing more comes.
                 reading = fed.open && taken < READ_DURING_COMMIT;
@@ -435,17 +434,17 @@ async fn await_commits(
     }
 }
 
-/// Reads once from the connection's reading half and feeds the core; `Pending` (the routing
-/// waker registered) when nothing is there. The caller is woken through the session's
-/// `driver` notification (see `crate::input`), not by its own waker.
+/// Reads once from the connection's reading half and feeds the core; `Pending` (`waker`
+/// registered: the driver's own, or the session's routing waker, which wakes the driver
+/// through its `driver` notification, see `crate::input`) when nothing is there.
 fn read_once(
     output: &Output,
-    route: &std::task::Waker,
+    waker: &std::task::Waker,
     peer: &PeerShared,
     generation: u64,
 ) -> std::task::Poll<crate::input::FedInput> {
     match output.reader().as_mut() {
-        Some(r) => r.poll_feed(route, peer, generation),
+        Some(r) => r.poll_feed(waker, peer, generation),
         None => std::task::Poll::Pending,
     }
 }
@@ -666,13 +665,12 @@ mod tests {
             tokio::io::sink(),
             Reader::new(Box::new(rd), READ_CHUNK),
         );
-        let route = crate::input::route(&peer);
         let (_held, answer) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let _entered = rt.enter();
-        let mut waiting = Box::pin(await_commits(&peer, 0, &output, &route, vec![answer]));
+        let mut waiting = Box::pin(await_commits(&peer, 0, &output, vec![answer]));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
         drop(waiting);
@@ -742,14 +740,13 @@ mod tests {
             tokio::io::sink(),
             Reader::new(Box::new(rd), READ_SMALL),
         );
-        let route = crate::input::route(&peer);
         // The commit never returns.
         let (_held, answer) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let _entered = rt.enter();
-        let mut waiting = Box::pin(await_commits(&peer, 0, &output, &route, vec![answer]));
+        let mut waiting = Box::pin(await_commits(&peer, 0, &output, vec![answer]));
         let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);

@@ -77,16 +77,16 @@ impl Reader {
     }
 
     /// Reads once and feeds what came (bytes, the end of the stream, an error) to the session
-    /// `peer` carries on connection `generation`. The transport's readiness is registered
-    /// with the session's routing waker (`route`), whoever calls. `Ready(true)` when messages
-    /// are waiting for the application.
+    /// `peer` carries on connection `generation`. `waker` is registered for the transport's
+    /// readiness when nothing is there: the session's routing waker, whoever calls, where a
+    /// `recv` may read; the driver's own elsewhere.
     pub(crate) fn poll_feed(
         &mut self,
-        route: &Waker,
+        waker: &Waker,
         peer: &PeerShared,
         generation: u64,
     ) -> Poll<FedInput> {
-        let r = std::task::ready!(self.poll_read(&mut Context::from_waker(route)));
+        let r = std::task::ready!(self.poll_read(&mut Context::from_waker(waker)));
         self.read_since_timer = true;
         let bytes = *r.as_ref().unwrap_or(&0);
         let waiting = take_input(peer, generation, r, &mut self.buf);
