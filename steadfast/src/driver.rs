@@ -25,9 +25,13 @@ use crate::store::StoreError;
 
 /// Bytes read per call while data streams in.
 pub(crate) const READ_CHUNK: usize = 64 << 10;
-/// The read buffer of a quiet connection: buffers grow under load and shrink back when the
-/// connection is idle, so thousands of idle sessions cost little memory.
-const READ_SMALL: usize = 512;
+/// The read buffer of a quiet connection: buffers grow under load (a read that fills the
+/// buffer makes it [`READ_MID`], then [`READ_CHUNK`]) and shrink back when the connection
+/// is idle, so thousands of idle sessions cost little memory.
+const READ_SMALL: usize = 256;
+/// The read buffer of a connection whose messages outgrow [`READ_SMALL`] (requests and
+/// replies of a few hundred bytes): one step before [`READ_CHUNK`].
+const READ_MID: usize = 4 << 10;
 /// Bytes encoded per driver turn, under the session's lock: senders wait for that lock
 /// meanwhile, so a turn encodes a few socket writes' worth, not all there is.
 const WRITE_BATCH: usize = 32 << 10;
@@ -493,8 +497,14 @@ pub(crate) fn take_input(
     let waiting = st.waiting_messages() > 0;
     drop(st);
     if matches!(r, Ok(n) if n == rbuf.len()) && rbuf.len() < READ_CHUNK {
-        // Data streams in: read in big chunks.
-        rbuf.resize(READ_CHUNK, 0);
+        // The read filled the buffer: more comes than it holds. Grow a step (data that
+        // streams in is read in big chunks after two reads).
+        let next = if rbuf.len() < READ_MID {
+            READ_MID
+        } else {
+            READ_CHUNK
+        };
+        rbuf.resize(next, 0);
     }
     waiting
 }
@@ -765,5 +775,29 @@ mod tests {
         );
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
         assert_eq!(read.load(std::sync::atomic::Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn a_read_buffer_grows_a_step_at_a_time() {
+        let receiving =
+            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
+        let peer = PeerShared::new(
+            Role::Server,
+            None,
+            Link::Ended,
+            crate::transform::Chain::new(),
+            &receiving,
+        );
+        let mut buf = vec![0u8; READ_SMALL];
+        // A read that leaves room: the buffer stays small.
+        take_input(&peer, 0, Ok(READ_SMALL - 1), &mut buf);
+        assert_eq!(buf.len(), READ_SMALL);
+        // Full reads: a step, then the streaming size, then no more.
+        take_input(&peer, 0, Ok(READ_SMALL), &mut buf);
+        assert_eq!(buf.len(), READ_MID);
+        take_input(&peer, 0, Ok(READ_MID), &mut buf);
+        assert_eq!(buf.len(), READ_CHUNK);
+        take_input(&peer, 0, Ok(READ_CHUNK), &mut buf);
+        assert_eq!(buf.len(), READ_CHUNK);
     }
 }
