@@ -628,6 +628,24 @@ mod tests {
 
     use super::*;
 
+    /// An output whose connection reads from `rd` into `len` bytes and writes nowhere.
+    fn reading(rd: impl AsyncRead + Unpin + Send + 'static, len: usize) -> Output {
+        Output::new(0, false, tokio::io::sink(), Reader::new(Box::new(rd), len))
+    }
+
+    /// A session with no connection: input fed to it is dropped.
+    fn ended_peer() -> Arc<PeerShared> {
+        let receiving =
+            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
+        PeerShared::new(
+            Role::Server,
+            None,
+            Link::Ended,
+            crate::transform::Chain::new(),
+            &receiving,
+        )
+    }
+
     /// A stream with `left` bytes ready at once, then nothing (pending for ever); counts what
     /// was read.
     struct Ready {
@@ -654,27 +672,14 @@ mod tests {
 
     #[test]
     fn a_commit_that_does_not_return_stops_the_reading_at_its_bound() {
-        let receiving =
-            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
-        let peer = PeerShared::new(
-            Role::Server,
-            None,
-            Link::Ended,
-            crate::transform::Chain::new(),
-            &receiving,
-        );
+        let peer = ended_peer();
         // 16 MiB are waiting to be read; the commit never returns.
         let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let rd = Ready {
             left: 16 << 20,
             read: read.clone(),
         };
-        let output = Output::new(
-            0,
-            false,
-            tokio::io::sink(),
-            Reader::new(Box::new(rd), READ_CHUNK),
-        );
+        let output = reading(rd, READ_CHUNK);
         let (_held, answer) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -729,27 +734,14 @@ mod tests {
 
     #[test]
     fn input_that_comes_during_a_commit_wakes_the_wait_to_read_it() {
-        let receiving =
-            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
-        let peer = PeerShared::new(
-            Role::Server,
-            None,
-            Link::Ended,
-            crate::transform::Chain::new(),
-            &receiving,
-        );
+        let peer = ended_peer();
         let state = Arc::new(std::sync::Mutex::new((0, None)));
         let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let rd = Later {
             state: state.clone(),
             read: read.clone(),
         };
-        let output = Output::new(
-            0,
-            false,
-            tokio::io::sink(),
-            Reader::new(Box::new(rd), READ_SMALL),
-        );
+        let output = reading(rd, READ_SMALL);
         // The commit never returns.
         let (_held, answer) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -779,15 +771,7 @@ mod tests {
 
     #[test]
     fn a_read_buffer_grows_a_step_at_a_time() {
-        let receiving =
-            crate::decode::Receiving::new(&crate::proto::Config::default(), 1, Duration::ZERO);
-        let peer = PeerShared::new(
-            Role::Server,
-            None,
-            Link::Ended,
-            crate::transform::Chain::new(),
-            &receiving,
-        );
+        let peer = ended_peer();
         let mut buf = vec![0u8; READ_SMALL];
         // A read that leaves room: the buffer stays small.
         take_input(&peer, 0, Ok(READ_SMALL - 1), &mut buf);

@@ -242,6 +242,18 @@ mod tests {
         (server, client, peer)
     }
 
+    /// The body a spawned `recv` took, within 20 s.
+    async fn taken(
+        call: tokio::task::JoinHandle<Result<crate::Message, crate::error::RecvError>>,
+    ) -> bytes::Bytes {
+        tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the message came")
+            .unwrap()
+            .unwrap()
+            .body
+    }
+
     fn direct_reads(peer: &Peer) -> u64 {
         let st = peer.shared.lock();
         st.output
@@ -343,12 +355,7 @@ mod tests {
         .expect("the reconnect was reported");
         assert!(resumed);
         server_peer.send("after").await.unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(20), waiting)
-            .await
-            .expect("the message came")
-            .unwrap()
-            .unwrap();
-        assert_eq!(m.body, "after");
+        assert_eq!(taken(waiting).await, "after");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -423,11 +430,6 @@ mod tests {
         .await;
         assert!(resumed.is_ok(), "the resume was not reported");
         server_peer.send("after").await.unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(20), waiting)
-            .await
-            .expect("the message came")
-            .unwrap()
-            .unwrap();
-        assert_eq!(m.body, "after");
+        assert_eq!(taken(waiting).await, "after");
     }
 }
