@@ -554,11 +554,21 @@ fn report<F: FnMut(Progress)>(
 /// Applies the core's events to the shared state; returns how the connection ended, if it did.
 /// Wake-ups go into `progress`, for [`report`].
 pub(crate) fn handle_events(st: &mut PeerState, progress: &mut Vec<Progress>) -> Option<Outcome> {
+    handle_events_while(st, progress, |_| true)
+}
+
+/// [`handle_events`] up to the first event `take` refuses (it and the ones after it stay
+/// queued, in order).
+pub(crate) fn handle_events_while(
+    st: &mut PeerState,
+    progress: &mut Vec<Progress>,
+    take: fn(&Event) -> bool,
+) -> Option<Outcome> {
     let mut outcome = None;
     let mut acked = false;
     while let Link::Attached(conn) = &mut st.link {
         let role = conn.role();
-        let Some(event) = conn.poll_event() else {
+        let Some(event) = conn.poll_event_if(take) else {
             break;
         };
         match event {

@@ -22,8 +22,10 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::driver::Progress;
 use crate::driver::take_input;
-use crate::session::PeerShared;
+use crate::proto::Event;
+use crate::session::{Link, PeerShared};
 
 /// Readiness goes to the driver.
 pub(crate) const DRIVER: u8 = 0;
@@ -181,18 +183,33 @@ pub(crate) fn read_handed(peer: &Arc<PeerShared>) {
             peer.driver.notify_one();
             return;
         }
+        // What the input caused for receivers and senders is handled here; anything else
+        // (the handshake's report, if the driver's turn after the WELCOME has not taken it
+        // yet) is the driver's, and stays queued for it, in order.
         let mut progress = Vec::new();
-        let ended = crate::driver::handle_events(&mut st, &mut progress);
-        debug_assert!(ended.is_none(), "an open connection reported its end");
+        let ended = crate::driver::handle_events_while(&mut st, &mut progress, |e| {
+            matches!(
+                e,
+                Event::MessagesAvailable | Event::Acknowledged { .. } | Event::Pong { .. }
+            )
+        });
+        debug_assert!(
+            ended.is_none(),
+            "only events of an open connection were taken"
+        );
+        let driver_owed = matches!(&st.link, Link::Attached(c) if c.has_events());
         st.account();
         peer.transmit(st, true);
         for p in progress {
             match p {
-                crate::driver::Progress::Readable => peer.readable.notify_waiters(),
-                crate::driver::Progress::Acknowledged => peer.progress.notify_waiters(),
-                // A `recv` waits (no "messages waiting" report) and the handshake is over.
-                _ => {}
+                Progress::Readable => peer.readable.notify_waiters(),
+                Progress::Acknowledged => peer.progress.notify_waiters(),
+                // A `recv` waits: no "messages waiting" report is made while it does.
+                Progress::MessagesWaiting | Progress::Established { .. } => {}
             }
+        }
+        if driver_owed {
+            peer.driver.notify_one();
         }
         if fed.bytes == room {
             // The buffer filled: data streams in. The driver reads on, in parallel with the

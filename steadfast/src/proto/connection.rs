@@ -744,6 +744,20 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// The next event if `take` accepts it; otherwise it stays first, with those after it.
+    pub fn poll_event_if(&mut self, take: impl FnOnce(&Event) -> bool) -> Option<Event> {
+        if take(self.events.front()?) {
+            self.events.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Whether an event waits for [`Connection::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Appends frames to send to `buf` (at most about the configured transmit batch) and
     /// returns how many bytes it appended. Control frames (handshake, ACK, PING, PONG, GOAWAY,
     /// CLOSE) always go before data, so they are never stuck behind a large message (§5.3).
