@@ -537,7 +537,7 @@ fn receive_allowance(st: &PeerState) -> Option<u64> {
 
 /// Reports a turn's progress, after the session's lock is released (a woken task then finds
 /// it free): wakes receivers and senders, and tells the owner the rest.
-fn report<F: FnMut(Progress)>(
+pub(crate) fn report<F: FnMut(Progress)>(
     peer: &PeerShared,
     progress: &mut Vec<Progress>,
     on_progress: &mut F,

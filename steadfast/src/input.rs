@@ -200,14 +200,15 @@ pub(crate) fn read_handed(peer: &Arc<PeerShared>) {
         let driver_owed = matches!(&st.link, Link::Attached(c) if c.has_events());
         st.account();
         peer.transmit(st, true);
-        for p in progress {
-            match p {
-                Progress::Readable => peer.readable.notify_waiters(),
-                Progress::Acknowledged => peer.progress.notify_waiters(),
-                // A `recv` waits: no "messages waiting" report is made while it does.
-                Progress::MessagesWaiting | Progress::Established { .. } => {}
-            }
-        }
+        // Receivers and senders are woken as the driver wakes them. Nothing else comes: the
+        // handshake's report is not taken above, and no "messages waiting" report is made
+        // while a `recv` waits (this call counts as one).
+        crate::driver::report(peer, &mut progress, &mut |p: Progress| {
+            debug_assert!(
+                false,
+                "a report for the driver taken by a reading call: {p:?}"
+            );
+        });
         if driver_owed {
             peer.driver.notify_one();
         }
