@@ -5,9 +5,10 @@
 //! is `Ok(None)`, never an error. Memory held is at most one header plus one maximum frame,
 //! plus whatever the caller fed in one call.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
 use super::frame::{Frame, FrameError, HEADER_LEN};
+use super::slab::Slab;
 
 /// What the decoder waits for next.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +23,8 @@ enum State {
 #[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
+    /// Where payloads are copied to.
+    slab: Slab,
     state: State,
     max_frame: u32,
     /// The connection's protocol version (1 until a handshake chose another): it decides
@@ -34,6 +37,7 @@ impl Decoder {
     pub fn new(max_frame: u32) -> Self {
         Decoder {
             buf: BytesMut::new(),
+            slab: Slab::default(),
             state: State::Head,
             max_frame,
             version: 1,
@@ -63,16 +67,20 @@ impl Decoder {
     }
 
     /// Frees the buffer's memory if nothing is pending: no buffered byte and no frame header
-    /// read whose payload is still to come (a header alone leaves nothing buffered).
+    /// read whose payload is still to come (a header alone leaves nothing buffered). Lets go
+    /// of the memory payloads are copied into, in any case (payloads already returned keep
+    /// what they use).
     pub fn shrink(&mut self) {
         if matches!(self.state, State::Head) && self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
+        self.slab.release();
     }
 
     /// Drops buffered bytes and any partially read frame.
     pub fn reset(&mut self) {
         self.buf = BytesMut::new();
+        self.slab.release();
         self.state = State::Head;
     }
 
@@ -127,20 +135,22 @@ impl Decoder {
                     };
                 }
                 State::Body { len, kind, flags } => {
-                    // The payload gets an allocation of its own: a small message kept in an
-                    // inbox must not pin the whole read buffer it arrived in (a peer could
-                    // otherwise hold 64 KiB of memory per byte of window), and the buffer
-                    // stays unshared, so it is reused instead of reallocated.
+                    // The payload is copied out: a small message kept in an inbox must not
+                    // pin the whole read buffer it arrived in (a peer could otherwise hold
+                    // 64 KiB of memory per byte of window), and the buffer stays unshared, so
+                    // it is reused instead of reallocated. Middling payloads share a bounded
+                    // allocation with their neighbours (`slab.rs`).
                     let payload = if self.buf.is_empty() && input.len() >= len {
+                        let ahead = input.len();
                         let (body, rest) = input.split_at(len);
                         *input = rest;
-                        Bytes::copy_from_slice(body)
+                        self.slab.copy(body, ahead)
                     } else {
                         self.take_up_to(len, input);
                         if self.buf.len() < len {
                             return Ok(None);
                         }
-                        let payload = Bytes::copy_from_slice(&self.buf[..len]);
+                        let payload = self.slab.copy(&self.buf[..len], self.buf.len());
                         self.buf.advance(len);
                         payload
                     };

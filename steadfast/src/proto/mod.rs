@@ -42,6 +42,7 @@ mod config;
 mod connection;
 pub mod frame;
 mod session;
+mod slab;
 
 pub use codec::Decoder;
 pub use config::{Config, ConfigError, MAX_ACK_DELAY, MIN_IDLE_TIMEOUT, SUPPORTED_VERSIONS};

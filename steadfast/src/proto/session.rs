@@ -25,7 +25,10 @@ pub struct Message {
     /// time of its driver's latest turn (within that turn's work, typically microseconds, at
     /// most a store commit), which saves a clock read per message.
     pub timestamp_us: u64,
-    /// The body.
+    /// The body. A received body has memory of its own, except that one of 512 B to 8 KiB
+    /// may share an allocation with the bodies received just before and after it, of at
+    /// most 16 times its size and 32 KiB: keeping such a body alone for long keeps that much
+    /// alive (`Bytes::copy_from_slice` makes it an allocation of its own).
     pub body: Bytes,
 }
 
