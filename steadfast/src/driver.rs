@@ -238,18 +238,18 @@ where
                         conn.handle_disconnect();
                     }
                     let before = metered::before(conn);
-                    let start = out.buf.len();
+                    let start = out.encoded();
                     if out.is_idle() {
                         let batch = if durable { DURABLE_BATCH } else { WRITE_BATCH };
-                        while out.buf.len() < batch && conn.poll_transmit(now, &mut out.buf) > 0 {}
+                        while out.encoded() < batch && out.transmit(conn, now) > 0 {}
                     }
                     let deadline = conn.poll_timeout();
                     if conn.is_closed() {
                         // Ending: everything the connection still owes (a CLOSE reply, a
                         // GOAWAY) goes after what is pending, whatever the batch size.
-                        while conn.poll_transmit(now, &mut out.buf) > 0 {}
+                        while out.transmit(conn, now) > 0 {}
                     }
-                    metered::after_output(conn, before, (out.buf.len() - start) as u64);
+                    metered::after_output(conn, before, (out.encoded() - start) as u64);
                     drop(out);
                     // Handles that change the session before this driver sleeps compare the
                     // connection's next deadline with this one and wake the driver if earlier.

@@ -9,14 +9,20 @@
 //! the driver. Bytes go out in the order they were encoded: whoever encodes appends here,
 //! under the session's lock, and writes from the front, under this one.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use bytes::{Buf, Bytes};
 use tokio::io::AsyncWrite;
 
 use crate::input::Reader;
+use crate::proto::Connection;
+
+/// The most slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
 
 /// The write side of one connection.
 pub(crate) struct Output {
@@ -47,9 +53,17 @@ impl std::fmt::Debug for Output {
 /// The transport's writing half and the bytes not yet written to it.
 pub(crate) struct Pending {
     writer: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The transport takes vectored writes: large message bodies are written from their own
+    /// memory (`bodies`) instead of being copied into `buf`.
+    vectored: bool,
     /// Encoded frames; `buf[pos..]` is still to be written.
     pub(crate) buf: Vec<u8>,
     pos: usize,
+    /// Bodies not copied into `buf`, each with the place it goes: before `buf[at..]`
+    /// (`Connection::poll_transmit_vectored`). The front one is cut by what was written of it.
+    bodies: VecDeque<(usize, Bytes)>,
+    /// Bytes of the bodies pushed since `buf` was last emptied.
+    spliced: usize,
     /// A write from a handle's task failed: the driver ends the connection.
     pub(crate) failed: bool,
 }
@@ -73,9 +87,12 @@ impl Output {
             generation,
             direct,
             inner: Mutex::new(Pending {
+                vectored: writer.is_write_vectored(),
                 writer: Box::pin(writer),
                 buf: Vec::new(),
                 pos: 0,
+                bodies: VecDeque::new(),
+                spliced: 0,
                 failed: false,
             }),
             reader: Mutex::new(Some(reader)),
@@ -108,25 +125,85 @@ impl Output {
 impl Pending {
     /// Nothing waits to be written.
     pub(crate) fn is_idle(&self) -> bool {
-        self.pos == self.buf.len()
+        self.pos == self.buf.len() && self.bodies.is_empty()
+    }
+
+    /// Bytes encoded since the output was last empty, bodies written from their own memory
+    /// included (what a batch is measured in).
+    pub(crate) fn encoded(&self) -> usize {
+        self.buf.len() + self.spliced
+    }
+
+    /// Appends what `conn` has to send (`Connection::poll_transmit`, vectored when the
+    /// transport takes vectored writes); returns the bytes it added.
+    pub(crate) fn transmit(&mut self, conn: &mut Connection, now: std::time::Instant) -> usize {
+        if self.vectored {
+            let before = self.buf.len();
+            let n = conn.poll_transmit_vectored(now, &mut self.buf, &mut self.bodies);
+            self.spliced += n - (self.buf.len() - before);
+            n
+        } else {
+            conn.poll_transmit(now, &mut self.buf)
+        }
     }
 
     /// Writes what waits until all is written (`Ready(Ok)`), the transport is full
     /// (`Pending`, `cx` is woken when it has room) or it fails.
     pub(crate) fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.pos < self.buf.len() {
-            match self.writer.as_mut().poll_write(cx, &self.buf[self.pos..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        while !self.is_idle() {
+            let n = if self.bodies.is_empty() {
+                match self.writer.as_mut().poll_write(cx, &self.buf[self.pos..]) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Ready(Ok(n)) => self.pos += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let used = slices_of(&self.buf, self.pos, &self.bodies, &mut slices);
+                match self
+                    .writer
+                    .as_mut()
+                    .poll_write_vectored(cx, &slices[..used])
+                {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => return Poll::Pending,
+                }
+            };
+            match n {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.advance(n),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         self.buf.clear();
         self.pos = 0;
+        self.spliced = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Marks `n` more bytes as written.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            match self.bodies.front_mut() {
+                Some((place, body)) if *place == self.pos => {
+                    let k = n.min(body.len());
+                    body.advance(k);
+                    n -= k;
+                    if body.is_empty() {
+                        self.bodies.pop_front();
+                    }
+                }
+                front => {
+                    let end = front.map_or(self.buf.len(), |(place, _)| *place);
+                    let k = n.min(end - self.pos);
+                    debug_assert!(k > 0, "written past what waits");
+                    if k == 0 {
+                        return;
+                    }
+                    self.pos += k;
+                    n -= k;
+                }
+            }
+        }
     }
 
     /// One non-blocking attempt to write what waits, from a task other than the driver's
@@ -153,6 +230,157 @@ impl Pending {
         if self.is_idle() && self.buf.capacity() > keep {
             self.buf = Vec::new();
             self.pos = 0;
+            self.spliced = 0;
+            self.bodies = VecDeque::new();
         }
+    }
+}
+
+/// Fills `slices` with what waits (`buf[pos..]` and `bodies` in their places), in stream
+/// order; returns how many it filled.
+fn slices_of<'a>(
+    buf: &'a [u8],
+    pos: usize,
+    bodies: &'a VecDeque<(usize, Bytes)>,
+    slices: &mut [IoSlice<'a>; MAX_SLICES],
+) -> usize {
+    let mut used = 0;
+    let mut at = pos;
+    for (place, body) in bodies {
+        if *place > at {
+            slices[used] = IoSlice::new(&buf[at..*place]);
+            used += 1;
+            at = *place;
+        }
+        if used == MAX_SLICES {
+            return used;
+        }
+        slices[used] = IoSlice::new(body);
+        used += 1;
+        if used == MAX_SLICES {
+            return used;
+        }
+    }
+    if at < buf.len() {
+        slices[used] = IoSlice::new(&buf[at..]);
+        used += 1;
+    }
+    used
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A transport that takes at most the next of `sizes` bytes per write (vectored or
+    /// not), and is full (`Pending`) when a size is 0; it keeps what it was given.
+    struct Trickle {
+        sizes: Vec<usize>,
+        next: usize,
+        got: std::sync::Arc<Mutex<Vec<u8>>>,
+        vectored_calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Trickle {
+        fn take(&mut self, slices: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+            let mut room = self.sizes[self.next % self.sizes.len()];
+            self.next += 1;
+            if room == 0 {
+                return Poll::Pending;
+            }
+            let mut got = self.got.lock().unwrap();
+            let mut n = 0;
+            for s in slices {
+                let k = room.min(s.len());
+                got.extend_from_slice(&s[..k]);
+                room -= k;
+                n += k;
+                if room == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.take(&[IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.vectored_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.take(bufs)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Bytes and bodies appended in any mix, written in writes of any size, some of them
+    /// refused: the transport gets exactly the stream, in order, and the output ends idle.
+    #[test]
+    fn bodies_go_out_in_their_places_whatever_the_write_sizes() {
+        proptest::proptest!(|(
+            parts in proptest::collection::vec((0usize..300, proptest::option::of(1usize..3_000)), 1..120),
+            sizes in proptest::collection::vec(0usize..5_000, 1..20),
+        )| {
+            let sizes = if sizes.iter().all(|&s| s == 0) { vec![1] } else { sizes };
+            let got = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let writer = Trickle { sizes, next: 0, got: got.clone(), vectored_calls: calls.clone() };
+            let mut p = Pending {
+                vectored: true,
+                writer: Box::pin(writer),
+                buf: Vec::new(),
+                pos: 0,
+                bodies: VecDeque::new(),
+                spliced: 0,
+                failed: false,
+            };
+            let mut want = Vec::new();
+            let mut byte = 0u8;
+            let mut next = || { byte = byte.wrapping_add(1); byte };
+            for (plain, body) in &parts {
+                for _ in 0..*plain {
+                    let b = next();
+                    p.buf.push(b);
+                    want.push(b);
+                }
+                if let Some(len) = body {
+                    let body: Vec<u8> = (0..*len).map(|_| next()).collect();
+                    want.extend_from_slice(&body);
+                    p.spliced += body.len();
+                    p.bodies.push_back((p.buf.len(), Bytes::from(body)));
+                }
+            }
+            proptest::prop_assert_eq!(p.encoded(), want.len());
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut rounds = 0;
+            while p.poll_write_all(&mut cx).is_pending() {
+                rounds += 1;
+                proptest::prop_assert!(rounds < 1_000_000);
+            }
+            proptest::prop_assert!(p.is_idle());
+            proptest::prop_assert_eq!(p.encoded(), 0);
+            proptest::prop_assert_eq!(&*got.lock().unwrap(), &want);
+            let spliced = parts.iter().any(|(_, b)| b.is_some());
+            proptest::prop_assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed) > 0, spliced);
+        });
     }
 }

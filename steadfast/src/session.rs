@@ -687,7 +687,7 @@ impl PeerShared {
             return;
         }
         let before = crate::metered::before(conn);
-        let produced = conn.poll_transmit(crate::clock::now(), &mut out.buf);
+        let produced = out.transmit(conn, crate::clock::now());
         crate::metered::after_output(conn, before, produced as u64);
         let driver_needed = conn.has_data_to_send()
             || conn

@@ -16,6 +16,10 @@ use super::frame::{
 };
 use super::session::{HeldPartial, Message, Role, SendError, Session};
 
+/// The smallest DATA body [`Connection::poll_transmit_vectored`] leaves in place instead of
+/// copying: below it, copying the body next to its header costs less than a vector entry.
+pub const SPLICE_MIN: usize = 512;
+
 /// Something the application should know or decide.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -762,6 +766,30 @@ impl Connection {
     /// returns how many bytes it appended. Control frames (handshake, ACK, PING, PONG, GOAWAY,
     /// CLOSE) always go before data, so they are never stuck behind a large message (§5.3).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> usize {
+        self.poll_transmit_into(now, buf, None)
+    }
+
+    /// As [`Connection::poll_transmit`], except that a DATA frame's body of at least
+    /// [`SPLICE_MIN`] bytes is not copied into `buf`: it is pushed to `bodies` with the
+    /// length `buf` had at that point, the place in the stream where it goes (a body goes
+    /// before `buf[at..]`, and bodies at the same place in the order pushed). Meant for
+    /// vectored writes, which then send the body from the memory the application gave it in.
+    /// Returns how many bytes it appended to the stream, bodies included.
+    pub fn poll_transmit_vectored(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        bodies: &mut VecDeque<(usize, Bytes)>,
+    ) -> usize {
+        self.poll_transmit_into(now, buf, Some(bodies))
+    }
+
+    fn poll_transmit_into(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        bodies: Option<&mut VecDeque<(usize, Bytes)>>,
+    ) -> usize {
         let start = buf.len();
         while let Some(f) = self.control.pop_front() {
             f.encode(buf);
@@ -794,10 +822,11 @@ impl Connection {
                 self.ack_due = Some(now + self.config.ack_delay);
             }
         }
+        let mut spliced = 0;
         if !closing {
-            self.transmit_data(buf, start);
+            spliced = self.transmit_data(buf, start, bodies);
         }
-        buf.len() - start
+        buf.len() - start + spliced
     }
 
     // ---------------------------------------------------------------- state queries
@@ -1029,22 +1058,30 @@ impl Connection {
                 || self.in_flight_bytes + msg.body.len() as u64 <= u64::from(peer.window.bytes))
     }
 
-    fn transmit_data(&mut self, buf: &mut Vec<u8>, start: usize) {
+    /// Encodes DATA frames while the batch has room; returns the bytes of the bodies pushed
+    /// to `bodies` instead of `buf`.
+    fn transmit_data(
+        &mut self,
+        buf: &mut Vec<u8>,
+        start: usize,
+        mut bodies: Option<&mut VecDeque<(usize, Bytes)>>,
+    ) -> usize {
+        let mut spliced = 0;
         let Some(peer) = self.peer else {
-            return;
+            return spliced;
         };
         let chunk_max = (peer.max_frame as usize)
             .saturating_sub(DATA_PREFIX_LEN)
             .min(self.config.max_chunk as usize)
             .max(1);
-        while buf.len() - start < self.config.transmit_batch && self.can_send_data() {
+        while buf.len() - start + spliced < self.config.transmit_batch && self.can_send_data() {
             let Some(session) = self.session.as_mut() else {
-                return;
+                return spliced;
             };
             let seq = self.next_to_send;
             let idx = seq.distance_from(session.acked) as usize;
             let Some(msg) = session.outbox.get(idx) else {
-                return;
+                return spliced;
             };
             let len = msg.body.len();
             if self.chunk_offset == 0 {
@@ -1071,13 +1108,20 @@ impl Connection {
             let from = self.chunk_offset;
             let end = (from + max).min(len);
             let more = end < len;
-            buf.reserve(HEADER_LEN + prefix + end - from);
+            let splice = end - from >= SPLICE_MIN && bodies.is_some();
+            buf.reserve(HEADER_LEN + prefix + if splice { 0 } else { end - from });
             if continued {
                 encode_continued_header(buf, seq, msg.timestamp_us, more, from as u64, end - from);
             } else {
                 encode_data_header(buf, seq, msg.timestamp_us, more, end - from);
             }
-            buf.extend_from_slice(&msg.body[from..end]);
+            match bodies.as_deref_mut() {
+                Some(bodies) if splice => {
+                    bodies.push_back((buf.len(), msg.body.slice(from..end)));
+                    spliced += end - from;
+                }
+                _ => buf.extend_from_slice(&msg.body[from..end]),
+            }
             session.stats.body_bytes_sent += (end - from) as u64;
             if more {
                 self.chunk_offset = end;
@@ -1086,6 +1130,7 @@ impl Connection {
                 self.next_to_send = Seq(seq.0 + 1);
             }
         }
+        spliced
     }
 
     fn handle_frame(&mut self, now: Instant, frame: Frame) {

@@ -46,7 +46,7 @@ mod slab;
 
 pub use codec::Decoder;
 pub use config::{Config, ConfigError, MAX_ACK_DELAY, MIN_IDLE_TIMEOUT, SUPPORTED_VERSIONS};
-pub use connection::{Connection, ConnectionError, Event, HelloRequest, SessionEnd};
+pub use connection::{Connection, ConnectionError, Event, HelloRequest, SPLICE_MIN, SessionEnd};
 pub use frame::{
     CloseCode, Frame, FrameError, Limits, RejectCode, ResumeRequest, ResumeToken, Seq, SessionId,
     Timings, Window,
