@@ -54,18 +54,25 @@ impl std::fmt::Debug for Output {
 pub(crate) struct Pending {
     writer: Pin<Box<dyn AsyncWrite + Send>>,
     /// The transport takes vectored writes: large message bodies are written from their own
-    /// memory (`bodies`) instead of being copied into `buf`.
+    /// memory (`spliced`) instead of being copied into `buf`.
     vectored: bool,
+    /// A write from a handle's task failed: the driver ends the connection.
+    pub(crate) failed: bool,
     /// Encoded frames; `buf[pos..]` is still to be written.
     pub(crate) buf: Vec<u8>,
     pos: usize,
-    /// Bodies not copied into `buf`, each with the place it goes: before `buf[at..]`
-    /// (`Connection::poll_transmit_vectored`). The front one is cut by what was written of it.
+    /// Bodies not copied into `buf` (made at the connection's first, so that a connection
+    /// that never has one carries only the pointer).
+    spliced: Option<Box<Spliced>>,
+}
+
+/// Bodies written from their own memory.
+struct Spliced {
+    /// Each with the place it goes: before `buf[at..]` (`Connection::poll_transmit_vectored`).
+    /// The front one is cut by what was written of it.
     bodies: VecDeque<(usize, Bytes)>,
-    /// Bytes of the bodies pushed since `buf` was last emptied.
-    spliced: usize,
-    /// A write from a handle's task failed: the driver ends the connection.
-    pub(crate) failed: bool,
+    /// Bytes of the bodies pushed since the output was last empty.
+    len: usize,
 }
 
 /// How a write attempt from a handle's task went.
@@ -89,11 +96,10 @@ impl Output {
             inner: Mutex::new(Pending {
                 vectored: writer.is_write_vectored(),
                 writer: Box::pin(writer),
+                failed: false,
                 buf: Vec::new(),
                 pos: 0,
-                bodies: VecDeque::new(),
-                spliced: 0,
-                failed: false,
+                spliced: None,
             }),
             reader: Mutex::new(Some(reader)),
             #[cfg(test)]
@@ -125,25 +131,45 @@ impl Output {
 impl Pending {
     /// Nothing waits to be written.
     pub(crate) fn is_idle(&self) -> bool {
-        self.pos == self.buf.len() && self.bodies.is_empty()
+        self.pos == self.buf.len() && self.bodies().is_none()
+    }
+
+    /// The bodies waiting, if any.
+    fn bodies(&self) -> Option<&VecDeque<(usize, Bytes)>> {
+        self.spliced
+            .as_deref()
+            .map(|s| &s.bodies)
+            .filter(|b| !b.is_empty())
     }
 
     /// Bytes encoded since the output was last empty, bodies written from their own memory
     /// included (what a batch is measured in).
     pub(crate) fn encoded(&self) -> usize {
-        self.buf.len() + self.spliced
+        self.buf.len() + self.spliced.as_ref().map_or(0, |s| s.len)
     }
 
     /// Appends what `conn` has to send (`Connection::poll_transmit`, vectored when the
     /// transport takes vectored writes); returns the bytes it added.
     pub(crate) fn transmit(&mut self, conn: &mut Connection, now: std::time::Instant) -> usize {
-        if self.vectored {
-            let before = self.buf.len();
-            let n = conn.poll_transmit_vectored(now, &mut self.buf, &mut self.bodies);
-            self.spliced += n - (self.buf.len() - before);
-            n
-        } else {
-            conn.poll_transmit(now, &mut self.buf)
+        if !self.vectored {
+            return conn.poll_transmit(now, &mut self.buf);
+        }
+        let before = self.buf.len();
+        match &mut self.spliced {
+            Some(s) => {
+                let n = conn.poll_transmit_vectored(now, &mut self.buf, &mut s.bodies);
+                s.len += n - (self.buf.len() - before);
+                n
+            }
+            None => {
+                let mut bodies = VecDeque::new();
+                let n = conn.poll_transmit_vectored(now, &mut self.buf, &mut bodies);
+                if !bodies.is_empty() {
+                    let len = n - (self.buf.len() - before);
+                    self.spliced = Some(Box::new(Spliced { bodies, len }));
+                }
+                n
+            }
         }
     }
 
@@ -151,49 +177,60 @@ impl Pending {
     /// (`Pending`, `cx` is woken when it has room) or it fails.
     pub(crate) fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.is_idle() {
-            let n = if self.bodies.is_empty() {
-                match self.writer.as_mut().poll_write(cx, &self.buf[self.pos..]) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => return Poll::Pending,
+            let bodies = self
+                .spliced
+                .as_deref()
+                .map(|s| &s.bodies)
+                .filter(|b| !b.is_empty());
+            let written = match bodies {
+                Some(bodies) => {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let used = slices_of(&self.buf, self.pos, bodies, &mut slices);
+                    self.writer
+                        .as_mut()
+                        .poll_write_vectored(cx, &slices[..used])
                 }
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let used = slices_of(&self.buf, self.pos, &self.bodies, &mut slices);
-                match self
-                    .writer
-                    .as_mut()
-                    .poll_write_vectored(cx, &slices[..used])
-                {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => return Poll::Pending,
-                }
+                None => self.writer.as_mut().poll_write(cx, &self.buf[self.pos..]),
             };
-            match n {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.advance(n),
-                Err(e) => return Poll::Ready(Err(e)),
+            match written {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         self.buf.clear();
         self.pos = 0;
-        self.spliced = 0;
+        if let Some(s) = &mut self.spliced {
+            s.len = 0;
+        }
         Poll::Ready(Ok(()))
     }
 
-    /// Marks `n` more bytes as written.
+    /// Marks `n` more bytes as written: of `buf` up to the next body's place, then of that
+    /// body, and so on.
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            match self.bodies.front_mut() {
-                Some((place, body)) if *place == self.pos => {
+            let next = self.spliced.as_deref_mut().and_then(|s| {
+                let place = s.bodies.front()?.0;
+                Some((place, &mut s.bodies))
+            });
+            match next {
+                Some((place, bodies)) if place == self.pos => {
+                    let Some((_, body)) = bodies.front_mut() else {
+                        return;
+                    };
                     let k = n.min(body.len());
                     body.advance(k);
                     n -= k;
                     if body.is_empty() {
-                        self.bodies.pop_front();
+                        bodies.pop_front();
                     }
                 }
-                front => {
-                    let end = front.map_or(self.buf.len(), |(place, _)| *place);
+                next => {
+                    let end = next.map_or(self.buf.len(), |(place, _)| place);
                     let k = n.min(end - self.pos);
                     debug_assert!(k > 0, "written past what waits");
                     if k == 0 {
@@ -230,8 +267,7 @@ impl Pending {
         if self.is_idle() && self.buf.capacity() > keep {
             self.buf = Vec::new();
             self.pos = 0;
-            self.spliced = 0;
-            self.bodies = VecDeque::new();
+            self.spliced = None;
         }
     }
 }
@@ -347,11 +383,10 @@ mod tests {
             let mut p = Pending {
                 vectored: true,
                 writer: Box::pin(writer),
+                failed: false,
                 buf: Vec::new(),
                 pos: 0,
-                bodies: VecDeque::new(),
-                spliced: 0,
-                failed: false,
+                spliced: None,
             };
             let mut want = Vec::new();
             let mut byte = 0u8;
@@ -365,8 +400,12 @@ mod tests {
                 if let Some(len) = body {
                     let body: Vec<u8> = (0..*len).map(|_| next()).collect();
                     want.extend_from_slice(&body);
-                    p.spliced += body.len();
-                    p.bodies.push_back((p.buf.len(), Bytes::from(body)));
+                    let at = p.buf.len();
+                    let s = p.spliced.get_or_insert_with(|| {
+                        Box::new(Spliced { bodies: VecDeque::new(), len: 0 })
+                    });
+                    s.len += body.len();
+                    s.bodies.push_back((at, Bytes::from(body)));
                 }
             }
             proptest::prop_assert_eq!(p.encoded(), want.len());

@@ -5,10 +5,10 @@
 //! is `Ok(None)`, never an error. Memory held is at most one header plus one maximum frame,
 //! plus whatever the caller fed in one call.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{Frame, FrameError, HEADER_LEN};
-use super::slab::Slab;
+use super::slab::{self, Slab};
 
 /// What the decoder waits for next.
 #[derive(Clone, Copy, Debug)]
@@ -23,8 +23,9 @@ enum State {
 #[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
-    /// Where payloads are copied to.
-    slab: Slab,
+    /// Where middling payloads are copied to (made at the first: a connection that never
+    /// receives one carries only the pointer).
+    slab: Option<Box<Slab>>,
     state: State,
     max_frame: u32,
     /// The connection's protocol version (1 until a handshake chose another): it decides
@@ -37,7 +38,7 @@ impl Decoder {
     pub fn new(max_frame: u32) -> Self {
         Decoder {
             buf: BytesMut::new(),
-            slab: Slab::default(),
+            slab: None,
             state: State::Head,
             max_frame,
             version: 1,
@@ -74,13 +75,13 @@ impl Decoder {
         if matches!(self.state, State::Head) && self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
-        self.slab.release();
+        self.slab = None;
     }
 
     /// Drops buffered bytes and any partially read frame.
     pub fn reset(&mut self) {
         self.buf = BytesMut::new();
-        self.slab.release();
+        self.slab = None;
         self.state = State::Head;
     }
 
@@ -144,13 +145,14 @@ impl Decoder {
                         let ahead = input.len();
                         let (body, rest) = input.split_at(len);
                         *input = rest;
-                        self.slab.copy(body, ahead)
+                        copy_payload(&mut self.slab, body, ahead)
                     } else {
                         self.take_up_to(len, input);
                         if self.buf.len() < len {
                             return Ok(None);
                         }
-                        let payload = self.slab.copy(&self.buf[..len], self.buf.len());
+                        let payload =
+                            copy_payload(&mut self.slab, &self.buf[..len], self.buf.len());
                         self.buf.advance(len);
                         payload
                     };
@@ -169,5 +171,15 @@ impl Decoder {
             self.buf.extend_from_slice(now);
             *input = rest;
         }
+    }
+}
+
+/// `payload` copied out of the read: into `slab` (made if need be) if it is of the size that
+/// shares one, else into an allocation of its own (`slab.rs`).
+fn copy_payload(slab: &mut Option<Box<Slab>>, payload: &[u8], ahead: usize) -> Bytes {
+    if slab::shares(payload.len()) {
+        slab.get_or_insert_with(Box::default).copy(payload, ahead)
+    } else {
+        Bytes::copy_from_slice(payload)
     }
 }

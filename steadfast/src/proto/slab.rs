@@ -30,6 +30,11 @@ pub(crate) const PIN_RATIO: usize = 16;
 /// A slab is at most this many bytes.
 pub(crate) const SLAB_MAX: usize = 32 << 10;
 
+/// Whether a payload of `len` bytes goes into a slab.
+pub(crate) fn shares(len: usize) -> bool {
+    (SHARE_MIN..=SHARE_MAX).contains(&len)
+}
+
 /// The allocation payloads are copied into.
 #[derive(Debug, Default)]
 pub(crate) struct Slab {
@@ -48,7 +53,7 @@ impl Slab {
     /// itself included: a new slab is no larger than that.
     pub(crate) fn copy(&mut self, payload: &[u8], ahead: usize) -> Bytes {
         let len = payload.len();
-        if !(SHARE_MIN..=SHARE_MAX).contains(&len) {
+        if !shares(len) {
             return Bytes::copy_from_slice(payload);
         }
         let in_ratio = (self.size as usize) <= PIN_RATIO * len;
@@ -71,11 +76,6 @@ impl Slab {
         }
         self.room.extend_from_slice(payload);
         self.room.split().freeze()
-    }
-
-    /// Lets go of the slab (its payloads keep it alive as long as they live).
-    pub(crate) fn release(&mut self) {
-        *self = Slab::default();
     }
 
     /// The size of the current slab (0: none).
@@ -197,11 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn release_lets_go_of_the_slab_but_not_of_the_payloads() {
+    fn a_slab_dropped_lives_on_in_its_payloads() {
         let mut slab = Slab::default();
         let body = slab.copy(&[4u8; 1_500], 3_000);
-        slab.release();
-        assert_eq!(slab.size(), 0);
+        assert!(!body.is_unique());
+        drop(slab);
         assert!(body.is_unique(), "the payload alone holds the slab now");
         assert_eq!(&body[..], &[4u8; 1_500][..]);
     }
