@@ -150,6 +150,7 @@ impl Pending {
 
     /// Appends what `conn` has to send (`Connection::poll_transmit`, vectored when the
     /// transport takes vectored writes); returns the bytes it added.
+    #[inline]
     pub(crate) fn transmit(&mut self, conn: &mut Connection, now: std::time::Instant) -> usize {
         if !self.vectored {
             return conn.poll_transmit(now, &mut self.buf);
@@ -164,7 +165,10 @@ impl Pending {
             None => {
                 let mut bodies = VecDeque::new();
                 let n = conn.poll_transmit_vectored(now, &mut self.buf, &mut bodies);
-                if !bodies.is_empty() {
+                if bodies.capacity() == 0 {
+                    // Nothing was pushed, so nothing is allocated: no drop to run.
+                    std::mem::forget(bodies);
+                } else {
                     let len = n - (self.buf.len() - before);
                     self.spliced = Some(Box::new(Spliced { bodies, len }));
                 }
@@ -176,6 +180,22 @@ impl Pending {
     /// Writes what waits until all is written (`Ready(Ok)`), the transport is full
     /// (`Pending`, `cx` is woken when it has room) or it fails.
     pub(crate) fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.spliced.is_none() {
+            // Only `buf`.
+            while self.pos < self.buf.len() {
+                match self.writer.as_mut().poll_write(cx, &self.buf[self.pos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => self.pos += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            self.buf.clear();
+            self.pos = 0;
+            return Poll::Ready(Ok(()));
+        }
         while !self.is_idle() {
             let bodies = self
                 .spliced

@@ -176,6 +176,7 @@ impl Decoder {
 
 /// `payload` copied out of the read: into `slab` (made if need be) if it is of the size that
 /// shares one, else into an allocation of its own (`slab.rs`).
+#[inline]
 fn copy_payload(slab: &mut Option<Box<Slab>>, payload: &[u8], ahead: usize) -> Bytes {
     if slab::shares(payload.len()) {
         slab.get_or_insert_with(Box::default).copy(payload, ahead)

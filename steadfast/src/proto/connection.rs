@@ -20,6 +20,36 @@ use super::session::{HeldPartial, Message, Role, SendError, Session};
 /// copying: below it, copying the body next to its header costs less than a vector entry.
 pub const SPLICE_MIN: usize = 512;
 
+/// Where DATA bodies go as frames are encoded.
+trait Bodies {
+    /// Puts `body[from..end]` next in the stream, after `buf`; returns how many of its bytes
+    /// went elsewhere than `buf`.
+    fn put(&mut self, buf: &mut Vec<u8>, body: &Bytes, from: usize, end: usize) -> usize;
+}
+
+/// Every body copied into the buffer.
+struct Copied;
+
+impl Bodies for Copied {
+    fn put(&mut self, buf: &mut Vec<u8>, body: &Bytes, from: usize, end: usize) -> usize {
+        buf.extend_from_slice(&body[from..end]);
+        0
+    }
+}
+
+/// Bodies of [`SPLICE_MIN`] bytes or more referenced with their place, smaller ones copied.
+impl Bodies for VecDeque<(usize, Bytes)> {
+    fn put(&mut self, buf: &mut Vec<u8>, body: &Bytes, from: usize, end: usize) -> usize {
+        if end - from >= SPLICE_MIN {
+            self.push_back((buf.len(), body.slice(from..end)));
+            end - from
+        } else {
+            buf.extend_from_slice(&body[from..end]);
+            0
+        }
+    }
+}
+
 /// Something the application should know or decide.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -766,7 +796,7 @@ impl Connection {
     /// returns how many bytes it appended. Control frames (handshake, ACK, PING, PONG, GOAWAY,
     /// CLOSE) always go before data, so they are never stuck behind a large message (§5.3).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> usize {
-        self.poll_transmit_into(now, buf, None)
+        self.poll_transmit_into(now, buf, &mut Copied)
     }
 
     /// As [`Connection::poll_transmit`], except that a DATA frame's body of at least
@@ -781,14 +811,14 @@ impl Connection {
         buf: &mut Vec<u8>,
         bodies: &mut VecDeque<(usize, Bytes)>,
     ) -> usize {
-        self.poll_transmit_into(now, buf, Some(bodies))
+        self.poll_transmit_into(now, buf, bodies)
     }
 
     fn poll_transmit_into(
         &mut self,
         now: Instant,
         buf: &mut Vec<u8>,
-        bodies: Option<&mut VecDeque<(usize, Bytes)>>,
+        bodies: &mut impl Bodies,
     ) -> usize {
         let start = buf.len();
         while let Some(f) = self.control.pop_front() {
@@ -1064,7 +1094,7 @@ impl Connection {
         &mut self,
         buf: &mut Vec<u8>,
         start: usize,
-        mut bodies: Option<&mut VecDeque<(usize, Bytes)>>,
+        bodies: &mut impl Bodies,
     ) -> usize {
         let mut spliced = 0;
         let Some(peer) = self.peer else {
@@ -1108,20 +1138,13 @@ impl Connection {
             let from = self.chunk_offset;
             let end = (from + max).min(len);
             let more = end < len;
-            let splice = end - from >= SPLICE_MIN && bodies.is_some();
-            buf.reserve(HEADER_LEN + prefix + if splice { 0 } else { end - from });
+            buf.reserve(HEADER_LEN + prefix);
             if continued {
                 encode_continued_header(buf, seq, msg.timestamp_us, more, from as u64, end - from);
             } else {
                 encode_data_header(buf, seq, msg.timestamp_us, more, end - from);
             }
-            match bodies.as_deref_mut() {
-                Some(bodies) if splice => {
-                    bodies.push_back((buf.len(), msg.body.slice(from..end)));
-                    spliced += end - from;
-                }
-                _ => buf.extend_from_slice(&msg.body[from..end]),
-            }
+            spliced += bodies.put(buf, &msg.body, from, end);
             session.stats.body_bytes_sent += (end - from) as u64;
             if more {
                 self.chunk_offset = end;
