@@ -12,6 +12,10 @@ use crate::errors;
 use crate::runtime::{self, Here, wait};
 
 /// A message received from the peer: its body and its sequence number in the session.
+///
+/// A body of 512 B to 8 KiB may share its memory with the bodies received just before and
+/// after it (at most 16 times its size and 32 KiB): keeping the ``Message`` itself for long
+/// keeps that much alive. ``body`` is a copy of its own; keep that instead.
 #[pyclass(frozen, module = "steadfast._steadfast")]
 pub(crate) struct Message {
     body: Bytes,

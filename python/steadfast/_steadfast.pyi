@@ -78,7 +78,12 @@ _ServerEvent: TypeAlias = Tuple[
 
 @final
 class Message:
-    """A message received from the peer: its body and its sequence number in the session."""
+    """A message received from the peer: its body and its sequence number in the session.
+
+    A body of 512 B to 8 KiB may share its memory with the bodies received just before and
+    after it (at most 16 times its size and 32 KiB): keeping the ``Message`` itself for long
+    keeps that much alive. ``body`` is a copy of its own; keep that instead.
+    """
 
     @property
     def body(self) -> bytes:
