@@ -2,7 +2,7 @@
 //!
 //! A payload is copied out of the read buffer, so that a message kept in an inbox or by the
 //! application never pins the buffer it arrived in. Small payloads get an allocation each:
-//! the allocator's per-thread caches serve them cheaply. Middling ones (1–8 KiB bodies) are
+//! the allocator's per-thread caches serve them cheaply. Middling ones (512 B to 8 KiB) are
 //! where one allocation per payload costs the most: past those caches, the receiving side
 //! allocating and the application freeing whole batches of them made the allocator grow and
 //! trim its heap in turn, a page fault per few messages (`steadfast bench throughput --size
